@@ -1,0 +1,185 @@
+from __future__ import annotations
+
+from django.contrib import admin
+
+from commerce.models import (
+    Category,
+    Coupon,
+    CouponRedemption,
+    Event,
+    Order,
+    OrderLine,
+    Product,
+    Refund,
+    Review,
+    Shopper,
+    ShopperAlias,
+    WriteKey,
+)
+
+
+class ShopperAliasInline(admin.TabularInline):
+    model = ShopperAlias
+    extra = 0
+    readonly_fields = ("anonymous_id", "created_at")
+
+
+@admin.register(Shopper)
+class ShopperAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "email",
+        "customer_id",
+        "first_name",
+        "last_name",
+        "country",
+        "email_consent",
+        "created_at",
+    )
+    list_filter = ("email_consent", "sms_consent", "push_consent", "country")
+    search_fields = (
+        "email",
+        "customer_id",
+        "first_name",
+        "last_name",
+        "phone",
+        "aliases__anonymous_id",
+    )
+    readonly_fields = ("created_at", "updated_at", "merged_into")
+    raw_id_fields = ("merged_into",)
+    inlines = [ShopperAliasInline]
+    show_full_result_count = False
+
+
+@admin.register(Category)
+class CategoryAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "parent")
+    search_fields = ("name", "slug")
+    prepopulated_fields = {"slug": ("name",)}
+    list_select_related = ("parent",)
+
+
+@admin.register(Product)
+class ProductAdmin(admin.ModelAdmin):
+    list_display = (
+        "sku",
+        "title",
+        "category",
+        "price",
+        "currency",
+        "stock",
+        "average_rating",
+        "active",
+    )
+    list_filter = ("active", "category")
+    search_fields = ("sku", "title")
+    list_select_related = ("category",)
+    raw_id_fields = ("category",)
+    list_editable = ("price", "stock", "active")
+
+
+class OrderLineInline(admin.TabularInline):
+    model = OrderLine
+    extra = 0
+    raw_id_fields = ("product",)
+    readonly_fields = ("sku", "title", "quantity", "unit_price", "total", "refunded_quantity")
+
+
+class RefundInline(admin.TabularInline):
+    model = Refund
+    extra = 0
+    readonly_fields = ("number", "amount", "reason", "refunded_at")
+
+
+@admin.register(Order)
+class OrderAdmin(admin.ModelAdmin):
+    list_display = (
+        "number",
+        "shopper",
+        "email",
+        "status",
+        "total",
+        "refunded_total",
+        "currency",
+        "source",
+        "placed_at",
+    )
+    list_filter = ("status", "source", "currency")
+    search_fields = ("number", "email", "shopper__email", "shopper__customer_id")
+    date_hierarchy = "placed_at"
+    list_select_related = ("shopper",)
+    raw_id_fields = ("shopper",)
+    readonly_fields = ("number", "created_at")
+    inlines = [OrderLineInline, RefundInline]
+    show_full_result_count = False
+
+
+@admin.register(Review)
+class ReviewAdmin(admin.ModelAdmin):
+    list_display = ("product", "shopper", "rating", "created_at")
+    list_filter = ("rating",)
+    raw_id_fields = ("product", "shopper")
+    list_select_related = ("product", "shopper")
+
+
+class CouponRedemptionInline(admin.TabularInline):
+    model = CouponRedemption
+    extra = 0
+    raw_id_fields = ("order", "shopper")
+    readonly_fields = ("amount", "created_at")
+
+
+@admin.register(Coupon)
+class CouponAdmin(admin.ModelAdmin):
+    list_display = (
+        "code",
+        "kind",
+        "value",
+        "min_spend",
+        "valid_until",
+        "times_used",
+        "usage_limit",
+        "source",
+        "owner",
+        "active",
+    )
+    list_filter = ("kind", "source", "active")
+    search_fields = ("code", "owner__email")
+    raw_id_fields = ("owner",)
+    readonly_fields = ("times_used", "created_at")
+    list_select_related = ("owner",)
+    inlines = [CouponRedemptionInline]
+
+
+@admin.register(WriteKey)
+class WriteKeyAdmin(admin.ModelAdmin):
+    list_display = ("name", "key", "active", "created_at")
+    readonly_fields = ("key", "created_at")
+    list_filter = ("active",)
+
+
+@admin.register(Event)
+class EventAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "type",
+        "name",
+        "shopper",
+        "anonymous_id",
+        "user_id",
+        "timestamp",
+        "received_at",
+        "processed_at",
+    )
+    list_filter = ("type",)
+    search_fields = ("name", "message_id", "anonymous_id", "user_id")
+    raw_id_fields = ("shopper",)
+    readonly_fields = [f.name for f in Event._meta.fields]
+    show_full_result_count = False
+    date_hierarchy = "received_at"
+
+    def has_add_permission(self, request: object) -> bool:
+        return False
+
+    def has_change_permission(self, request: object, obj: object = None) -> bool:
+        return False

@@ -1,0 +1,23 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from core.views import healthz
+
+urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    # Segment-compatible tracking API, at Segment's own paths and under /api/.
+    path("v1/", include("commerce.tracking_urls")),
+    path("api/v1/", include("commerce.tracking_urls")),
+    path("api/", include("commerce.urls")),
+    path("", include("engagement.urls")),
+    path("", include("loyalty.urls")),
+    path("", include("chat.urls")),
+    path("", include("recommendations.urls")),
+    path("", include("carts.urls")),
+    path("", include("storefront.urls")),
+]

@@ -1,0 +1,145 @@
+"""Set up and run all of Patron on one machine: the ASGI server, a Celery worker and beat.
+
+Migrates, creates an admin login and a write key, loads the demo data once, then runs the
+three processes until interrupted, printing where to go.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandParser
+
+from config import embedded
+
+
+class Command(BaseCommand):
+    help = "Migrate, load demo data, and run the ASGI server, a Celery worker and beat."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--no-demo", action="store_true", help="Do not load demo data")
+        parser.add_argument("--concurrency", type=int, default=2, help="Celery worker processes")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        call_command("migrate", interactive=False, verbosity=0)
+        password = self._ensure_admin()
+        if not options["no_demo"]:
+            call_command("patron_demo")
+        write_key = self._ensure_write_key()
+
+        base = f"http://{options['host']}:{options['port']}"
+        env = {**os.environ, "PATRON_BASE_URL": os.environ.get("PATRON_BASE_URL", base)}
+        if settings.EMBEDDED:
+            # Children reuse the servers this process found or started.
+            env.setdefault("REDIS_URL", settings.REDIS_URL)
+        python = sys.executable
+        commands = {
+            "web": [
+                python,
+                "-m",
+                "uvicorn",
+                "config.asgi:application",
+                "--host",
+                options["host"],
+                "--port",
+                str(options["port"]),
+                "--log-level",
+                "info",
+            ],
+            "worker": [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                str(options["concurrency"]),
+            ],
+            "beat": [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(embedded.STATE_DIR / "celerybeat-schedule"),
+            ],
+        }
+        processes = {name: subprocess.Popen(command, env=env) for name, command in commands.items()}
+        self.stdout.write(self.style.SUCCESS("\nPatron is running:"))
+        self.stdout.write(f"  shop          {base}/")
+        self.stdout.write(f"  admin         {base}/admin/   login: admin / {password}")
+        self.stdout.write(f"  agent console {base}/console/")
+        self.stdout.write(f"  API docs      {base}/api/docs/")
+        self.stdout.write(f"  health        {base}/healthz")
+        self.stdout.write(
+            f"  tracking      POST {base}/v1/track  (HTTP Basic user = write key {write_key})"
+        )
+        if not os.environ.get("EMAIL_URL"):
+            self.stdout.write(f"  mail          written to {settings.EMAIL_FILE_PATH}")
+        self.stdout.write("Press Ctrl+C to stop.\n")
+
+        stopping = False
+
+        def _stop(signum: int, frame: object) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGTERM, _stop)
+        try:
+            while not stopping:
+                for name, process in processes.items():
+                    if process.poll() is not None:
+                        self.stderr.write(f"{name} exited with {process.returncode}; stopping")
+                        stopping = True
+                time.sleep(0.5)
+        finally:
+            for process in processes.values():
+                if process.poll() is None:
+                    process.terminate()
+            for process in processes.values():
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+    def _ensure_admin(self) -> str:
+        password_file = embedded.STATE_DIR / "admin-password"
+        User = get_user_model()
+        if User.objects.filter(username="admin").exists() and password_file.exists():
+            return password_file.read_text().strip()
+        password = os.environ.get("PATRON_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+        user, _ = User.objects.get_or_create(
+            username="admin", defaults={"email": "admin@patron.localhost"}
+        )
+        user.is_staff = user.is_superuser = True
+        user.set_password(password)
+        user.save()
+        embedded.STATE_DIR.mkdir(parents=True, exist_ok=True)
+        password_file.write_text(password)
+        password_file.chmod(0o600)
+        return password
+
+    def _ensure_write_key(self) -> str:
+        from commerce.models import WriteKey
+
+        key, _ = WriteKey.objects.get_or_create(name="Demo shop")
+        return key.key

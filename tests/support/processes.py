@@ -1,0 +1,166 @@
+"""Start and stop the real processes system tests drive: the ASGI server, Celery workers.
+
+The child processes use the test database that pytest-django created and the same Redis, so
+what the test writes they see, and the other way round (use ``transactional_db``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from urllib.parse import quote
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def database_url() -> str:
+    """A URL for the database the tests are using now (the test database)."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    host = db["HOST"] or ""
+    user = quote(db["USER"] or "")
+    password = f":{quote(db['PASSWORD'])}" if db["PASSWORD"] else ""
+    if host.startswith("/"):
+        return f"postgresql://{user}{password}@/{db['NAME']}?host={host}"
+    port = f":{db['PORT']}" if db["PORT"] else ""
+    return f"postgresql://{user}{password}@{host}{port}/{db['NAME']}"
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    from django.conf import settings
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_")}
+    env.update(
+        DATABASE_URL=database_url(),
+        REDIS_URL=settings.REDIS_URL,
+        PATRON_TESTING="1",
+        PYTHONUNBUFFERED="1",
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DATABASE_CONN_MAX_AGE="0",
+    )
+    env.update(extra)
+    return env
+
+
+def wait_for_port(
+    port: int, *, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(
+                f"process exited with {process.returncode} before listening on {port}"
+            )
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", port), timeout=0.5),
+        ):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
+
+
+def stop(
+    process: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, timeout: float = 15.0
+) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+@contextlib.contextmanager
+def asgi_server(
+    *, port: int | None = None, env: dict[str, str] | None = None, workers: int = 1
+) -> Iterator[str]:
+    """Run Patron's ASGI app under uvicorn; yields its base URL."""
+    port = port or free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "config.asgi:application",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    process = subprocess.Popen(command, cwd=ROOT, env=env or child_env())
+    try:
+        wait_for_port(port, process=process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(process)
+
+
+def start_celery_worker(
+    *,
+    concurrency: int = 2,
+    queues: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    name: str = "test",
+) -> subprocess.Popen[bytes]:
+    """Start a real Celery worker (prefork); wait until it answers a ping."""
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "config",
+        "worker",
+        "--concurrency",
+        str(concurrency),
+        "--loglevel",
+        "WARNING",
+        "--pool",
+        "prefork",
+        "--hostname",
+        f"{name}-{os.getpid()}-{time.monotonic_ns()}@%h",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if queues:
+        command += ["--queues", ",".join(queues)]
+    process = subprocess.Popen(command, cwd=ROOT, env=env or child_env())
+    from config.celery import app
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"celery worker exited with {process.returncode}")
+        replies = app.control.ping(timeout=0.5) or []
+        if any(name in next(iter(reply)) for reply in replies):
+            return process
+    stop(process, sig=signal.SIGKILL)
+    raise TimeoutError("celery worker did not answer a ping within 60s")
+
+
+@contextlib.contextmanager
+def celery_worker(**kwargs: object) -> Iterator[subprocess.Popen[bytes]]:
+    process = start_celery_worker(**kwargs)  # type: ignore[arg-type]
+    try:
+        yield process
+    finally:
+        stop(process)
