@@ -23,6 +23,7 @@ from commerce.models import (
     ZERO,
     Coupon,
     CouponRedemption,
+    Event,
     Order,
     OrderLine,
     Product,
@@ -557,3 +558,38 @@ def coupons_issue(
         for owner in owners
     ]
     return Coupon.objects.bulk_create(coupons)
+
+
+# --- Tracked events ----------------------------------------------------------------------
+
+
+def event_handler_key(event: Event) -> str:
+    """The registry key an event is delivered under: its name for track, ``$type`` otherwise."""
+    return event.name if event.type == Event.Type.TRACK else f"${event.type}"
+
+
+@transaction.atomic
+def events_process(*, event_ids: Sequence[int]) -> int:
+    """Run the registered handlers over these stored events, once each; returns how many ran.
+
+    Claims the events that are still unprocessed with ``SELECT ... FOR UPDATE SKIP LOCKED``, so
+    two workers given overlapping ids never process one event twice; handlers and the
+    ``processed_at`` mark commit together, so a worker that dies mid-batch leaves the whole
+    batch to be claimed again (handlers must be idempotent).
+    """
+    claimed = list(
+        Event.objects.select_for_update(skip_locked=True)
+        .filter(id__in=list(event_ids), processed_at__isnull=True)
+        .select_related("shopper")
+        .order_by("id")
+    )
+    if not claimed:
+        return 0
+    by_key: dict[str, list[Event]] = {}
+    for event in claimed:
+        by_key.setdefault(event_handler_key(event), []).append(event)
+    for key, events in by_key.items():
+        for handler in registry.event_handlers(key):
+            handler(events)
+    Event.objects.filter(id__in=[event.id for event in claimed]).update(processed_at=timezone.now())
+    return len(claimed)

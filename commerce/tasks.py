@@ -4,9 +4,43 @@ import datetime as dt
 
 from celery import shared_task
 from django.conf import settings
+from django.db import OperationalError
 from django.utils import timezone
 
+from commerce import services
 from commerce.models import Event
+
+
+@shared_task(
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    retry_backoff_max=300,
+    max_retries=10,
+)
+def events_process(event_ids: list[int]) -> int:
+    """Run the event handlers for stored events (queued after the ingesting transaction commits)."""
+    return services.events_process(event_ids=event_ids)
+
+
+@shared_task(acks_late=True, expires=300)
+def events_process_pending(older_than_seconds: int = 120, batch_size: int = 1000) -> int:
+    """Sweep events whose processing task was lost (a dead worker, a Redis restart)."""
+    cutoff = timezone.now() - dt.timedelta(seconds=older_than_seconds)
+    processed = 0
+    while True:
+        ids = list(
+            Event.objects.filter(processed_at__isnull=True, received_at__lt=cutoff)
+            .order_by("id")
+            .values_list("id", flat=True)[:batch_size]
+        )
+        if not ids:
+            return processed
+        done = services.events_process(event_ids=ids)
+        processed += done
+        if done == 0:  # every candidate is locked by another worker right now
+            return processed
 
 
 @shared_task(acks_late=True, expires=3600)
