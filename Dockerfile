@@ -1,0 +1,32 @@
+# Patron's one image: the same code runs as web (ASGI), worker and beat.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+COPY pyproject.toml ./
+COPY config ./config
+COPY core ./core
+COPY commerce ./commerce
+COPY engagement ./engagement
+COPY loyalty ./loyalty
+COPY chat ./chat
+COPY recommendations ./recommendations
+COPY carts ./carts
+COPY storefront ./storefront
+COPY templates ./templates
+COPY manage.py ./
+RUN pip install . \
+    && useradd --system --uid 10001 --home-dir /app patron \
+    && mkdir -p /app/staticfiles && chown -R patron /app
+
+USER patron
+# collectstatic needs settings but no database: run it with throwaway values.
+RUN DEBUG=0 SECRET_KEY=collectstatic-only DATABASE_URL=postgresql://x@localhost/x \
+    REDIS_URL=redis://localhost:6379/0 python manage.py collectstatic --noinput
+
+EXPOSE 8000
+CMD ["uvicorn", "config.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--workers", "2", "--proxy-headers"]
