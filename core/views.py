@@ -5,7 +5,11 @@ import time
 import redis
 from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views.defaults import page_not_found
+from django.views.defaults import server_error as default_server_error
+
+from core.api import error_body
 
 
 def _check_database() -> dict[str, object]:
@@ -42,3 +46,25 @@ def healthz(request: HttpRequest) -> JsonResponse:
         {"status": "ok" if healthy else "unavailable", "checks": checks},
         status=200 if healthy else 503,
     )
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    return request.path.startswith(("/api/", "/v1/")) or "application/json" in request.headers.get(
+        "Accept", ""
+    )
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """404 as JSON for API paths, Django's page elsewhere."""
+    if _wants_json(request):
+        return JsonResponse(error_body("not_found", "Nothing is at this address."), status=404)
+    return page_not_found(request, exception or Http404())
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """500 as JSON for API paths, Django's page elsewhere."""
+    if _wants_json(request):
+        return JsonResponse(
+            error_body("server_error", "Something went wrong on our side."), status=500
+        )
+    return default_server_error(request)
