@@ -65,6 +65,17 @@ _TRAIT_FIELDS = {
 }
 
 
+# Consent given or withdrawn in the store (a checkbox at checkout) arrives as a boolean trait.
+CONSENT_TRAITS = {
+    "email_consent": "email_consent",
+    "emailConsent": "email_consent",
+    "sms_consent": "sms_consent",
+    "smsConsent": "sms_consent",
+    "push_consent": "push_consent",
+    "pushConsent": "push_consent",
+}
+
+
 def _resolve(shopper: Shopper) -> Shopper:
     """Follow ``merged_into`` pointers to the surviving shopper."""
     seen = set()
@@ -138,8 +149,13 @@ def shopper_update_traits(*, shopper: Shopper, traits: Mapping[str, Any]) -> Sho
     """Apply identify traits: known ones to columns, the rest merged into ``traits``."""
     changed: set[str] = set()
     extra = dict(shopper.traits)
+    consent_fields = CONSENT_TRAITS
     for key, value in traits.items():
-        if key in _TRAIT_FIELDS and isinstance(value, str):
+        if key in consent_fields and isinstance(value, bool):
+            if getattr(shopper, consent_fields[key]) != value:
+                setattr(shopper, consent_fields[key], value)
+                changed.add(consent_fields[key])
+        elif key in _TRAIT_FIELDS and isinstance(value, str):
             field = _TRAIT_FIELDS[key]
             max_length = Shopper._meta.get_field(field).max_length or 255  # type: ignore[union-attr]
             value = value.strip()[:max_length]
@@ -578,9 +594,9 @@ def events_process(*, event_ids: Sequence[int]) -> int:
     batch to be claimed again (handlers must be idempotent).
     """
     claimed = list(
-        Event.objects.select_for_update(skip_locked=True)
+        Event.objects.select_for_update(skip_locked=True, of=("self",))
         .filter(id__in=list(event_ids), processed_at__isnull=True)
-        .select_related("shopper")
+        .select_related("shopper", "source")
         .order_by("id")
     )
     if not claimed:

@@ -1,4 +1,17 @@
-from django.urls import URLPattern, URLResolver
+"""The Segment-compatible tracking endpoints, mounted at /v1/ and /api/v1/ (config/urls.py)."""
 
-# The Segment-compatible tracking endpoints (identify, track, page, screen, group, alias, batch).
-urlpatterns: list[URLPattern | URLResolver] = []
+from django.urls import URLPattern, URLResolver, path
+
+from commerce import tracking_api
+
+# No trailing slashes: Segment's libraries post to ``<host>/v1/batch``.
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("identify", tracking_api.IdentifyView.as_view()),
+    path("track", tracking_api.TrackView.as_view()),
+    path("page", tracking_api.PageView.as_view()),
+    path("screen", tracking_api.ScreenView.as_view()),
+    path("group", tracking_api.GroupView.as_view()),
+    path("alias", tracking_api.AliasView.as_view()),
+    path("batch", tracking_api.BatchView.as_view()),
+    path("import", tracking_api.BatchView.as_view()),
+]

@@ -1,0 +1,303 @@
+"""The Segment-compatible tracking endpoints: transport only, the work is in ``commerce.tracking``.
+
+Segment's client libraries send the write key as the HTTP Basic username (analytics.js may
+send it as ``writeKey`` in the body instead), may gzip the body, and expect ``{"success":
+true}``. Errors use Patron's ``{"error": {code, message, detail}}`` body, with ``code`` and
+``message`` repeated at the top level where Segment's libraries look for them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
+from django.http import HttpRequest
+from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from commerce import tracking
+from commerce.models import WriteKey
+from core.exceptions import AuthenticationFailed, PayloadTooLarge
+
+# --- Body and write key ------------------------------------------------------------------
+
+
+def _limit(request: Request) -> tuple[int, str]:
+    """The most bytes this endpoint takes, and the error code for more."""
+    view = request.parser_context["view"]
+    if getattr(view, "call_type", None) is None:
+        return int(settings.PATRON_TRACK_MAX_BATCH_BYTES), "body_too_large"
+    return int(settings.PATRON_TRACK_MAX_EVENT_BYTES), "event_too_large"
+
+
+def request_payload(request: Request) -> tuple[Any, int]:
+    """The decoded JSON body and its size, read once, within the endpoint's size limit."""
+    cached = getattr(request, "_tracking_payload", None)
+    if cached is not None:
+        return cached
+    max_bytes, code = _limit(request)
+    encoding = request.META.get("HTTP_CONTENT_ENCODING", "")
+    # A compressed body is never much larger than what it inflates to.
+    read_limit = max_bytes + max_bytes // 100 + 1024 if encoding else max_bytes
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    if length > read_limit:
+        raise PayloadTooLarge(f"the body exceeds {max_bytes} bytes", code=code)
+    body = request._request.read(read_limit + 1)
+    if len(body) > read_limit:
+        raise PayloadTooLarge(f"the body exceeds {max_bytes} bytes", code=code)
+    decoded = tracking.payload_decode(
+        body=body, content_encoding=encoding, max_bytes=max_bytes, too_large_code=code
+    )
+    request._tracking_payload = decoded  # type: ignore[attr-defined]
+    return decoded
+
+
+class WriteKeyAuthentication(BaseAuthentication):
+    """The write key as the HTTP Basic username (password empty), or ``writeKey`` in the body."""
+
+    def authenticate(self, request: Request) -> tuple[AnonymousUser, WriteKey] | None:
+        if request.method == "OPTIONS":  # CORS preflight carries no credentials
+            return None
+        key: str | None = None
+        scheme, _, credentials = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                decoded = base64.b64decode(credentials.strip(), validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                raise AuthenticationFailed(
+                    "malformed HTTP Basic credentials", code="invalid_write_key"
+                ) from None
+            key = decoded.partition(":")[0]
+        if not key:
+            payload, _ = request_payload(request)
+            body_key = payload.get("writeKey") if isinstance(payload, dict) else None
+            key = body_key if isinstance(body_key, str) else None
+        return AnonymousUser(), tracking.write_key_authenticate(key)
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Basic realm="tracking"'
+
+
+class WriteKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    target_class = "commerce.tracking_api.WriteKeyAuthentication"
+    name = "writeKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {
+            "type": "http",
+            "scheme": "basic",
+            "description": "The source's write key as the username, an empty password.",
+        }
+
+
+# --- Documented shapes -------------------------------------------------------------------
+
+
+class _CallInput(serializers.Serializer):
+    userId = serializers.CharField(required=False, max_length=255)
+    anonymousId = serializers.CharField(required=False, max_length=255)
+    messageId = serializers.CharField(
+        required=False, max_length=255, help_text="Calls are stored once per messageId"
+    )
+    timestamp = serializers.DateTimeField(required=False)
+    originalTimestamp = serializers.DateTimeField(required=False)
+    sentAt = serializers.DateTimeField(required=False)
+    # DRF's metaclass moves declared fields off the class, so this does not shadow
+    # Serializer.context at run time; the stubs cannot know that.
+    context = serializers.DictField(required=False)  # type: ignore[assignment]
+    integrations = serializers.DictField(required=False, help_text="Ignored")
+
+
+class TrackInput(_CallInput):
+    event = serializers.CharField(max_length=255)
+    properties = serializers.DictField(required=False)
+
+
+class IdentifyInput(_CallInput):
+    traits = serializers.DictField(required=False)
+
+
+class PageInput(_CallInput):
+    name = serializers.CharField(required=False, max_length=255)
+    properties = serializers.DictField(required=False)
+
+
+class GroupInput(_CallInput):
+    groupId = serializers.CharField(max_length=255)
+    traits = serializers.DictField(required=False)
+
+
+class AliasInput(_CallInput):
+    previousId = serializers.CharField(max_length=255)
+    userId = serializers.CharField(max_length=255)
+
+
+class BatchCallInput(_CallInput):
+    type = serializers.ChoiceField(choices=sorted(tracking.CALL_TYPES))
+    event = serializers.CharField(required=False, max_length=255)
+    name = serializers.CharField(required=False, max_length=255)
+    properties = serializers.DictField(required=False)
+    traits = serializers.DictField(required=False)
+    groupId = serializers.CharField(required=False, max_length=255)
+    previousId = serializers.CharField(required=False, max_length=255)
+
+
+class BatchInput(serializers.Serializer):
+    batch = BatchCallInput(many=True)
+    # As in _CallInput, the field does not shadow Serializer.context at run time.
+    context = serializers.DictField(  # type: ignore[assignment]
+        required=False, help_text="Merged into every call's context"
+    )
+    sentAt = serializers.DateTimeField(required=False)
+    writeKey = serializers.CharField(required=False)
+
+
+class SuccessOutput(serializers.Serializer):
+    success = serializers.BooleanField()
+
+
+class _ErrorDetail(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    detail = serializers.JSONField(required=False)
+
+
+class ErrorOutput(serializers.Serializer):
+    success = serializers.BooleanField()
+    code = serializers.CharField()
+    message = serializers.CharField()
+    error = _ErrorDetail()
+
+
+_ERRORS = {
+    400: OpenApiResponse(ErrorOutput, description="Malformed JSON or an invalid call"),
+    401: OpenApiResponse(ErrorOutput, description="Missing, unknown or inactive write key"),
+    413: OpenApiResponse(ErrorOutput, description="A call over 32 KB or a batch over 500 KB"),
+}
+
+
+# --- Views -------------------------------------------------------------------------------
+
+
+class _TrackingView(APIView):
+    authentication_classes = [WriteKeyAuthentication]
+    permission_classes = [AllowAny]  # the write key is checked by the authentication
+    renderer_classes = [JSONRenderer]
+    throttle_classes = []
+    call_type: str | None = None
+
+    def post(self, request: Request) -> Response:
+        payload, size = request_payload(request)
+        received_at = timezone.now()
+        calls = tracking.calls_normalise(
+            payload=payload, call_type=self.call_type, received_at=received_at, body_bytes=size
+        )
+        source = request.auth
+        assert isinstance(source, WriteKey)
+        tracking.events_ingest(source=source, calls=calls, received_at=received_at)
+        return Response({"success": True})
+
+    def options(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Response:
+        return Response(status=204)
+
+    def handle_exception(self, exc: Exception) -> Response:
+        response = super().handle_exception(exc)
+        error = response.data.get("error") if isinstance(response.data, dict) else None
+        if isinstance(error, dict):
+            response.data = {
+                "success": False,
+                "code": error.get("code"),
+                "message": error.get("message"),
+                "error": error,
+            }
+        return response
+
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        # Browsers send tracking calls from the shop's own origin.
+        response["Access-Control-Allow-Origin"] = "*"
+        response["Access-Control-Allow-Methods"] = "POST, OPTIONS"
+        response["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Content-Encoding"
+        response["Access-Control-Max-Age"] = "86400"
+        return response
+
+
+def _schema(summary: str, request: type[serializers.Serializer]) -> Any:
+    return extend_schema(
+        tags=["tracking"],
+        summary=summary,
+        request={"application/json": request, "text/plain": request},
+        responses={200: SuccessOutput, **_ERRORS},
+    )
+
+
+class IdentifyView(_TrackingView):
+    call_type = "identify"
+
+    @_schema("Identify a shopper and record their traits", IdentifyInput)
+    def post(self, request: Request) -> Response:
+        return super().post(request)
+
+
+class TrackView(_TrackingView):
+    call_type = "track"
+
+    @_schema("Record an action the shopper took", TrackInput)
+    def post(self, request: Request) -> Response:
+        return super().post(request)
+
+
+class PageView(_TrackingView):
+    call_type = "page"
+
+    @_schema("Record a page view", PageInput)
+    def post(self, request: Request) -> Response:
+        return super().post(request)
+
+
+class ScreenView(_TrackingView):
+    call_type = "screen"
+
+    @_schema("Record a mobile screen view", PageInput)
+    def post(self, request: Request) -> Response:
+        return super().post(request)
+
+
+class GroupView(_TrackingView):
+    call_type = "group"
+
+    @_schema("Associate a shopper with a group (an account, a company)", GroupInput)
+    def post(self, request: Request) -> Response:
+        return super().post(request)
+
+
+class AliasView(_TrackingView):
+    call_type = "alias"
+
+    @_schema("Declare that previousId and userId are one shopper", AliasInput)
+    def post(self, request: Request) -> Response:
+        return super().post(request)
+
+
+class BatchView(_TrackingView):
+    call_type = None
+
+    @_schema("Send up to 500 KB of calls of any type in one request", BatchInput)
+    def post(self, request: Request) -> Response:
+        return super().post(request)

@@ -1,0 +1,286 @@
+"""Standard e-commerce events sent to the tracking API become commerce records, once."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from commerce.models import Event, Order, Product, Refund, Review, Shopper, WriteKey
+from tests.commerce.tracking_support import post, track
+
+pytestmark = pytest.mark.django_db
+
+
+def _sender(client, capture, *, server_side: bool):
+    key = WriteKey.objects.create(name="shop", server_side=server_side).key
+
+    def _send(*calls: dict[str, Any]) -> None:
+        with capture(execute=True):
+            response = post(client, "/v1/batch", {"batch": list(calls)}, key=key)
+        assert response.status_code == 200, response.content
+
+    return _send
+
+
+@pytest.fixture
+def browser_send(client, django_capture_on_commit_callbacks):
+    """Send with a browser (public) write key."""
+    return _sender(client, django_capture_on_commit_callbacks, server_side=False)
+
+
+@pytest.fixture
+def send(client, django_capture_on_commit_callbacks):
+    """POST a batch with a server-side key and run the processing task it queues (Celery is eager in unit tests)."""
+    key = WriteKey.objects.create(name="shop", server_side=True).key
+
+    def _send(*calls: dict[str, Any]) -> None:
+        with django_capture_on_commit_callbacks(execute=True):
+            response = post(client, "/v1/batch", {"batch": list(calls)}, key=key)
+        assert response.status_code == 200, response.content
+
+    return _send
+
+
+def _order_completed(message_id: str, order_id: str = "1001", **extra: Any) -> dict[str, Any]:
+    return track(
+        message_id,
+        event="Order Completed",
+        userId="c-1",
+        properties={
+            "order_id": order_id,
+            "currency": "eur",
+            "shipping": 3.5,
+            "tax": "1.20",
+            "discount": 2,
+            "coupon": "spring",
+            "products": [
+                {"product_id": "MUG", "name": "Blue mug", "price": 8, "quantity": 2},
+                {"sku": "TEA", "name": "Tea", "price": "4.25"},
+            ],
+            **extra,
+        },
+    )
+
+
+def test_order_completed_records_the_order_with_its_lines(send):
+    Product.objects.create(sku="MUG", title="Mug (catalog)", price=Decimal("9.00"))
+
+    send(_order_completed("m-1"))
+
+    order = Order.objects.get()
+    assert order.number == "1001"
+    assert order.shopper == Shopper.objects.get(customer_id="c-1")
+    assert order.source == Order.Source.TRACKING
+    assert order.currency == "EUR"
+    assert order.coupon_code == "SPRING"
+    assert (order.subtotal, order.shipping_total, order.tax_total, order.discount_total) == (
+        Decimal("20.25"),
+        Decimal("3.50"),
+        Decimal("1.20"),
+        Decimal("2.00"),
+    )
+    assert order.total == Decimal("22.95")
+    lines = sorted(order.lines.values_list("sku", "quantity", "unit_price", "product__sku"))
+    assert lines == [("MUG", 2, Decimal("8.00"), "MUG"), ("TEA", 1, Decimal("4.25"), None)]
+    assert Event.objects.get().processed_at is not None
+
+
+def test_order_completed_replayed_under_another_message_id_creates_the_order_once(send):
+    send(_order_completed("m-1"))
+
+    send(_order_completed("m-2"))
+
+    assert Order.objects.count() == 1
+    assert Order.objects.get().lines.count() == 2
+    assert Event.objects.filter(processed_at__isnull=False).count() == 2
+
+
+def test_a_bad_order_event_is_skipped_without_blocking_its_batch(send):
+    bad = track("m-1", event="Order Completed", userId="c-1", properties={"products": []})
+
+    send(bad, _order_completed("m-2", order_id="1002"))
+
+    assert list(Order.objects.values_list("number", flat=True)) == ["1002"]
+    assert Event.objects.filter(processed_at__isnull=True).count() == 0
+
+
+def test_order_refunded_by_products_refunds_those_lines(send):
+    send(_order_completed("m-1"))
+
+    send(
+        track(
+            "m-2",
+            event="Order Refunded",
+            userId="c-1",
+            properties={"order_id": "1001", "products": [{"product_id": "MUG", "quantity": 1}]},
+        )
+    )
+
+    order = Order.objects.get()
+    refund = Refund.objects.get()
+    assert refund.amount == Decimal("8.00")
+    assert order.refunded_total == Decimal("8.00")
+    assert order.status == Order.Status.PARTIALLY_REFUNDED
+    assert order.lines.get(sku="MUG").refunded_quantity == 1
+
+
+def test_order_refunded_without_details_refunds_everything_once(send):
+    send(_order_completed("m-1"))
+    full = {"order_id": "1001", "refund_id": "R-1"}
+
+    send(track("m-2", event="Order Refunded", userId="c-1", properties=full))
+    send(track("m-3", event="Order Refunded", userId="c-1", properties=full))
+
+    order = Order.objects.get()
+    assert list(Refund.objects.values_list("number", "amount")) == [("R-1", Decimal("22.95"))]
+    assert order.status == Order.Status.REFUNDED
+
+
+def test_product_reviewed_records_the_review_and_updates_the_average_rating(send):
+    Product.objects.create(sku="MUG", title="Mug", price=Decimal("9.00"))
+    review = {"product_id": "MUG", "review_id": "r-1", "review_body": "Lovely", "rating": 5}
+
+    send(track("m-1", event="Product Reviewed", userId="c-1", properties=review))
+    send(
+        track(
+            "m-2",
+            event="Product Reviewed",
+            userId="c-2",
+            properties={**review, "review_id": "r-2", "rating": 2},
+        )
+    )
+    send(track("m-3", event="Product Reviewed", userId="c-1", properties=review))  # replay
+
+    product = Product.objects.get()
+    assert product.rating_count == 2
+    assert product.average_rating == Decimal("3.50")
+    assert Review.objects.get(external_id="r-1").shopper == Shopper.objects.get(customer_id="c-1")
+    assert Review.objects.get(external_id="r-1").body == "Lovely"
+
+
+def test_product_events_add_unknown_products_and_never_overwrite_the_catalog(send):
+    Product.objects.create(sku="MUG", title="Mug (merchant)", price=Decimal("9.00"))
+
+    send(
+        track("m-1", properties={"product_id": "MUG", "name": "Cheap mug", "price": 1}),
+        track(
+            "m-2",
+            event="Product Added",
+            properties={
+                "sku": "LAMP",
+                "name": "Desk lamp",
+                "price": "30.5",
+                "url": "https://shop.example/lamp",
+                "image_url": "javascript:alert(1)",
+            },
+        ),
+    )
+
+    mug, lamp = Product.objects.get(sku="MUG"), Product.objects.get(sku="LAMP")
+    assert (mug.title, mug.price) == ("Mug (merchant)", Decimal("9.00"))
+    assert (lamp.title, lamp.price, lamp.url, lamp.image_url) == (
+        "Desk lamp",
+        Decimal("30.50"),
+        "https://shop.example/lamp",
+        "",
+    )
+
+
+def test_identify_traits_and_consent_land_on_the_shopper(send):
+    send(
+        {
+            "type": "identify",
+            "messageId": "m-1",
+            "userId": "c-1",
+            "timestamp": "2024-05-01T10:00:00Z",
+            "traits": {
+                "email": "Ana@Example.com",
+                "firstName": "Ana",
+                "emailConsent": True,
+                "plan": "gold",
+            },
+        },
+        {
+            "type": "identify",
+            "messageId": "m-2",
+            "userId": "c-1",
+            "timestamp": "2024-05-01T11:00:00Z",
+            "traits": {"sms_consent": True, "plan": "platinum"},
+        },
+    )
+
+    shopper = Shopper.objects.get()
+    assert (shopper.email, shopper.first_name) == ("ana@example.com", "Ana")
+    assert (shopper.email_consent, shopper.sms_consent, shopper.push_consent) == (True, True, False)
+    assert shopper.traits == {"plan": "platinum"}
+
+
+def test_withdrawn_consent_is_applied(send):
+    send(
+        {"type": "identify", "messageId": "m-1", "userId": "c-1", "traits": {"email_consent": True}}
+    )
+
+    send(
+        {
+            "type": "identify",
+            "messageId": "m-2",
+            "userId": "c-1",
+            "traits": {"email_consent": False},
+        }
+    )
+
+    assert Shopper.objects.get().email_consent is False
+
+
+def test_a_browser_key_cannot_record_orders_refunds_or_consent(browser_send, send):
+    send(
+        {"type": "identify", "messageId": "s-1", "userId": "c-1", "traits": {"email_consent": True}}
+    )
+    send(
+        {
+            "type": "track",
+            "messageId": "s-2",
+            "userId": "c-1",
+            "event": "Order Completed",
+            "properties": {
+                "order_id": "real-1",
+                "products": [{"sku": "A", "price": 5, "quantity": 1}],
+            },
+        }
+    )
+
+    browser_send(
+        {
+            "type": "track",
+            "messageId": "b-1",
+            "userId": "c-1",
+            "event": "Order Completed",
+            "properties": {
+                "order_id": "forged-1",
+                "products": [{"sku": "A", "price": 1, "quantity": 9}],
+            },
+        },
+        {
+            "type": "track",
+            "messageId": "b-2",
+            "userId": "c-1",
+            "event": "Order Refunded",
+            "properties": {"order_id": "real-1"},
+        },
+        {
+            "type": "identify",
+            "messageId": "b-3",
+            "userId": "c-1",
+            "traits": {"email_consent": False, "plan": "gold"},
+        },
+    )
+
+    assert list(Order.objects.values_list("number", "refunded_total")) == [
+        ("real-1", Decimal("0.00"))
+    ]
+    assert not Refund.objects.exists()
+    shopper = Shopper.objects.get(customer_id="c-1")
+    assert shopper.email_consent is True
+    assert shopper.traits["plan"] == "gold"
