@@ -118,10 +118,12 @@ CHANNEL_LAYERS = {
                     "max_connections": 10_000,
                 }
             ],
-            "prefix": "patron",
-            "expiry": 60,
-            "group_expiry": 86_400,
-            "capacity": 10_000,
+            # Pub/sub channels ignore Redis's db number: the prefix carries it, so two Patrons
+            # (or two test runs) on one Redis but different dbs never hear each other.
+            # ("expiry", "group_expiry" and "capacity" are RedisChannelLayer options; the
+            # pub/sub layer silently ignores them, so they are not set here.)
+            "prefix": env_str("CHANNEL_LAYER_PREFIX")
+            or "patron" + (REDIS_URL.rsplit("/", 1)[-1] if REDIS_URL.rsplit("/", 1)[-1].isdigit() else ""),
         },
     }
 }
@@ -144,6 +146,14 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "commerce-events-retention": {
         "task": "commerce.tasks.events_purge_expired",
         "schedule": 3600.0,
+    },
+    # engagement: due messages (delayed steps, retries), lost workers, time-based triggers.
+    "engagement-outbox-dispatch": {"task": "engagement.tasks.outbox_dispatch", "schedule": 5.0},
+    "engagement-outbox-sweep": {"task": "engagement.tasks.outbox_sweep", "schedule": 60.0},
+    "engagement-triggers-scan": {"task": "engagement.tasks.triggers_scan", "schedule": 300.0},
+    "engagement-product-changes": {
+        "task": "engagement.tasks.product_changes_detect",
+        "schedule": 120.0,
     },
 }
 
@@ -204,6 +214,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Tracking (Segment-compatible), catalog, loyalty, chat and engagement APIs.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and the docs are public, like any integration guide; the operations are not.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -217,6 +230,35 @@ PATRON_EVENT_RETENTION_DAYS = env_int("PATRON_EVENT_RETENTION_DAYS", 400, minimu
 PATRON_TRACK_MAX_EVENT_BYTES = 32 * 1024
 PATRON_TRACK_MAX_BATCH_BYTES = 500 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
+
+# --- Engagement (campaigns and the outbox) ----------------------------------------------
+# Messages claimed per batch, and delivery tasks started at once (match worker concurrency).
+PATRON_OUTBOX_BATCH_SIZE = env_int("PATRON_OUTBOX_BATCH_SIZE", 100, minimum=1)
+PATRON_OUTBOX_PARALLELISM = env_int("PATRON_OUTBOX_PARALLELISM", 2, minimum=1)
+# A message in "sending" longer than this is treated as left behind by a dead worker.
+PATRON_OUTBOX_LEASE_SECONDS = env_int("PATRON_OUTBOX_LEASE_SECONDS", 600, minimum=0)
+PATRON_OUTBOX_MAX_ATTEMPTS = env_int("PATRON_OUTBOX_MAX_ATTEMPTS", 8, minimum=1)
+PATRON_OUTBOX_RETRY_BASE_SECONDS = env_int("PATRON_OUTBOX_RETRY_BASE_SECONDS", 30, minimum=0)
+PATRON_SMS_BACKEND = env_str("PATRON_SMS_BACKEND") or "engagement.channels.sms.ConsoleSMSBackend"
+PATRON_SMS_FILE = env_str("PATRON_SMS_FILE") or str(embedded.STATE_DIR / "sms.jsonl")
+# Web push: generate keys with `python manage.py engagement_vapid_keys`.
+PATRON_VAPID_PUBLIC_KEY = env_str("PATRON_VAPID_PUBLIC_KEY") or ""
+PATRON_VAPID_PRIVATE_KEY = env_str("PATRON_VAPID_PRIVATE_KEY") or ""
+PATRON_VAPID_SUBJECT = env_str("PATRON_VAPID_SUBJECT") or "mailto:shop@patron.localhost"
+PATRON_PUSH_BACKEND = env_str("PATRON_PUSH_BACKEND") or (
+    "engagement.channels.push.WebPushBackend"
+    if PATRON_VAPID_PRIVATE_KEY
+    else "engagement.channels.push.ConsolePushBackend"
+)
+PATRON_PUSH_TTL_SECONDS = env_int("PATRON_PUSH_TTL_SECONDS", 86_400, minimum=0)
+PATRON_WEBHOOK_TIMEOUT_SECONDS = env_int("PATRON_WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1)
+# Browse abandonment defaults (a campaign's trigger options may override them).
+PATRON_BROWSE_ABANDONMENT_VIEWS = env_int("PATRON_BROWSE_ABANDONMENT_VIEWS", 3, minimum=1)
+PATRON_BROWSE_ABANDONMENT_WINDOW_HOURS = env_int(
+    "PATRON_BROWSE_ABANDONMENT_WINDOW_HOURS", 24, minimum=1
+)
+# Shoppers who viewed a product this recently hear about its restock or price drop.
+PATRON_PRODUCT_VIEW_WATCH_DAYS = env_int("PATRON_PRODUCT_VIEW_WATCH_DAYS", 30, minimum=1)
 
 # --- Security (production) ---------------------------------------------------------------
 SESSION_COOKIE_SECURE = not DEBUG
