@@ -3,3 +3,16 @@ from django.apps import AppConfig
 
 class ChatConfig(AppConfig):
     name = "chat"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from chat import registry, selectors
+
+        # Chat's own context-panel sections; other apps add theirs the same way.
+        registry.register_context_section("profile", "Profile", selectors.context_profile, order=10)
+        registry.register_context_section(
+            "recent_orders", "Recent orders", selectors.context_recent_orders, order=30
+        )
+        registry.register_context_section(
+            "recently_viewed", "Recently viewed", selectors.context_recently_viewed, order=40
+        )

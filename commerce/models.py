@@ -360,6 +360,14 @@ class WriteKey(models.Model):
     name = models.CharField(max_length=100)
     key = models.CharField(max_length=64, unique=True, editable=False)
     active = models.BooleanField(default=True)
+    allowed_origins = models.JSONField(
+        default=list,
+        blank=True,
+        help_text=(
+            'Web origins whose pages may open the chat widget with this key, e.g. ["https://shop.example.com"]. '
+            "Empty: only Patron's own hosts (ALLOWED_HOSTS)."
+        ),
+    )
     server_side = models.BooleanField(
         default=False,
         help_text=(
@@ -372,6 +380,11 @@ class WriteKey(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def allows_origin(self, origin: str) -> bool:
+        """Whether a page at ``origin`` (scheme://host[:port]) may use this key in a browser."""
+        wanted = origin.strip().rstrip("/").lower()
+        return any(wanted == str(allowed).strip().rstrip("/").lower() for allowed in self.allowed_origins)
 
     def save(self, *args: object, **kwargs: object) -> None:
         if not self.key:

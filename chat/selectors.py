@@ -1,0 +1,378 @@
+"""Read queries of chat and the JSON shapes the protocol (docs/chat-protocol.md) sends."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Permission
+from django.db.models import Count, Q, QuerySet, Sum
+
+from chat import registry
+from chat.models import AgentStatus, CannedResponse, Conversation, Message
+from commerce.models import Event, Order, Shopper
+
+logger = logging.getLogger(__name__)
+
+AGENT_PERMISSION = "chat.answer_conversations"
+HISTORY_LIMIT = 200
+
+AnyUser = AbstractBaseUser | AnonymousUser
+
+
+def iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def agent_name(user: Any) -> str:
+    if user is None:
+        return ""
+    full = user.get_full_name() if hasattr(user, "get_full_name") else ""
+    return str(full or user.get_username())
+
+
+def is_agent(user: AnyUser | None) -> bool:
+    return bool(
+        user is not None
+        and user.is_authenticated
+        and user.is_active
+        and getattr(user, "is_staff", False)
+        and user.has_perm(AGENT_PERMISSION)  # type: ignore[attr-defined]  # PermissionsMixin adds it
+    )
+
+
+def agents_queryset() -> QuerySet[Any]:
+    """Active staff users holding the agent permission (directly, by group, or superusers)."""
+    User = get_user_model()
+    app_label, codename = AGENT_PERMISSION.split(".")
+    permission = Permission.objects.filter(
+        content_type__app_label=app_label, codename=codename
+    ).first()
+    has = Q(is_superuser=True)
+    if permission is not None:
+        has |= Q(user_permissions=permission) | Q(groups__permissions=permission)
+    return User.objects.filter(has, is_active=True, is_staff=True).distinct()
+
+
+def message_dict(message: Message, *, agent_display: str | None = None) -> dict[str, Any]:
+    if message.author_kind == Message.Author.AGENT:
+        name = agent_display if agent_display is not None else agent_name(message.author_agent)
+    elif message.author_kind == Message.Author.BOT:
+        name = "Bot"
+    elif message.author_kind == Message.Author.SYSTEM:
+        name = ""
+    else:
+        name = "You"
+    return {
+        "id": message.pk,
+        "conversation_id": message.conversation_id,
+        "seq": message.seq,
+        "author": {
+            "kind": message.author_kind,
+            "name": name,
+            "id": message.author_agent_id if message.author_kind == Message.Author.AGENT else None,
+        },
+        "body": message.body,
+        "internal": message.internal,
+        "client_id": message.client_id,
+        "created_at": iso(message.created_at),
+    }
+
+
+def messages_after(
+    *, conversation_id: int, after_seq: int = 0, include_internal: bool, limit: int = HISTORY_LIMIT
+) -> list[dict[str, Any]]:
+    """Messages with ``seq > after_seq`` in order; the last ``limit`` when there are more."""
+    qs = Message.objects.filter(conversation_id=conversation_id, seq__gt=after_seq).select_related(
+        "author_agent"
+    )
+    if not include_internal:
+        qs = qs.filter(internal=False)
+    rows = list(qs.order_by("-seq")[:limit])
+    rows.reverse()
+    return [message_dict(row) for row in rows]
+
+
+def conversation_current(*, shopper_id: int) -> Conversation | None:
+    """The shopper's latest conversation (open or resolved): the one the widget shows."""
+    return (
+        Conversation.objects.filter(shopper_id=shopper_id)
+        .select_related("assigned_agent")
+        .order_by("-created_at", "-pk")
+        .first()
+    )
+
+
+def queue_position(*, conversation: Conversation) -> int | None:
+    if conversation.state != Conversation.State.QUEUED or conversation.queued_at is None:
+        return None
+    ahead = Conversation.objects.filter(
+        state=Conversation.State.QUEUED, channel=Conversation.Channel.CHAT
+    ).filter(
+        Q(queued_at__lt=conversation.queued_at)
+        | Q(queued_at=conversation.queued_at, pk__lt=conversation.pk)
+    )
+    return ahead.count() + 1
+
+
+def conversation_shopper_view(
+    conversation: Conversation, *, business_hours_open: bool
+) -> dict[str, Any]:
+    agent = (
+        conversation.assigned_agent if conversation.state == Conversation.State.ASSIGNED else None
+    )
+    return {
+        "id": conversation.pk,
+        "state": conversation.state,
+        "last_seq": conversation.last_seq,
+        "agent": {"name": agent_name(agent)} if agent is not None else None,
+        "queue_position": queue_position(conversation=conversation),
+        "business_hours_open": business_hours_open,
+        "csat_requested": conversation.csat_requested_at is not None,
+    }
+
+
+def _shopper_brief(shopper: Shopper) -> dict[str, Any]:
+    return {
+        "id": shopper.pk,
+        "name": shopper.name,
+        "email": shopper.email,
+        "customer_id": shopper.customer_id,
+    }
+
+
+def conversation_summary(
+    conversation: Conversation, *, last_message: Message | None = None
+) -> dict[str, Any]:
+    """The agent-side summary; ``conversation`` should have shopper and agent selected."""
+    if last_message is None:
+        last_message = (
+            Message.objects.filter(conversation_id=conversation.pk, internal=False)
+            .order_by("-seq")
+            .first()
+        )
+    agent = conversation.assigned_agent
+    return {
+        "id": conversation.pk,
+        "state": conversation.state,
+        "channel": conversation.channel,
+        "shopper": _shopper_brief(conversation.shopper),
+        "assigned_agent": {"id": agent.pk, "name": agent_name(agent)} if agent else None,
+        "last_seq": conversation.last_seq,
+        "last_message": {
+            "seq": last_message.seq,
+            "author_kind": last_message.author_kind,
+            "body": last_message.body[:200],
+            "created_at": iso(last_message.created_at),
+        }
+        if last_message is not None
+        else None,
+        "queued_at": iso(conversation.queued_at),
+        "created_at": iso(conversation.created_at),
+        "updated_at": iso(conversation.updated_at),
+        "page_url": conversation.page_url,
+        "language": conversation.language,
+    }
+
+
+def summary_by_id(conversation_id: int) -> dict[str, Any]:
+    conversation = Conversation.objects.select_related("shopper", "assigned_agent").get(
+        pk=conversation_id
+    )
+    return conversation_summary(conversation)
+
+
+def inbox_queryset(
+    *, view: str, agent_id: int | None, state: str | None = None, q: str | None = None
+) -> QuerySet[Conversation]:
+    qs = Conversation.objects.select_related("shopper", "assigned_agent")
+    if view == "unassigned":
+        qs = qs.filter(state=Conversation.State.QUEUED)
+    elif view == "mine":
+        qs = qs.filter(assigned_agent_id=agent_id, state=Conversation.State.ASSIGNED)
+    if state:
+        qs = qs.filter(state=state)
+    if q:
+        qs = qs.filter(
+            Q(shopper__email__icontains=q)
+            | Q(shopper__first_name__icontains=q)
+            | Q(shopper__last_name__icontains=q)
+            | Q(shopper__customer_id__icontains=q)
+        )
+    if view == "unassigned":
+        return qs.order_by("queued_at", "pk")
+    return qs.order_by("-updated_at", "-pk")
+
+
+def summaries(conversations: Iterable[Conversation]) -> list[dict[str, Any]]:
+    """Summaries with their last public message fetched in one query."""
+    rows = list(conversations)
+    ids = [row.pk for row in rows]
+    last: dict[int, Message] = {}
+    if ids:
+        for message in (
+            Message.objects.filter(conversation_id__in=ids, internal=False)
+            .order_by("conversation_id", "-seq")
+            .distinct("conversation_id")
+        ):
+            last[message.conversation_id] = message
+    return [conversation_summary(row, last_message=last.get(row.pk)) for row in rows]
+
+
+def inbox_counts(*, agent_id: int | None) -> dict[str, int]:
+    counts = Conversation.objects.aggregate(
+        unassigned=Count("pk", filter=Q(state=Conversation.State.QUEUED)),
+        mine=Count("pk", filter=Q(state=Conversation.State.ASSIGNED, assigned_agent_id=agent_id)),
+        all=Count("pk"),
+    )
+    return {key: int(value or 0) for key, value in counts.items()}
+
+
+def inbox_snapshot(
+    *,
+    view: str,
+    agent_id: int | None,
+    state: str | None = None,
+    q: str | None = None,
+    limit: int = 50,
+) -> dict[str, Any]:
+    rows = inbox_queryset(view=view, agent_id=agent_id, state=state, q=q)[:limit]
+    return {
+        "type": "inbox.snapshot",
+        "view": view,
+        "conversations": summaries(rows),
+        "counts": inbox_counts(agent_id=agent_id),
+    }
+
+
+def canned_responses() -> list[dict[str, Any]]:
+    return [
+        {"id": row.pk, "shortcut": row.shortcut, "title": row.title, "body": row.body}
+        for row in CannedResponse.objects.order_by("shortcut")
+    ]
+
+
+def agent_loads() -> dict[int, int]:
+    rows = (
+        Conversation.objects.filter(state=Conversation.State.ASSIGNED)
+        .values("assigned_agent_id")
+        .annotate(n=Count("pk"))
+    )
+    return {row["assigned_agent_id"]: row["n"] for row in rows}
+
+
+def agents_list() -> list[dict[str, Any]]:
+    loads = agent_loads()
+    statuses = {row.user_id: row for row in AgentStatus.objects.all()}
+    result = []
+    for user in agents_queryset().order_by("pk"):
+        status = statuses.get(user.pk)
+        result.append(
+            {
+                "id": user.pk,
+                "name": agent_name(user),
+                "status": status.status if status else AgentStatus.Status.OFFLINE,
+                "load": loads.get(user.pk, 0),
+                "capacity": status.capacity
+                if status
+                else AgentStatus._meta.get_field("capacity").default,
+            }
+        )
+    return result
+
+
+# --- Context panel -------------------------------------------------------------------------
+
+
+def context_profile(shopper: Shopper) -> dict[str, Any]:
+    totals = Order.objects.filter(shopper=shopper).aggregate(n=Count("pk"), spent=Sum("total"))
+    return {
+        "name": shopper.name,
+        "email": shopper.email,
+        "phone": shopper.phone,
+        "customer_id": shopper.customer_id,
+        "locale": shopper.locale,
+        "country": shopper.country,
+        "since": iso(shopper.created_at),
+        "orders_count": int(totals["n"] or 0),
+        "total_spent": str(totals["spent"]) if totals["spent"] is not None else "0.00",
+    }
+
+
+def context_recent_orders(shopper: Shopper) -> dict[str, Any]:
+    orders = Order.objects.filter(shopper=shopper).order_by("-placed_at")[:5]
+    return {
+        "orders": [
+            {
+                "number": order.number,
+                "status": order.status,
+                "total": str(order.total),
+                "currency": order.currency,
+                "placed_at": iso(order.placed_at),
+            }
+            for order in orders
+        ]
+    }
+
+
+def context_recently_viewed(shopper: Shopper) -> dict[str, Any]:
+    events = Event.objects.filter(shopper=shopper, name="Product Viewed").order_by("-timestamp")[
+        :30
+    ]
+    seen: set[str] = set()
+    items = []
+    for event in events:
+        props = event.properties if isinstance(event.properties, dict) else {}
+        key = str(props.get("sku") or props.get("product_id") or props.get("name") or "")
+        if not key or key in seen:
+            continue
+        seen.add(key)
+        items.append(
+            {
+                "sku": str(props.get("sku") or props.get("product_id") or ""),
+                "title": str(props.get("name") or props.get("title") or ""),
+                "url": str(props.get("url") or ""),
+                "image_url": str(props.get("image_url") or ""),
+                "price": str(props.get("price") or ""),
+                "viewed_at": iso(event.timestamp),
+            }
+        )
+        if len(items) == 8:
+            break
+    return {"items": items}
+
+
+def context_current_page(conversation: Conversation) -> dict[str, Any]:
+    return {
+        "url": conversation.page_url,
+        "title": conversation.page_title,
+        "at": iso(conversation.page_seen_at),
+    }
+
+
+def conversation_context(conversation: Conversation) -> list[dict[str, Any]]:
+    """The context panel: the current page, then every registered section in order."""
+    sections: list[dict[str, Any]] = [
+        {"key": "current_page", "title": "Current page", "data": context_current_page(conversation)}
+    ]
+    for section in registry.context_sections():
+        try:
+            data = dict(section.provider(conversation.shopper))
+        except Exception:  # one app's broken section must not hide the others
+            logger.exception("chat context section %s failed", section.key)
+            sections.append(
+                {"key": section.key, "title": section.title, "data": {}, "error": "unavailable"}
+            )
+            continue
+        sections.append({"key": section.key, "title": section.title, "data": data})
+    return sections
+
+
+def conversations_for_agent(*, agent_id: int) -> list[int]:
+    return list(
+        Conversation.objects.filter(
+            assigned_agent_id=agent_id, state=Conversation.State.ASSIGNED
+        ).values_list("pk", flat=True)
+    )

@@ -1,0 +1,67 @@
+"""HTML pages of chat: the agent console and the public help centre."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib.auth.views import redirect_to_login
+from django.http import Http404, HttpRequest, HttpResponse
+from django.middleware.csrf import get_token
+from django.shortcuts import render
+
+from chat import selectors
+from chat.models import KnowledgeArticle
+
+
+def console(request: HttpRequest) -> HttpResponse:
+    if not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    if not selectors.is_agent(request.user):
+        return HttpResponse(
+            "Only agents can open the console.", status=403, content_type="text/plain"
+        )
+    agent = {"id": request.user.pk, "name": selectors.agent_name(request.user)}
+    config = {
+        "ws_path": "/ws/console/",
+        "api_base": "/api/chat/",
+        "agent": agent,
+        "csrf_token": get_token(request),
+        "max_body": 4000,
+    }
+    return render(request, "chat/console.html", {"agent": agent, "console_config": config})
+
+
+def _jsonld(data: object) -> str:
+    """JSON safe inside a <script> element: no character can close the element."""
+    text = json.dumps(data, ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def help_index(request: HttpRequest) -> HttpResponse:
+    articles = KnowledgeArticle.objects.filter(published=True).order_by("language", "title")
+    return render(request, "chat/help_index.html", {"articles": articles})
+
+
+def help_article(request: HttpRequest, slug: str) -> HttpResponse:
+    article = (
+        KnowledgeArticle.objects.filter(slug=slug, published=True).order_by("language").first()
+    )
+    if article is None:
+        raise Http404("No such article")
+    faq = {
+        "@context": "https://schema.org",
+        "@type": "FAQPage",
+        "mainEntity": [
+            {
+                "@type": "Question",
+                "name": article.question or article.title,
+                "acceptedAnswer": {"@type": "Answer", "text": article.body},
+            }
+        ],
+    }
+    paragraphs = [p.strip() for p in article.body.split("\n\n") if p.strip()]
+    return render(
+        request,
+        "chat/help_article.html",
+        {"article": article, "paragraphs": paragraphs, "faq": faq, "faq_json": _jsonld(faq)},
+    )

@@ -1,0 +1,375 @@
+"""Live chat over real sockets: a real uvicorn process on the Redis channel layer, real
+``websockets`` clients, the test database shared with the server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+from websockets.exceptions import InvalidStatus
+
+from chat.models import Conversation, Message
+from commerce.models import WriteKey
+from tests.chat.conftest import chat_settings, make_agent  # noqa: F401  (fixture)
+from tests.chat.wsclient import ChatClient
+from tests.support.processes import asgi_server
+
+pytestmark = [pytest.mark.system, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(scope="module")
+def server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
+    with asgi_server() as url:
+        yield url
+
+
+@pytest.fixture
+def chat(chat_settings: Any) -> WriteKey:  # noqa: F811 -- the imported fixture
+    return WriteKey.objects.create(name="shop")
+
+
+def session_cookie(user: Any) -> str:
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}"
+
+
+async def shopper_socket(
+    server: str, key: WriteKey, **hello: Any
+) -> tuple[ChatClient, dict[str, Any]]:
+    client = await ChatClient(server, "/ws/chat/").connect()
+    await client.send({"type": "hello", "write_key": key.key, **hello})
+    welcome = await client.expect("welcome")
+    return client, welcome
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_bot_hand_off_agent_reply_and_the_bot_stays_silent(server, chat):
+    agent = make_agent("anna", online=False)
+    cookie = session_cookie(agent)
+
+    async def scenario() -> int:
+        console = await ChatClient(server, "/ws/console/", cookie=cookie).connect()
+        await console.expect("inbox.snapshot")
+        await console.expect("canned.list")
+
+        shopper, welcome = await shopper_socket(server, chat, anonymous_id="anon-1", locale="en")
+        assert welcome["conversation"] is None
+        assert welcome["token"]
+
+        # The bot answers from the knowledge base.
+        await shopper.send(
+            {"type": "message.send", "client_id": "s1", "body": "How long does shipping take?"}
+        )
+        ack = await shopper.expect("message.ack")
+        assert (ack["client_id"], ack["message"]["seq"]) == ("s1", 1)
+        bot = await shopper.expect("message.new")
+        assert bot["message"]["author"]["kind"] == "bot"
+        assert bot["message"]["seq"] == 2
+        assert bot["message"]["body"] == "We ship within 2 working days."
+        cid = ack["message"]["conversation_id"]
+
+        # Hand-off: queued, then routed to the only online agent.
+        await shopper.send(
+            {"type": "message.send", "client_id": "s2", "body": "I want to talk to a human"}
+        )
+        await shopper.expect("message.ack", message__seq=3)
+        handoff = await shopper.expect("message.new", message__seq=4)
+        joined = await shopper.expect("message.new", message__seq=5)
+        assert (handoff["message"]["author"]["kind"], handoff["message"]["body"]) == (
+            "system",
+            "I'm passing you to a member of our team.",
+        )
+        assert joined["message"]["body"] == "Anna joined the conversation."
+        await shopper.expect("conversation.state", conversation__state="assigned")
+        assignment = await shopper.expect("assignment")
+        assert assignment["agent"] == {"name": "Anna"}
+        agent_side = await console.expect("assignment", conversation_id=cid)
+        assert agent_side["agent"]["id"] == agent.pk
+
+        opened_ref = "open-1"
+        await console.send({"type": "conversation.open", "conversation_id": cid, "ref": opened_ref})
+        opened = await console.expect("conversation.opened", ref=opened_ref)
+        assert [m["seq"] for m in opened["messages"]] == [1, 2, 3, 4, 5]
+        assert [s["key"] for s in opened["context"]][:2] == ["current_page", "profile"]
+
+        # The agent's reply reaches the shopper; the shopper's reaches the agent.
+        await console.send(
+            {
+                "type": "message.send",
+                "conversation_id": cid,
+                "client_id": "a1",
+                "body": "Hi, Anna here",
+            }
+        )
+        await console.expect("message.ack", client_id="a1")
+        reply = await shopper.expect("message.new", message__author__kind="agent")
+        assert reply["message"]["body"] == "Hi, Anna here"
+        assert reply["message"]["seq"] == 6
+
+        # A private note never reaches the shopper.
+        await console.send(
+            {
+                "type": "message.send",
+                "conversation_id": cid,
+                "client_id": "n1",
+                "body": "VIP",
+                "internal": True,
+            }
+        )
+        await console.expect("message.ack", client_id="n1")
+
+        await shopper.send(
+            {"type": "message.send", "client_id": "s3", "body": "How long does shipping take?"}
+        )
+        await shopper.expect("message.ack", client_id="s3")
+        from_shopper = await console.expect("message.new", message__client_id="s3")
+        assert from_shopper["message"]["seq"] == 8
+
+        # Nothing else arrives at the shopper: no bot answer, no note.
+        late = await shopper.drain(1.0)
+        assert [f for f in late if f["type"] == "message.new"] == []
+        await shopper.close()
+        await console.close()
+        return int(cid)
+
+    cid = run(scenario())
+    assert list(
+        Message.objects.filter(conversation_id=cid)
+        .order_by("seq")
+        .values_list("seq", "author_kind")
+    ) == [
+        (1, "shopper"),
+        (2, "bot"),
+        (3, "shopper"),
+        (4, "system"),
+        (5, "system"),
+        (6, "agent"),
+        (7, "agent"),
+        (8, "shopper"),
+    ]
+    assert Conversation.objects.get(pk=cid).state == "assigned"
+
+
+def test_anonymous_and_non_agent_users_cannot_open_the_console(server, chat):
+    outsider = get_user_model().objects.create_user(username="staff", password="pw", is_staff=True)
+    cookie = session_cookie(outsider)
+
+    async def scenario() -> list[int]:
+        statuses = []
+        for client in (
+            ChatClient(server, "/ws/console/"),
+            ChatClient(server, "/ws/console/", cookie=cookie),
+        ):
+            with pytest.raises(InvalidStatus) as refused:
+                await client.connect()
+            statuses.append(refused.value.response.status_code)
+        return statuses
+
+    assert run(scenario()) == [403, 403]
+
+
+def test_a_shopper_cannot_join_another_shoppers_conversation(server, chat):
+    async def scenario() -> None:
+        owner, _ = await shopper_socket(server, chat, anonymous_id="owner")
+        await owner.send({"type": "message.send", "client_id": "o1", "body": "returns?"})
+        ack = await owner.expect("message.ack")
+        cid = ack["message"]["conversation_id"]
+
+        intruder, _ = await ChatClient(server, "/ws/chat/").connect(), None
+        await intruder.send(
+            {
+                "type": "hello",
+                "write_key": chat.key,
+                "anonymous_id": "intruder",
+                "conversation_id": cid,
+            }
+        )
+        frames, code = await intruder.closed_with()
+        assert code == 4003
+        assert [(f["type"], f["code"]) for f in frames] == [("error", "forbidden")]
+
+        forger = await ChatClient(server, "/ws/chat/").connect()
+        await forger.send(
+            {"type": "hello", "write_key": chat.key, "token": "eyJzIjoxfQ:forged:sig"}
+        )
+        frames, code = await forger.closed_with()
+        assert code == 4003
+
+        # The owner saw nothing of it.
+        assert [
+            f
+            for f in await owner.drain(0.5)
+            if f["type"] == "message.new" and f["message"]["author"]["kind"] != "bot"
+        ] == []
+        await owner.close()
+
+    run(scenario())
+    assert Message.objects.filter(author_kind="shopper").count() == 1
+
+
+@pytest.mark.parametrize(
+    ("frames", "code", "error"),
+    [
+        (["not json"], 4000, "protocol_error"),
+        (['{"type": "message.send", "client_id": "x", "body": "hi"}'], 4001, "hello_required"),
+        (
+            ["HELLO", '{"type": "message.send", "client_id": "x", "body": 5}'],
+            4000,
+            "protocol_error",
+        ),
+        (["HELLO", '{"type": "nope"}'], 4000, "protocol_error"),
+        (["HELLO", '["a list"]'], 4000, "protocol_error"),
+        (
+            ["HELLO", '{"type": "message.send", "client_id": "x", "body": "' + "x" * 17000 + '"}'],
+            4009,
+            "frame_too_large",
+        ),
+    ],
+)
+def test_malformed_or_oversized_frames_get_an_error_and_a_clean_close(
+    server, chat, frames, code, error
+):
+    async def scenario() -> tuple[list[dict[str, Any]], int | None]:
+        client = await ChatClient(server, "/ws/chat/").connect()
+        for frame in frames:
+            if frame == "HELLO":
+                await client.send(
+                    {"type": "hello", "write_key": chat.key, "anonymous_id": "anon-x"}
+                )
+                await client.expect("welcome")
+            else:
+                await client.send(frame)
+        return await client.closed_with()
+
+    received, close_code = run(scenario())
+    assert close_code == code
+    assert [(f["type"], f["code"]) for f in received] == [("error", error)]
+    assert Message.objects.count() == 0
+
+
+def test_reconnect_resumes_with_exactly_the_missed_messages(server, chat):
+    agent = make_agent("anna", online=False)
+    cookie = session_cookie(agent)
+
+    async def scenario() -> None:
+        console = await ChatClient(server, "/ws/console/", cookie=cookie).connect()
+        shopper, welcome = await shopper_socket(server, chat, anonymous_id="anon-r")
+        token = welcome["token"]
+        await shopper.send({"type": "handoff.request"})
+        state = await shopper.expect("conversation.state", conversation__state="assigned")
+        cid = state["conversation"]["id"]
+        await console.expect("assignment", conversation_id=cid)
+        await shopper.send({"type": "message.send", "client_id": "s1", "body": "hello"})
+        seen = (await shopper.expect("message.ack"))["message"]["seq"]
+        await console.expect("message.new", message__seq=seen)
+        await shopper.close()
+
+        sent = []
+        for index in range(3):
+            await console.send(
+                {
+                    "type": "message.send",
+                    "conversation_id": cid,
+                    "client_id": f"a{index}",
+                    "body": f"answer {index}",
+                }
+            )
+            sent.append(
+                (await console.expect("message.ack", client_id=f"a{index}"))["message"]["seq"]
+            )
+
+        # Reconnect with the token, the conversation and the last seq seen; re-send a frame
+        # whose ack was lost.
+        shopper, welcome = await shopper_socket(
+            server, chat, token=token, conversation_id=cid, last_seq=seen
+        )
+        assert [m["seq"] for m in welcome["messages"]] == sent
+        assert [m["body"] for m in welcome["messages"]] == ["answer 0", "answer 1", "answer 2"]
+        assert welcome["conversation"]["state"] == "assigned"
+        await shopper.send({"type": "message.send", "client_id": "s1", "body": "hello"})
+        again = await shopper.expect("message.ack")
+        assert again["message"]["seq"] == seen
+
+        await console.send(
+            {
+                "type": "message.send",
+                "conversation_id": cid,
+                "client_id": "a9",
+                "body": "still there?",
+            }
+        )
+        live = await shopper.expect("message.new")
+        assert live["message"]["body"] == "still there?"
+        assert [f for f in await shopper.drain(0.7) if f["type"] == "message.new"] == []
+
+        # An agent that reconnects resumes too, through conversation.open with its last seq.
+        await console.close()
+        console = await ChatClient(server, "/ws/console/", cookie=cookie).connect()
+        await console.send(
+            {"type": "conversation.open", "conversation_id": cid, "last_seq": sent[-1]}
+        )
+        opened = await console.expect("conversation.opened")
+        assert [m["body"] for m in opened["messages"]] == ["still there?"]
+        await shopper.close()
+        await console.close()
+
+    run(scenario())
+    assert Message.objects.filter(client_id="s1").count() == 1
+
+
+def test_page_views_update_the_agents_context_panel_live(server, chat):
+    agent = make_agent("anna", online=False)
+    cookie = session_cookie(agent)
+
+    async def scenario() -> None:
+        console = await ChatClient(server, "/ws/console/", cookie=cookie).connect()
+        shopper, _ = await shopper_socket(
+            server,
+            chat,
+            anonymous_id="anon-p",
+            page={"url": "https://shop.example/", "title": "Home"},
+        )
+        await shopper.send({"type": "handoff.request"})
+        cid = (await shopper.expect("conversation.state", conversation__state="assigned"))[
+            "conversation"
+        ]["id"]
+        await console.expect("assignment", conversation_id=cid)
+
+        await shopper.send(
+            {"type": "page.view", "url": "https://shop.example/cart", "title": "Cart <b>"}
+        )
+        update = await console.expect("context.update", conversation_id=cid)
+        assert update["section"]["key"] == "current_page"
+        assert (update["section"]["data"]["url"], update["section"]["data"]["title"]) == (
+            "https://shop.example/cart",
+            "Cart <b>",
+        )
+
+        await shopper.send({"type": "typing", "active": True})
+        typing = await console.expect("typing", conversation_id=cid)
+        assert typing["author"]["kind"] == "shopper"
+        await console.send({"type": "typing", "conversation_id": cid, "active": True})
+        assert (await shopper.expect("typing"))["author"] == {
+            "kind": "agent",
+            "name": "Anna",
+            "id": agent.pk,
+        }
+
+        await console.send({"type": "conversation.resolve", "conversation_id": cid})
+        await shopper.expect("csat.request", conversation_id=cid)
+        await shopper.send({"type": "csat.submit", "rating": 5, "comment": "great"})
+        recorded = await console.expect("csat.recorded", conversation_id=cid)
+        assert (recorded["rating"], recorded["comment"]) == (5, "great")
+        await shopper.close()
+        await console.close()
+
+    run(scenario())
+    assert Conversation.objects.get().page_url == "https://shop.example/cart"
