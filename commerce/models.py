@@ -381,15 +381,17 @@ class WriteKey(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def allows_origin(self, origin: str) -> bool:
-        """Whether a page at ``origin`` (scheme://host[:port]) may use this key in a browser."""
-        wanted = origin.strip().rstrip("/").lower()
-        return any(wanted == str(allowed).strip().rstrip("/").lower() for allowed in self.allowed_origins)
-
     def save(self, *args: object, **kwargs: object) -> None:
         if not self.key:
             self.key = secrets.token_urlsafe(24)
         super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    def allows_origin(self, origin: str) -> bool:
+        """Whether a page at ``origin`` (scheme://host[:port]) may use this key in a browser."""
+        wanted = origin.strip().rstrip("/").lower()
+        return any(
+            wanted == str(allowed).strip().rstrip("/").lower() for allowed in self.allowed_origins
+        )
 
 
 class Event(models.Model):
