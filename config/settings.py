@@ -221,6 +221,15 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Choice sets whose field names ("kind", "status", "state") other apps use too.
+    "ENUM_NAME_OVERRIDES": {
+        "ChatAuthorKindEnum": "chat.models.Message.Author",
+        "ChatConversationStateEnum": "chat.models.Conversation.State",
+        "ChatConversationChannelEnum": "chat.models.Conversation.Channel",
+        "ChatAgentStatusEnum": "chat.models.AgentStatus.Status",
+        # The order status keeps the name it had before chat's agent status appeared.
+        "StatusEnum": "commerce.models.Order.Status",
+    },
 }
 
 # --- Patron ------------------------------------------------------------------------------
@@ -239,6 +248,8 @@ PATRON_OUTBOX_PARALLELISM = env_int("PATRON_OUTBOX_PARALLELISM", 2, minimum=1)
 PATRON_OUTBOX_LEASE_SECONDS = env_int("PATRON_OUTBOX_LEASE_SECONDS", 600, minimum=0)
 PATRON_OUTBOX_MAX_ATTEMPTS = env_int("PATRON_OUTBOX_MAX_ATTEMPTS", 8, minimum=1)
 PATRON_OUTBOX_RETRY_BASE_SECONDS = env_int("PATRON_OUTBOX_RETRY_BASE_SECONDS", 30, minimum=0)
+# SMTP connections a delivery process keeps open; messages are handed over in groups this size.
+PATRON_SMTP_CONNECTIONS = env_int("PATRON_SMTP_CONNECTIONS", 8, minimum=1)
 PATRON_SMS_BACKEND = env_str("PATRON_SMS_BACKEND") or "engagement.channels.sms.ConsoleSMSBackend"
 PATRON_SMS_FILE = env_str("PATRON_SMS_FILE") or str(embedded.STATE_DIR / "sms.jsonl")
 # Web push: generate keys with `python manage.py engagement_vapid_keys`.

@@ -1,0 +1,262 @@
+"""The widget's engagement API: "notify me" requests, on-site messages, push subscriptions.
+
+Callers identify the store with its write key as the HTTP Basic username (as the tracking API
+does) and the shopper with ``anonymous_id`` and/or ``user_id``. One thin view per operation.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.permissions import AllowAny, BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from commerce import services as commerce_services
+from commerce.models import Product, Shopper, WriteKey
+from core.exceptions import NotFound
+from engagement import selectors, services
+from engagement.models import ProductWatch
+
+
+class WriteKeyAuthentication(BaseAuthentication):
+    """HTTP Basic with the write key as the username (the password is ignored, as Segment's)."""
+
+    def authenticate(self, request: Request) -> tuple[AnonymousUser, WriteKey] | None:
+        header = get_authorization_header(request).split()
+        if not header or header[0].lower() != b"basic":
+            return None
+        if len(header) != 2:
+            raise AuthenticationFailed("malformed Basic authorization header")
+        try:
+            decoded = base64.b64decode(header[1], validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise AuthenticationFailed("malformed Basic authorization header") from None
+        key = decoded.partition(":")[0]
+        write_key = WriteKey.objects.filter(key=key, active=True).first() if key else None
+        if write_key is None:
+            raise AuthenticationFailed("unknown or inactive write key")
+        return AnonymousUser(), write_key
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Basic realm="patron"'
+
+
+class WriteKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "engagement.api.WriteKeyAuthentication"
+    name = "engagementWriteKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {
+            "type": "http",
+            "scheme": "basic",
+            "description": "The store's write key as the username; empty password.",
+        }
+
+
+class HasWriteKey(BasePermission):
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return isinstance(request.auth, WriteKey)
+
+
+class WidgetApi(APIView):
+    authentication_classes = [WriteKeyAuthentication]
+    permission_classes = [HasWriteKey]
+
+
+ErrorSerializer = inline_serializer(
+    name="EngagementError",
+    fields={
+        "error": inline_serializer(
+            name="EngagementErrorBody",
+            fields={
+                "code": serializers.CharField(),
+                "message": serializers.CharField(),
+                "detail": serializers.JSONField(required=False),
+            },
+        )
+    },
+)
+_ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer}
+
+
+class EngagementIdentitySerializer(serializers.Serializer):
+    anonymous_id = serializers.CharField(max_length=255, required=False, allow_blank=True)
+    user_id = serializers.CharField(max_length=255, required=False, allow_blank=True)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not (attrs.get("anonymous_id", "").strip() or attrs.get("user_id", "").strip()):
+            raise serializers.ValidationError("anonymous_id or user_id is required")
+        return attrs
+
+
+def _known_shopper(data: dict[str, Any]) -> Shopper | None:
+    return selectors.shopper_find(
+        customer_id=data.get("user_id", "").strip(),
+        anonymous_id=data.get("anonymous_id", "").strip(),
+    )
+
+
+class NotifyRequestApi(WidgetApi):
+    class NotifyRequestInputSerializer(EngagementIdentitySerializer):
+        sku = serializers.CharField(max_length=64)
+        kind = serializers.ChoiceField(choices=ProductWatch.Kind.choices)
+        email = serializers.EmailField(required=False)
+
+    class NotifyRequestOutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        sku = serializers.CharField()
+        kind = serializers.CharField()
+        created = serializers.BooleanField()
+
+    @extend_schema(
+        operation_id="engagement_notify_request_create",
+        summary="Ask to be told when a product is back in stock or cheaper",
+        request=NotifyRequestInputSerializer,
+        responses={
+            201: NotifyRequestOutputSerializer,
+            200: NotifyRequestOutputSerializer,
+            **_ERRORS,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = self.NotifyRequestInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        product = Product.objects.filter(sku=data["sku"].strip(), active=True).first()
+        if product is None:
+            raise NotFound(f"no product with sku {data['sku']!r}", code="product_not_found")
+        shopper = commerce_services.shopper_resolve(
+            customer_id=data.get("user_id"), anonymous_id=data.get("anonymous_id")
+        )
+        if data.get("email") and not shopper.email:
+            shopper = commerce_services.shopper_update_traits(
+                shopper=shopper, traits={"email": data["email"]}
+            )
+        watch, created = services.product_watch_create(
+            shopper=shopper, product=product, kind=data["kind"]
+        )
+        body = {"id": watch.pk, "sku": product.sku, "kind": watch.kind, "created": created}
+        return Response(
+            self.NotifyRequestOutputSerializer(body).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+
+class OnsiteMessagesApi(WidgetApi):
+    class OnsiteMessageOutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        title = serializers.CharField(source="subject")
+        body = serializers.CharField()
+        sent_at = serializers.DateTimeField()
+
+    @extend_schema(
+        operation_id="engagement_onsite_messages_list",
+        summary="On-site messages waiting for the shopper",
+        parameters=[
+            OpenApiParameter("anonymous_id", str, required=False),
+            OpenApiParameter("user_id", str, required=False),
+        ],
+        responses={
+            200: inline_serializer(
+                name="OnsiteMessageList",
+                fields={"results": OnsiteMessageOutputSerializer(many=True)},
+            ),
+            **_ERRORS,
+        },
+    )
+    def get(self, request: Request) -> Response:
+        identity = EngagementIdentitySerializer(data=request.query_params)
+        identity.is_valid(raise_exception=True)
+        shopper = _known_shopper(identity.validated_data)
+        messages = selectors.onsite_messages_pending(shopper=shopper) if shopper else []
+        return Response({"results": self.OnsiteMessageOutputSerializer(messages, many=True).data})
+
+
+class OnsiteMessageSeenApi(WidgetApi):
+    class OnsiteMessageSeenOutputSerializer(serializers.Serializer):
+        seen = serializers.BooleanField()
+
+    @extend_schema(
+        operation_id="engagement_onsite_message_seen",
+        summary="Mark an on-site message as shown",
+        request=EngagementIdentitySerializer,
+        responses={200: OnsiteMessageSeenOutputSerializer, **_ERRORS},
+    )
+    def post(self, request: Request, message_id: int) -> Response:
+        identity = EngagementIdentitySerializer(data=request.data)
+        identity.is_valid(raise_exception=True)
+        shopper = _known_shopper(identity.validated_data)
+        if shopper is None:
+            raise NotFound("no such message")
+        seen = services.onsite_mark_seen(shopper=shopper, message_id=message_id)
+        return Response({"seen": seen})
+
+
+class PushSubscriptionApi(WidgetApi):
+    class PushSubscriptionInputSerializer(EngagementIdentitySerializer):
+        endpoint = serializers.URLField(max_length=1000)
+        keys = inline_serializer(
+            name="PushSubscriptionKeys",
+            fields={
+                "p256dh": serializers.CharField(max_length=200),
+                "auth": serializers.CharField(max_length=100),
+            },
+        )
+
+    class PushSubscriptionOutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        active = serializers.BooleanField()
+
+    @extend_schema(
+        operation_id="engagement_push_subscription_create",
+        summary="Save a browser's push subscription for the shopper",
+        request=PushSubscriptionInputSerializer,
+        responses={201: PushSubscriptionOutputSerializer, **_ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = self.PushSubscriptionInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        shopper = commerce_services.shopper_resolve(
+            customer_id=data.get("user_id"), anonymous_id=data.get("anonymous_id")
+        )
+        subscription = services.push_subscription_save(
+            shopper=shopper,
+            endpoint=data["endpoint"],
+            p256dh=data["keys"]["p256dh"],
+            auth=data["keys"]["auth"],
+        )
+        return Response(
+            self.PushSubscriptionOutputSerializer(
+                {"id": subscription.pk, "active": subscription.active}
+            ).data,
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class PushKeyApi(APIView):
+    authentication_classes: list[type[BaseAuthentication]] = []
+    permission_classes = [AllowAny]
+
+    class PushKeyOutputSerializer(serializers.Serializer):
+        public_key = serializers.CharField(allow_blank=True)
+
+    @extend_schema(
+        operation_id="engagement_push_key",
+        summary="The VAPID public key browsers subscribe with",
+        responses={200: PushKeyOutputSerializer},
+        auth=[],
+    )
+    def get(self, request: Request) -> Response:
+        return Response({"public_key": settings.PATRON_VAPID_PUBLIC_KEY})

@@ -1,0 +1,166 @@
+"""Read queries of the engagement app: audiences, shoppers by identity, campaign results."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Exists, OuterRef, Q, QuerySet
+
+from commerce.models import Order, Shopper, ShopperAlias
+from core.exceptions import ValidationError
+from engagement.models import Campaign, Message, Run, Segment, SegmentMembership
+
+# Shopper fields an audience rule may test, and the operators each kind of field allows.
+_TEXT_FIELDS = {
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "locale",
+    "time_zone",
+    "country",
+    "customer_id",
+}
+_ORDERED_FIELDS = {"created_at", "birthday"}
+_BOOL_FIELDS = {"email_consent", "sms_consent", "push_consent"}
+_TEXT_OPS = {"eq": "iexact", "ne": "iexact", "startswith": "istartswith", "contains": "icontains"}
+_ORDER_OPS = {"eq": "exact", "gt": "gt", "gte": "gte", "lt": "lt", "lte": "lte"}
+
+
+def _rule_q(rule: Mapping[str, Any]) -> Q:
+    if not isinstance(rule, Mapping):
+        raise ValidationError(f"an audience rule must be an object, got {rule!r}")
+    field = str(rule.get("field", ""))
+    op = str(rule.get("op", "eq"))
+    value = rule.get("value")
+    if field in _TEXT_FIELDS:
+        if op == "in" and isinstance(value, list):
+            return Q(**{f"{field}__in": [str(v) for v in value]})
+        if op == "empty":
+            return Q(**{field: ""}) if value in (True, None) else ~Q(**{field: ""})
+        if op not in _TEXT_OPS or not isinstance(value, str):
+            raise ValidationError(f"rule on {field}: op {op!r} needs a string value")
+        q = Q(**{f"{field}__{_TEXT_OPS[op]}": value})
+        return ~q if op == "ne" else q
+    if field in _ORDERED_FIELDS:
+        if op not in _ORDER_OPS or value is None:
+            raise ValidationError(f"rule on {field}: op must be one of {sorted(_ORDER_OPS)}")
+        return Q(**{f"{field}__{_ORDER_OPS[op]}": value})
+    if field in _BOOL_FIELDS:
+        if op != "eq" or not isinstance(value, bool):
+            raise ValidationError(f"rule on {field}: use op eq with true or false")
+        return Q(**{field: value})
+    if field == "tags":
+        if op == "contains" and isinstance(value, str):
+            return Q(tags__contains=[value])
+        if op == "not_contains" and isinstance(value, str):
+            return ~Q(tags__contains=[value])
+        if op == "any" and isinstance(value, list):
+            q = Q(pk__in=[])
+            for tag in value:
+                q |= Q(tags__contains=[str(tag)])
+            return q
+        raise ValidationError("rule on tags: use contains, not_contains or any")
+    if field.startswith("traits."):
+        key = field.removeprefix("traits.")
+        if not key.isidentifier():
+            raise ValidationError(f"rule on {field}: trait names are identifiers")
+        if op == "eq":
+            return Q(**{f"traits__{key}": value})
+        if op == "exists":
+            return Q(**{"traits__has_key": key})
+        raise ValidationError(f"rule on {field}: use eq or exists")
+    raise ValidationError(f"unknown audience field {field!r}")
+
+
+def rules_q(rules: Sequence[Mapping[str, Any]] | Any) -> Q:
+    """The Q for a list of audience rules, all of which must hold; raises ValidationError."""
+    if not isinstance(rules, list):
+        raise ValidationError("audience rules must be a list")
+    q = Q()
+    for rule in rules:
+        q &= _rule_q(rule)
+    return q
+
+
+def segment_q(segment: Segment) -> Q:
+    if segment.kind == Segment.Kind.FILTER:
+        return rules_q(segment.rules)
+    return Q(
+        Exists(SegmentMembership.objects.filter(segment_id=segment.pk, shopper_id=OuterRef("pk")))
+    )
+
+
+def audience_q(campaign: Campaign) -> Q:
+    if campaign.audience == Campaign.Audience.SEGMENT:
+        if campaign.segment is None:
+            return Q(pk__in=[])
+        return segment_q(campaign.segment)
+    if campaign.audience == Campaign.Audience.FILTER:
+        return rules_q(campaign.audience_rules)
+    return Q()
+
+
+def audience_shoppers(campaign: Campaign) -> QuerySet[Shopper]:
+    return Shopper.objects.filter(audience_q(campaign), merged_into__isnull=True)
+
+
+def audience_includes(*, campaign: Campaign, shopper: Shopper) -> bool:
+    if campaign.audience == Campaign.Audience.ALL:
+        return True
+    return Shopper.objects.filter(audience_q(campaign), pk=shopper.pk).exists()
+
+
+def shopper_find(*, customer_id: str = "", anonymous_id: str = "") -> Shopper | None:
+    """The (surviving) shopper known by these ids, without creating one."""
+    shopper: Shopper | None = None
+    if customer_id:
+        shopper = Shopper.objects.filter(customer_id=customer_id).first()
+    if shopper is None and anonymous_id:
+        alias = (
+            ShopperAlias.objects.select_related("shopper").filter(anonymous_id=anonymous_id).first()
+        )
+        shopper = alias.shopper if alias else None
+    seen: set[int] = set()
+    while shopper is not None and shopper.merged_into_id and shopper.pk not in seen:
+        seen.add(shopper.pk)
+        shopper = Shopper.objects.filter(pk=shopper.merged_into_id).first()
+    return shopper
+
+
+def onsite_messages_pending(*, shopper: Shopper, limit: int = 20) -> list[Message]:
+    return list(
+        Message.objects.filter(
+            shopper=shopper, channel="onsite", state=Message.State.SENT, seen_at__isnull=True
+        ).order_by("-sent_at", "-id")[:limit]
+    )
+
+
+def campaign_results(*, campaign: Campaign, attribution_days: int = 7) -> dict[str, dict[str, Any]]:
+    """Conversion of the treated and the held-out shoppers, for measuring uplift.
+
+    A run converts when its shopper placed an order within ``attribution_days`` of its start.
+    """
+    window = dt.timedelta(days=attribution_days)
+    converted = Exists(
+        Order.objects.filter(
+            shopper_id=OuterRef("shopper_id"),
+            placed_at__gte=OuterRef("started_at"),
+            placed_at__lt=OuterRef("started_at") + window,
+        ).exclude(status__in=[Order.Status.CANCELLED, Order.Status.REFUNDED])
+    )
+    runs = Run.objects.filter(campaign=campaign).annotate(converted=converted)
+    results: dict[str, dict[str, Any]] = {}
+    for group, q in (("treatment", ~Q(state=Run.State.HELD_OUT)), ("control", Q(state="held_out"))):
+        total = runs.filter(q).count()
+        conversions = runs.filter(q, converted=True).count()
+        rate = (Decimal(conversions) / total).quantize(Decimal("0.0001")) if total else None
+        results[group] = {"runs": total, "conversions": conversions, "rate": rate}
+    treated, control = results["treatment"]["rate"], results["control"]["rate"]
+    results["uplift"] = {
+        "rate": (treated - control) if treated is not None and control is not None else None
+    }
+    return results

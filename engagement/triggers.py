@@ -1,0 +1,302 @@
+"""The triggers engagement owns, and the tracked-event handlers that fire or end them.
+
+Registered from ``EngagementConfig.ready``. Each handler receives the stored events of one
+name inside the event-processing transaction and is idempotent: a firing is keyed by its
+occurrence, so an event handed over again enrols nobody twice.
+
+| trigger          | fired by                                                      | occurrence        |
+|------------------|---------------------------------------------------------------|-------------------|
+| welcome          | identify of a new customer id with an email                   | ``welcome``       |
+| browse_abandoned | Product Viewed N times within a window (campaign options      | product + window  |
+|                  | ``views``, ``window_hours``; settings give the defaults)      |                   |
+| win_back         | beat: last order passed ``days`` ago (option, default 90)     | last order        |
+| back_in_stock    | a detected restock, for watchers and recent viewers           | the change        |
+| price_drop       | a detected price drop, for watchers and recent viewers        | the change        |
+| review_request   | Order Completed, or an order recorded through the API         | the order number  |
+| nps_survey       | the same as review_request                                    | the order number  |
+| birthday         | beat: the shopper's birthday                                  | the year          |
+| limited_offer    | a Broadcast of the campaign (options ``coupon``: kind, value, | the broadcast     |
+|                  | valid_hours, prefix, min_spend)                               |                   |
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Q
+
+from commerce.models import Event, Order, Product, Shopper
+from engagement import services
+from engagement.models import Campaign, ProductView
+from engagement.registry import Occurrence, register_trigger
+
+
+def _traits(event: Event) -> Mapping[str, Any]:
+    traits = event.properties.get("traits") if isinstance(event.properties, dict) else None
+    if isinstance(traits, dict):
+        return traits
+    return event.properties if isinstance(event.properties, dict) else {}
+
+
+# --- Template contexts -------------------------------------------------------------------
+
+
+def _product_context(shopper: Shopper, occurrence: Occurrence) -> dict[str, Any]:
+    product_id = occurrence.data.get("product_id")
+    product = Product.objects.filter(pk=product_id).first() if isinstance(product_id, int) else None
+    return {"product": product}
+
+
+def _order_context(shopper: Shopper, occurrence: Occurrence) -> dict[str, Any]:
+    order = (
+        Order.objects.filter(number=occurrence.data.get("order_number"))
+        .prefetch_related("lines__product")
+        .first()
+    )
+    lines = list(order.lines.all()) if order is not None else []
+    return {"order": order, "lines": lines}
+
+
+def _win_back_context(shopper: Shopper, occurrence: Occurrence) -> dict[str, Any]:
+    return {
+        "last_order": Order.objects.filter(number=occurrence.data.get("last_order_number")).first()
+    }
+
+
+def _latest_viewed(shopper: Shopper) -> dict[str, Any]:
+    view = ProductView.objects.filter(shopper=shopper).order_by("-last_viewed_at").first()
+    product_id = view.product_id if view else Product.objects.values_list("pk", flat=True).first()
+    return {"product_id": product_id}
+
+
+def _latest_order(shopper: Shopper) -> dict[str, Any]:
+    order = Order.objects.filter(shopper=shopper).order_by("-placed_at").first()
+    return {
+        "order_number": order.number if order else None,
+        "last_order_number": order.number if order else None,
+    }
+
+
+def _preview_coupon(shopper: Shopper) -> dict[str, Any]:
+    return {"coupon": {"code": "PREVIEW123", "kind": "percent", "value": "15", "valid_until": None}}
+
+
+# --- End conditions ----------------------------------------------------------------------
+
+
+def _same_product(event: Event, occurrence: Occurrence) -> bool:
+    if event.name == "Order Completed":
+        return True
+    product = services.product_for_properties(event.properties or {})
+    return product is not None and product.pk == occurrence.data.get("product_id")
+
+
+def _bought_product(shopper: Shopper, occurrence: Occurrence) -> bool:
+    product_id = occurrence.data.get("product_id")
+    return isinstance(product_id, int) and services.product_bought_since(
+        shopper=shopper, product_id=product_id, since=occurrence.fired_at
+    )
+
+
+def _ordered_again(shopper: Shopper, occurrence: Occurrence) -> bool:
+    return services.order_since(shopper=shopper, since=occurrence.fired_at)
+
+
+def register() -> None:
+    register_trigger(
+        "welcome",
+        label="Welcome (signup)",
+        description="Identify of a new customer id with an email. Once per shopper.",
+        preview=lambda shopper: {},
+    )
+    register_trigger(
+        "browse_abandoned",
+        label="Browse abandoned",
+        context=_product_context,
+        ends_on=["Product Added", "Order Completed"],
+        ends_on_match=_same_product,
+        ends_when=_bought_product,
+        preview=_latest_viewed,
+        description=(
+            "A product viewed N times within a window without being added to a cart or bought. "
+            'Options: {"views": N, "window_hours": H} (defaults from settings).'
+        ),
+    )
+    register_trigger(
+        "win_back",
+        label="Win-back (no order for D days)",
+        context=_win_back_context,
+        ends_on=["Order Completed"],
+        ends_when=_ordered_again,
+        preview=_latest_order,
+        description='Options: {"days": 90, "lookback_days": 7}.',
+    )
+    register_trigger(
+        "back_in_stock",
+        label="Back in stock",
+        context=_product_context,
+        preview=_latest_viewed,
+        description="Shoppers who asked to be told, or viewed the product recently.",
+    )
+    register_trigger(
+        "price_drop",
+        label="Price drop",
+        context=_product_context,
+        preview=_latest_viewed,
+        description="Shoppers who asked to be told, or viewed the product recently. "
+        "Context: product, old_price, new_price.",
+    )
+    register_trigger(
+        "review_request",
+        label="Post-purchase review request",
+        context=_order_context,
+        ends_on=["Product Reviewed"],
+        preview=_latest_order,
+        description="After an order; give the first step a delay (e.g. 7 days).",
+    )
+    register_trigger(
+        "nps_survey",
+        label="NPS survey",
+        context=_order_context,
+        preview=_latest_order,
+        description="After an order. Put {% for l in nps_links %} links in the body.",
+    )
+    register_trigger(
+        "birthday",
+        label="Birthday",
+        preview=lambda shopper: {"year": 2026},
+        description="On the shopper's birthday.",
+    )
+    register_trigger(
+        "limited_offer",
+        label="Limited-time offer broadcast",
+        preview=_preview_coupon,
+        description=(
+            "Sent to the audience by a Broadcast. Options: "
+            '{"coupon": {"kind": "percent", "value": "15", "valid_hours": 48, "prefix": "LTO"}}; '
+            "the template gets coupon.code and coupon.valid_until."
+        ),
+    )
+
+
+# --- Event handlers ----------------------------------------------------------------------
+
+
+def on_identify(events: Sequence[Event]) -> None:
+    """A new customer with an email is welcomed.
+
+    Traits and consent are applied by commerce's own identify handler, which runs first and
+    takes consent only from server-side write keys.
+    """
+    for event in events:
+        if event.shopper_id is None:
+            continue
+        traits = _traits(event)
+        if not event.user_id:
+            continue
+        shopper = Shopper.objects.get(pk=event.shopper_id)
+        if not (shopper.email or traits.get("email")):
+            continue
+        earlier = Event.objects.filter(
+            shopper_id=event.shopper_id, type=Event.Type.IDENTIFY, id__lt=event.id
+        ).exclude(user_id="")
+        if (
+            earlier.exists()
+            or Order.objects.filter(
+                shopper_id=event.shopper_id, placed_at__lt=event.timestamp
+            ).exists()
+        ):
+            continue
+        services.trigger_fire(
+            trigger="welcome",
+            shopper=shopper,
+            occurrence_key="welcome",
+            occurred_at=event.timestamp,
+        )
+
+
+def on_product_viewed(events: Sequence[Event]) -> None:
+    """Remember views; fire browse abandonment when a product was viewed often enough."""
+    campaigns = list(
+        Campaign.objects.filter(trigger="browse_abandoned", status=Campaign.Status.ACTIVE)
+    )
+    for event in events:
+        if event.shopper_id is None:
+            continue
+        product = services.product_for_properties(event.properties or {})
+        if product is None:
+            continue
+        shopper = Shopper.objects.get(pk=event.shopper_id)
+        services.product_views_record(shopper=shopper, product=product, at=event.timestamp)
+        for campaign in campaigns:
+            _browse_check(campaign, shopper, product, event)
+
+
+def _browse_check(campaign: Campaign, shopper: Shopper, product: Product, event: Event) -> None:
+    views = int(campaign.trigger_options.get("views", settings.PATRON_BROWSE_ABANDONMENT_VIEWS))
+    hours = float(
+        campaign.trigger_options.get(
+            "window_hours", settings.PATRON_BROWSE_ABANDONMENT_WINDOW_HOURS
+        )
+    )
+    window = dt.timedelta(hours=hours)
+    same_product = Q(properties__sku=product.sku) | Q(properties__product_id=product.sku)
+    recent = Event.objects.filter(
+        shopper_id=shopper.pk,
+        timestamp__gt=event.timestamp - window,
+        timestamp__lte=event.timestamp,
+    )
+    viewed = list(
+        recent.filter(same_product, name="Product Viewed")
+        .order_by("timestamp")
+        .values_list("timestamp", flat=True)
+    )
+    if len(viewed) < views:
+        return
+    if recent.filter(same_product, name="Product Added").exists() or services.product_bought_since(
+        shopper=shopper, product_id=product.pk, since=event.timestamp - window
+    ):
+        return
+    bucket = int(viewed[0].timestamp() // window.total_seconds())
+    services.trigger_fire(
+        trigger="browse_abandoned",
+        shopper=shopper,
+        occurrence_key=f"product:{product.pk}:{bucket}",
+        data={"product_id": product.pk, "sku": product.sku, "views": len(viewed)},
+        occurred_at=event.timestamp,
+        campaign_ids=[campaign.pk],
+    )
+
+
+def on_order_completed(events: Sequence[Event]) -> None:
+    for event in events:
+        properties = event.properties or {}
+        number = properties.get("order_id") or properties.get("orderId")
+        if not number:
+            continue
+        order = Order.objects.filter(number=str(number)).first()
+        if order is not None and order.shopper_id is not None:
+            services.post_purchase_fire(order=order)
+        elif event.shopper_id is not None:
+            shopper = Shopper.objects.get(pk=event.shopper_id)
+            for trigger in ("review_request", "nps_survey"):
+                services.trigger_fire(
+                    trigger=trigger,
+                    shopper=shopper,
+                    occurrence_key=f"order:{number}",
+                    data={"order_number": str(number)},
+                    occurred_at=event.timestamp,
+                )
+
+
+def on_product_updated(events: Sequence[Event]) -> None:
+    ids = set()
+    for event in events:
+        product = services.product_for_properties(event.properties or {})
+        if product is not None:
+            ids.add(product.pk)
+    if ids:
+        services.product_changes_detect(product_ids=ids)

@@ -1,0 +1,160 @@
+"""Public pages reached from messages by signed links: tracking, unsubscribe, preferences, NPS.
+
+No login: the signed token is the authority. Views translate HTTP and call services.
+"""
+
+from __future__ import annotations
+
+import base64
+
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods
+
+from core.exceptions import NotFound, ValidationError
+from engagement import services
+from engagement.models import SUBSCRIBABLE_CHANNELS, Channel, Preference, Topic, Unsubscribe
+
+_PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+
+
+@never_cache
+@require_http_methods(["GET", "HEAD"])
+def open_pixel(request: HttpRequest, token: str) -> HttpResponse:
+    try:
+        services.message_open_record(token=token)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+    return HttpResponse(_PIXEL, content_type="image/gif")
+
+
+@never_cache
+@require_http_methods(["GET", "HEAD"])
+def click(request: HttpRequest, token: str) -> HttpResponse:
+    try:
+        url = services.message_click_record(token=token)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+    return HttpResponseRedirect(url)
+
+
+@csrf_exempt  # RFC 8058: mail providers POST without cookies; the signed token is the proof
+@never_cache
+@require_http_methods(["GET", "POST"])
+def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
+    if request.method == "GET":
+        try:
+            services.tokens.read("unsubscribe", token)
+        except NotFound as exc:
+            raise Http404(exc.message) from None
+        return render(request, "engagement/unsubscribe.html", {"token": token, "done": False})
+    one_click = request.POST.get("List-Unsubscribe") == "One-Click"
+    try:
+        shopper, channel = services.unsubscribe_by_token(
+            token=token, source="one-click" if one_click else "link"
+        )
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+    if one_click:
+        return HttpResponse("unsubscribed", content_type="text/plain")
+    return render(
+        request,
+        "engagement/unsubscribe.html",
+        {
+            "done": True,
+            "channel": Channel(channel).label,
+            "preferences_url": services.tokens.preferences_url(shopper.pk),
+        },
+    )
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def preferences(request: HttpRequest, token: str) -> HttpResponse:
+    try:
+        shopper = services.shopper_for_preferences(token=token)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+    saved = False
+    error = ""
+    if request.method == "POST":
+        pause = request.POST.get("pause_days", "")
+        try:
+            services.preferences_update(
+                shopper=shopper,
+                channels={
+                    c: request.POST.get(f"channel_{c}") == "on" for c in SUBSCRIBABLE_CHANNELS
+                },
+                topics_opted_out=[
+                    t.key for t in Topic.objects.all() if request.POST.get(f"topic_{t.key}") != "on"
+                ],
+                pause_days=int(pause) if pause.strip().isdigit() else None,
+            )
+            saved = True
+        except ValidationError as exc:
+            error = exc.message
+        shopper.refresh_from_db()
+    unsubscribed = set(
+        Unsubscribe.objects.filter(shopper=shopper).values_list("channel", flat=True)
+    )
+    preference = Preference.objects.filter(shopper=shopper).first()
+    opted_out = (
+        set(preference.topics_opted_out.values_list("key", flat=True)) if preference else set()
+    )
+    channels = [
+        {
+            "key": c,
+            "label": Channel(c).label,
+            "on": c not in unsubscribed and getattr(shopper, f"{c}_consent"),
+        }
+        for c in SUBSCRIBABLE_CHANNELS
+    ]
+    topics = [
+        {"key": t.key, "name": t.name, "description": t.description, "on": t.key not in opted_out}
+        for t in Topic.objects.all()
+    ]
+    return render(
+        request,
+        "engagement/preferences.html",
+        {
+            "channels": channels,
+            "topics": topics,
+            "paused_until": preference.paused_until if preference else None,
+            "saved": saved,
+            "error": error,
+        },
+        status=400 if error else 200,
+    )
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def nps(request: HttpRequest, token: str) -> HttpResponse:
+    raw = request.POST.get("score") or request.GET.get("score", "")
+    try:
+        if not raw.isdigit():
+            message = services.nps_message(token=token)
+            return render(
+                request,
+                "engagement/nps.html",
+                {
+                    "scores": range(11),
+                    "answered": None,
+                    "token": token,
+                    "campaign": message.campaign,
+                },
+                status=200,
+            )
+        comment = request.POST.get("comment") if request.method == "POST" else None
+        response = services.nps_record(token=token, score=int(raw), comment=comment)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+    except ValidationError as exc:
+        return HttpResponse(exc.message, status=400, content_type="text/plain")
+    return render(
+        request,
+        "engagement/nps.html",
+        {"answered": response, "token": token, "commented": comment is not None},
+    )
