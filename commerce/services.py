@@ -36,6 +36,8 @@ from commerce.models import (
 from core.exceptions import Conflict, NotFound, ValidationError
 
 CENT = Decimal("0.01")
+# Money columns are numeric(12, 2).
+MAX_AMOUNT = Decimal("10000000000")
 
 
 def money(value: Any, *, field: str = "amount") -> Decimal:
@@ -332,6 +334,15 @@ def order_create(
     products = {p.sku: p for p in Product.objects.filter(sku__in={line.sku for line in lines})}
     subtotal = sum((money(line.unit_price) * line.quantity for line in lines), ZERO)
     total = max(subtotal + shipping_total + tax_total - discount_total, ZERO)
+    for name, amount in (
+        ("subtotal", subtotal),
+        ("total", total),
+        ("shipping", shipping_total),
+        ("tax", tax_total),
+        ("discount", discount_total),
+    ):
+        if abs(amount) >= MAX_AMOUNT:
+            raise ValidationError(f"order {name} {amount} is larger than an order can be")
     if shopper is not None:
         shopper = _resolve(shopper)
     try:
@@ -392,6 +403,8 @@ def refund_create(
     """
     existing = Refund.objects.filter(number=number).first()
     if existing is not None:
+        if existing.order_id != order.pk:
+            raise Conflict(f"refund {number} belongs to another order", code="refund_number_taken")
         return existing, False
     order = Order.objects.select_for_update().get(pk=order.pk)
     remaining = order.total - order.refunded_total

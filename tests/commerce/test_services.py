@@ -4,7 +4,7 @@ import pytest
 
 from commerce import services
 from commerce.models import Event, Order, Product, Refund, Shopper, ShopperAlias, WriteKey
-from core.exceptions import ValidationError
+from core.exceptions import Conflict, ValidationError
 
 pytestmark = pytest.mark.django_db
 
@@ -76,3 +76,28 @@ def test_refund_by_lines_never_exceeds_what_was_bought():
     assert order.refunded_total == Decimal("10.00")
     assert order.status == Order.Status.PARTIALLY_REFUNDED
     assert list(Refund.objects.values_list("number", flat=True)) == ["C1"]
+
+
+def test_a_refund_number_used_on_another_order_is_a_conflict():
+    first, _ = services.order_create(
+        number="2001", lines=[services.LineInput(sku="A", quantity=1, unit_price=Decimal("5"))]
+    )
+    second, _ = services.order_create(
+        number="2002", lines=[services.LineInput(sku="A", quantity=1, unit_price=Decimal("5"))]
+    )
+    services.refund_create(order=first, number="R-1")
+
+    with pytest.raises(Conflict):
+        services.refund_create(order=second, number="R-1")
+
+    second.refresh_from_db()
+    assert second.refunded_total == Decimal("0.00")
+
+
+def test_an_order_too_large_to_store_is_refused_not_a_crash():
+    lines = [services.LineInput(sku="A", quantity=1_000_000, unit_price=Decimal("99999.99"))]
+
+    with pytest.raises(ValidationError, match="larger than an order can be"):
+        services.order_create(number="huge", lines=lines)
+
+    assert not Order.objects.filter(number="huge").exists()

@@ -1,0 +1,112 @@
+"""Read queries on the shared nouns, shaped for the API and other apps (no N+1)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db.models import Count, DecimalField, F, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
+
+from commerce.models import ZERO, Category, Order, OrderLine, Product, Refund, Shopper
+
+
+def product_list(
+    *,
+    category: str | None = None,
+    active: bool | None = None,
+    in_stock: bool | None = None,
+    q: str | None = None,
+) -> QuerySet[Product]:
+    """Products by SKU, filtered: ``category`` is a slug (its sub-categories count too)."""
+    products = Product.objects.select_related("category").order_by("sku", "pk")
+    if category:
+        products = products.filter(
+            Q(category__slug=category)
+            | Q(category__parent__slug=category)
+            | Q(category__parent__parent__slug=category)
+        )
+    if active is not None:
+        products = products.filter(active=active)
+    if in_stock is not None:
+        products = products.filter(stock__gt=0) if in_stock else products.filter(stock__lte=0)
+    if q:
+        products = products.filter(Q(title__icontains=q) | Q(sku__iexact=q))
+    return products
+
+
+def product_get(*, sku: str) -> Product | None:
+    return Product.objects.select_related("category").filter(sku=sku).first()
+
+
+def category_list() -> QuerySet[Category]:
+    return (
+        Category.objects.select_related("parent")
+        .annotate(product_count=Count("products"))
+        .order_by("slug", "pk")
+    )
+
+
+def _orders_with_details() -> QuerySet[Order]:
+    return (
+        Order.objects.select_related("shopper")
+        .prefetch_related(
+            Prefetch("lines", queryset=OrderLine.objects.order_by("pk")),
+            Prefetch("refunds", queryset=Refund.objects.order_by("refunded_at", "pk")),
+        )
+        .order_by("-placed_at", "-pk")
+    )
+
+
+def order_list(
+    *,
+    customer_id: str | None = None,
+    status: str | None = None,
+    source: str | None = None,
+    placed_after: dt.datetime | None = None,
+    placed_before: dt.datetime | None = None,
+) -> QuerySet[Order]:
+    """Orders, newest first, with their shopper, lines and refunds loaded in three queries."""
+    orders = _orders_with_details()
+    if customer_id:
+        orders = orders.filter(shopper__customer_id=customer_id)
+    if status:
+        orders = orders.filter(status=status)
+    if source:
+        orders = orders.filter(source=source)
+    if placed_after:
+        orders = orders.filter(placed_at__gte=placed_after)
+    if placed_before:
+        orders = orders.filter(placed_at__lt=placed_before)
+    return orders
+
+
+def order_get(*, number: str) -> Order | None:
+    return _orders_with_details().filter(number=number).first()
+
+
+def _with_totals(shoppers: QuerySet[Shopper]) -> QuerySet[Shopper]:
+    """Annotate ``order_count`` and ``total_spent`` (order totals net of refunds)."""
+    orders = Order.objects.filter(shopper=OuterRef("pk")).order_by().values("shopper")
+    return shoppers.annotate(
+        order_count=Coalesce(Subquery(orders.annotate(n=Count("pk")).values("n")), 0),
+        total_spent=Coalesce(
+            Subquery(orders.annotate(spent=Sum(F("total") - F("refunded_total"))).values("spent")),
+            ZERO,
+            output_field=DecimalField(max_digits=14, decimal_places=2),
+        ),
+    )
+
+
+def shopper_list(*, customer_id: str | None = None, email: str | None = None) -> QuerySet[Shopper]:
+    """Shoppers not merged away, by id, with their order count and spend."""
+    shoppers = Shopper.objects.filter(merged_into__isnull=True).order_by("pk")
+    if customer_id:
+        shoppers = shoppers.filter(customer_id=customer_id)
+    if email:
+        shoppers = shoppers.filter(email__iexact=email)
+    return _with_totals(shoppers)
+
+
+def shopper_get(*, pk: int) -> Shopper | None:
+    """A shopper by id, also one merged away (its ``merged_into`` names the survivor)."""
+    return _with_totals(Shopper.objects.filter(pk=pk)).first()
