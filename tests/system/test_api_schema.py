@@ -61,6 +61,7 @@ def _schemathesis(
     return subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
 
 
+@pytest.mark.timeout(900)
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path):
     password = "schema-fuzz-pass-1"
     get_user_model().objects.create_superuser("fuzzer", "fuzzer@example.com", password)
