@@ -98,7 +98,8 @@ def dsn(url: str) -> str:
 @contextlib.contextmanager
 def throwaway_database(base_url: str) -> Iterator[str]:
     name = f"{urlparse(base_url).path.lstrip('/') or 'patron'}_bench_ingest_{os.getpid()}"
-    admin = psycopg2.connect(dsn(base_url))
+    # Connect to the server's maintenance database: the named one need not exist yet.
+    admin = psycopg2.connect(dsn(with_database(base_url, "postgres")))
     admin.autocommit = True
     with admin.cursor() as cursor:
         cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
@@ -277,8 +278,9 @@ def main() -> None:
         key = uuid.uuid4().hex
         with psycopg2.connect(dsn(database_url)) as conn, conn.cursor() as cursor:
             cursor.execute(
-                "INSERT INTO commerce_writekey (name, key, active, created_at) "
-                "VALUES ('bench', %s, true, now())",
+                "INSERT INTO commerce_writekey "
+                "(name, key, active, created_at, server_side, allowed_origins) "
+                "VALUES ('bench', %s, true, now(), true, '[]')",
                 [key],
             )
         port = free_port()

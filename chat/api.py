@@ -1,12 +1,21 @@
-"""The chat HTTP API for the agent console (docs/chat-protocol.md §4)."""
+"""The chat HTTP API for the agent console (docs/chat-protocol.md §4).
+
+One thin view per operation. Each has nested input serializers (query or body) and an output
+serializer that both renders the response and describes it in ``/api/schema/``; every status
+code a view can answer is listed in its ``extend_schema``. Errors have the one shape of
+``core.api.exception_handler``.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
+from urllib.parse import urlencode
 
 from django.utils import timezone
+from django.utils.cache import patch_vary_headers
 from django.utils.dateparse import parse_date, parse_datetime
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny, BasePermission
 from rest_framework.request import Request
@@ -14,12 +23,17 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chat import metrics, selectors, services
-from chat.models import Conversation
-from commerce.models import WriteKey
-from core.exceptions import NotFound, ValidationError
+from chat.models import AgentStatus, Conversation, Message
+from core.exceptions import NotFound
+
+TAGS = ["chat"]
+# PostgreSQL's integer: seqs, offsets and ids beyond it cannot exist.
+MAX_INT = 2**31 - 1
 
 
 class IsAgent(BasePermission):
+    message = "Only agents (staff with the answer_conversations permission) may use this."
+
     def has_permission(self, request: Request, view: Any) -> bool:
         return selectors.is_agent(request.user)
 
@@ -28,14 +42,110 @@ class AgentView(APIView):
     permission_classes = [IsAgent]
 
 
+# --- Shapes shared by several responses ---------------------------------------------------
+
+
+class ChatErrorBodySerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    detail = serializers.JSONField(required=False)
+
+
+class ChatErrorSerializer(serializers.Serializer):
+    error = ChatErrorBodySerializer()
+
+
+def _error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(ChatErrorSerializer, description=description)
+
+
+FORBIDDEN = _error("Not signed in, or not an agent (staff with chat.answer_conversations)")
+INVALID = _error("Invalid parameters")
+NO_CONVERSATION = _error("No such conversation")
+
+
+class ChatAgentRefSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+
+
+class ChatAuthorSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=Message.Author.choices)
+    name = serializers.CharField(allow_blank=True)
+    id = serializers.IntegerField(allow_null=True, help_text="The agent's user id, else null")
+
+
+class ChatMessageSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    conversation_id = serializers.IntegerField()
+    seq = serializers.IntegerField()
+    author = ChatAuthorSerializer()
+    body = serializers.CharField()
+    internal = serializers.BooleanField(help_text="A private note (agents only)")
+    client_id = serializers.CharField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+class ChatShopperBriefSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField(allow_blank=True)
+    email = serializers.CharField(allow_blank=True)
+    customer_id = serializers.CharField(allow_null=True)
+
+
+class ChatLastMessageSerializer(serializers.Serializer):
+    seq = serializers.IntegerField()
+    author_kind = serializers.ChoiceField(choices=Message.Author.choices)
+    body = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class ChatConversationSummarySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    state = serializers.ChoiceField(choices=Conversation.State.choices)
+    channel = serializers.ChoiceField(choices=Conversation.Channel.choices)
+    shopper = ChatShopperBriefSerializer()
+    assigned_agent = ChatAgentRefSerializer(allow_null=True)
+    last_seq = serializers.IntegerField()
+    last_message = ChatLastMessageSerializer(allow_null=True)
+    queued_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    page_url = serializers.CharField(allow_blank=True)
+    language = serializers.CharField(allow_blank=True)
+
+
+# --- Views ------------------------------------------------------------------------------
+
+
 class ConversationListApi(AgentView):
     class FilterSerializer(serializers.Serializer):
         view = serializers.ChoiceField(choices=["unassigned", "mine", "all"], default="all")
         state = serializers.ChoiceField(choices=Conversation.State.choices, required=False)
-        q = serializers.CharField(required=False, allow_blank=True, max_length=200)
+        q = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            max_length=200,
+            help_text="Search in the shopper's name, email and customer id",
+        )
         limit = serializers.IntegerField(required=False, min_value=1, max_value=200, default=50)
-        offset = serializers.IntegerField(required=False, min_value=0, default=0)
+        offset = serializers.IntegerField(required=False, min_value=0, max_value=MAX_INT, default=0)
 
+    class OutputSerializer(serializers.Serializer):
+        count = serializers.IntegerField()
+        next = serializers.URLField(allow_null=True)
+        previous = serializers.URLField(allow_null=True)
+        results = ChatConversationSummarySerializer(many=True)
+
+        class Meta:
+            ref_name = "ChatConversationPage"
+
+    @extend_schema(
+        tags=TAGS,
+        summary="The agent's inbox: conversation summaries, paginated",
+        parameters=[FilterSerializer],
+        responses={200: OutputSerializer, 400: INVALID, 403: FORBIDDEN},
+    )
     def get(self, request: Request) -> Response:
         params = self.FilterSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
@@ -49,103 +159,338 @@ class ConversationListApi(AgentView):
         base = request.build_absolute_uri(request.path)
 
         def page(at: int) -> str:
-            return f"{base}?view={data['view']}&limit={limit}&offset={at}"
+            query = {"view": data["view"], "limit": limit, "offset": at}
+            if data.get("state"):
+                query["state"] = data["state"]
+            if data.get("q"):
+                query["q"] = data["q"]
+            return f"{base}?{urlencode(query)}"
 
-        return Response(
-            {
-                "count": count,
-                "next": page(offset + limit) if offset + limit < count else None,
-                "previous": page(max(offset - limit, 0)) if offset > 0 else None,
-                "results": rows,
-            }
-        )
+        page_data = {
+            "count": count,
+            "next": page(offset + limit) if offset + limit < count else None,
+            "previous": page(max(offset - limit, 0)) if offset > 0 else None,
+            "results": rows,
+        }
+        return Response(self.OutputSerializer(page_data).data)
 
 
 def _conversation(conversation_id: int) -> Conversation:
+    if conversation_id > MAX_INT:
+        raise NotFound("No such conversation.")
     conversation = Conversation.objects.select_related("shopper").filter(pk=conversation_id).first()
     if conversation is None:
         raise NotFound("No such conversation.")
     return conversation
 
 
+CONVERSATION_ID = OpenApiParameter(
+    "conversation_id", int, location=OpenApiParameter.PATH, description="The conversation"
+)
+
+
 class MessageListApi(AgentView):
+    class FilterSerializer(serializers.Serializer):
+        after_seq = serializers.IntegerField(
+            required=False,
+            min_value=0,
+            max_value=MAX_INT,
+            default=0,
+            help_text="Only messages with a greater seq",
+        )
+
+    class OutputSerializer(ChatMessageSerializer):
+        class Meta:
+            ref_name = "ChatMessage"
+
+    @extend_schema(
+        tags=TAGS,
+        summary="A conversation's messages (private notes included), ascending by seq",
+        parameters=[CONVERSATION_ID, FilterSerializer],
+        responses={
+            200: OutputSerializer(many=True),
+            400: INVALID,
+            403: FORBIDDEN,
+            404: NO_CONVERSATION,
+        },
+    )
     def get(self, request: Request, conversation_id: int) -> Response:
         _conversation(conversation_id)
-        try:
-            after = int(request.query_params.get("after_seq", "0"))
-        except ValueError:
-            raise ValidationError("after_seq must be a whole number") from None
-        return Response(
-            selectors.messages_after(
-                conversation_id=conversation_id, after_seq=max(after, 0), include_internal=True
-            )
+        params = self.FilterSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        messages = selectors.messages_after(
+            conversation_id=conversation_id,
+            after_seq=params.validated_data["after_seq"],
+            include_internal=True,
         )
+        return Response(self.OutputSerializer(messages, many=True).data)
 
 
 class ContextApi(AgentView):
+    class OutputSerializer(serializers.Serializer):
+        key = serializers.CharField()
+        title = serializers.CharField()
+        # "data" is the protocol's key. DRF's metaclass moves declared fields out of the class,
+        # so this does not shadow Serializer.data at runtime; the stubs cannot know that.
+        data = serializers.DictField(  # type: ignore[assignment]
+            child=serializers.JSONField(), help_text="Flat; its shape belongs to the section"
+        )
+        error = serializers.ChoiceField(
+            choices=["unavailable"],
+            required=False,
+            help_text="Present when the section's provider failed (data is then empty)",
+        )
+
+        class Meta:
+            ref_name = "ChatContextSection"
+
+    @extend_schema(
+        tags=TAGS,
+        summary="The context panel: the shopper's current page, profile, orders and sections "
+        "registered by other apps, in display order",
+        parameters=[CONVERSATION_ID],
+        responses={200: OutputSerializer(many=True), 403: FORBIDDEN, 404: NO_CONVERSATION},
+    )
     def get(self, request: Request, conversation_id: int) -> Response:
-        return Response(selectors.conversation_context(_conversation(conversation_id)))
+        sections = selectors.conversation_context(_conversation(conversation_id))
+        return Response(self.OutputSerializer(sections, many=True).data)
 
 
 class TranscriptApi(AgentView):
     class InputSerializer(serializers.Serializer):
-        email = serializers.EmailField(required=False, allow_blank=True)
+        email = serializers.EmailField(
+            required=False,
+            allow_blank=True,
+            help_text="Default: the shopper's email or the follow-up address",
+        )
 
+        class Meta:
+            ref_name = "ChatTranscriptRequest"
+
+    class OutputSerializer(serializers.Serializer):
+        conversation_id = serializers.IntegerField()
+        email = serializers.EmailField()
+
+        class Meta:
+            ref_name = "ChatTranscriptQueued"
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Email the conversation's transcript (without private notes)",
+        parameters=[CONVERSATION_ID],
+        request=InputSerializer,
+        responses={
+            202: OutputSerializer,
+            400: _error("Invalid email, or no address known for the shopper"),
+            403: FORBIDDEN,
+            404: NO_CONVERSATION,
+            415: _error("Unsupported media type"),
+        },
+    )
     def post(self, request: Request, conversation_id: int) -> Response:
+        _conversation(conversation_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         address = services.transcript_send(
             conversation_id=conversation_id, email=data.validated_data.get("email")
         )
-        return Response({"conversation_id": conversation_id, "email": address}, status=202)
+        output = {"conversation_id": conversation_id, "email": address}
+        return Response(self.OutputSerializer(output).data, status=202)
 
 
 class CannedResponseListApi(AgentView):
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        shortcut = serializers.CharField()
+        title = serializers.CharField()
+        body = serializers.CharField()
+
+        class Meta:
+            ref_name = "ChatCannedResponse"
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Canned responses, by shortcut",
+        responses={200: OutputSerializer(many=True), 403: FORBIDDEN},
+    )
     def get(self, request: Request) -> Response:
-        return Response(selectors.canned_responses())
+        return Response(self.OutputSerializer(selectors.canned_responses(), many=True).data)
 
 
 class AgentListApi(AgentView):
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        name = serializers.CharField()
+        status = serializers.ChoiceField(choices=AgentStatus.Status.choices)
+        load = serializers.IntegerField(help_text="Conversations assigned now")
+        capacity = serializers.IntegerField()
+
+        class Meta:
+            ref_name = "ChatAgent"
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Agents with their presence and load (for transfers)",
+        responses={200: OutputSerializer(many=True), 403: FORBIDDEN},
+    )
     def get(self, request: Request) -> Response:
-        return Response(selectors.agents_list())
+        return Response(self.OutputSerializer(selectors.agents_list(), many=True).data)
 
 
-def _bound(value: str | None, default: dt.datetime) -> dt.datetime:
-    if not value:
-        return default
-    parsed = parse_datetime(value)
-    if parsed is None:
-        day = parse_date(value)
-        if day is None:
-            raise ValidationError(f"{value!r} is not a date")
-        parsed = dt.datetime.combine(day, dt.time.min)
-    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, dt.UTC)
+# What _Bound accepts, for the schema: a date or a date-time.
+BOUND_SCHEMA = {
+    "oneOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]
+}
+
+
+class _Bound(serializers.CharField):
+    """A date (midnight UTC) or an ISO 8601 date-time (naive: UTC)."""
+
+    # Parses the text to an aware datetime: the value is not text any more.
+    def to_internal_value(self, data: Any) -> dt.datetime:  # type: ignore[override]
+        text = super().to_internal_value(data)
+        try:
+            parsed = parse_datetime(text)
+            if parsed is None:
+                day = parse_date(text)
+                if day is None:
+                    raise serializers.ValidationError(f"{text!r} is not a date or a date-time")
+                parsed = dt.datetime.combine(day, dt.time.min)
+            if timezone.is_naive(parsed):
+                parsed = timezone.make_aware(parsed, dt.UTC)
+            # In UTC: PostgreSQL refuses offsets Python accepts (beyond ±15:59).
+            parsed = parsed.astimezone(dt.UTC)
+            # Far-off years would overflow the default 30-day window (and mean nothing here).
+        except (ValueError, OverflowError):
+            raise serializers.ValidationError(f"{text!r} is not a valid date") from None
+        return parsed
+
+
+class _FiguresSerializer(serializers.Serializer):
+    conversations = serializers.IntegerField(help_text="Created in the period")
+    resolved = serializers.IntegerField()
+    handed_off = serializers.IntegerField()
+    first_response_s = serializers.FloatField(
+        allow_null=True, help_text="Mean seconds from hand-off to the first agent reply"
+    )
+    resolution_s = serializers.FloatField(
+        allow_null=True, help_text="Mean seconds from start to resolve"
+    )
+    csat_count = serializers.IntegerField()
+    csat_average = serializers.FloatField(allow_null=True)
+    csat_satisfied_share = serializers.FloatField(
+        allow_null=True, help_text="Share of ratings of 4 or 5"
+    )
+
+
+class ChatOverallFiguresSerializer(_FiguresSerializer):
+    bot_resolution_rate = serializers.FloatField(
+        allow_null=True, help_text="Share of resolved conversations no agent took part in"
+    )
+
+
+class ChatAgentFiguresSerializer(_FiguresSerializer):
+    agent = ChatAgentRefSerializer()
 
 
 class MetricsApi(AgentView):
+    class FilterSerializer(serializers.Serializer):
+        since = _Bound(required=False, help_text="Default: 30 days before until")
+        until = _Bound(required=False, help_text="Default: now")
+
+        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            until = attrs.get("until") or timezone.now()
+            try:
+                since = attrs.get("since") or until - dt.timedelta(days=30)
+            except OverflowError:  # until in the first days of year 1
+                raise serializers.ValidationError("until is too early") from None
+            if since >= until:
+                raise serializers.ValidationError("since must be before until")
+            return {"since": since, "until": until}
+
+    class OutputSerializer(serializers.Serializer):
+        since = serializers.DateTimeField()
+        until = serializers.DateTimeField()
+        overall = ChatOverallFiguresSerializer()
+        agents = ChatAgentFiguresSerializer(many=True)
+
+        class Meta:
+            ref_name = "ChatMetrics"
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Bot resolution rate, first response and resolution times, CSAT; overall and "
+        "per agent, over conversations created in [since, until)",
+        parameters=[
+            OpenApiParameter(
+                name,
+                BOUND_SCHEMA,
+                description=f"A date (midnight UTC) or an ISO 8601 date-time; default: {default}",
+            )
+            for name, default in (("since", "30 days before until"), ("until", "now"))
+        ],
+        responses={200: OutputSerializer, 400: INVALID, 403: FORBIDDEN},
+    )
     def get(self, request: Request) -> Response:
-        now = timezone.now()
-        until = _bound(request.query_params.get("until"), now)
-        since = _bound(request.query_params.get("since"), until - dt.timedelta(days=30))
-        if since >= until:
-            raise ValidationError("since must be before until")
-        return Response(metrics.chat_metrics(since=since, until=until))
+        params = self.FilterSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        figures = metrics.chat_metrics(**params.validated_data)
+        return Response(self.OutputSerializer(figures).data)
 
 
 class WidgetConfigApi(APIView):
+    """Public: the widget may call it from any shop page whose origin its write key allows."""
+
     permission_classes = [AllowAny]
     authentication_classes: list[Any] = []
 
+    class FilterSerializer(serializers.Serializer):
+        write_key = serializers.CharField(max_length=64)
+
+    class OutputSerializer(serializers.Serializer):
+        greeting = serializers.CharField()
+        business_hours_open = serializers.BooleanField()
+        languages = serializers.ListField(child=serializers.CharField())
+        ws_path = serializers.CharField()
+
+        class Meta:
+            ref_name = "ChatWidgetConfig"
+
+    @extend_schema(
+        tags=TAGS,
+        summary="The widget's start-up settings (public; CORS for the key's allowed origins)",
+        parameters=[FilterSerializer],
+        responses={
+            200: OutputSerializer,
+            400: INVALID,
+            404: _error("Unknown or inactive write key"),
+        },
+        auth=[],
+    )
     def get(self, request: Request) -> Response:
-        key = request.query_params.get("write_key", "")
-        if not WriteKey.objects.filter(key=key, active=True).exists():
+        params = self.FilterSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        self.write_key = selectors.write_key_active(key=params.validated_data["write_key"])
+        if self.write_key is None:
             raise NotFound("Unknown write key.")
         settings_row = services.chat_settings_get()
-        return Response(
-            {
-                "greeting": settings_row.greeting,
-                "business_hours_open": services.business_hours_open(),
-                "languages": settings_row.languages,
-                "ws_path": "/ws/chat/",
-            }
-        )
+        config = {
+            "greeting": settings_row.greeting,
+            "business_hours_open": services.business_hours_open(),
+            "languages": settings_row.languages,
+            "ws_path": "/ws/chat/",
+        }
+        return Response(self.OutputSerializer(config).data)
+
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        patch_vary_headers(response, ["Origin"])
+        origin = request.headers.get("Origin")
+        key = getattr(self, "write_key", None)
+        # Only the origins the merchant listed on this write key may read the answer from a
+        # browser; Patron's own pages are same-origin and need no CORS header.
+        if origin and key is not None and key.allows_origin(origin):
+            response["Access-Control-Allow-Origin"] = origin
+        return response

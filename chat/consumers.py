@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -28,6 +29,7 @@ from django.db import close_old_connections, connections
 from redis.exceptions import RedisError
 
 from chat import selectors, services
+from chat.origins import scope_origin
 from core.exceptions import ApplicationError, PermissionDenied
 
 logger = logging.getLogger(__name__)
@@ -54,6 +56,14 @@ def _maintain_connections() -> None:
         _local.checked = now
 
 
+# Each message waits for its commit (the WAL flush) in one of these threads; PostgreSQL flushes
+# the commits of concurrent sessions together, so throughput grows with the threads in flight
+# (each holds one database connection). asyncio's default pool has only cpu_count + 4 (6 here);
+# bench/chat.py: 16 carried more than 6 at a lower p99, 32 less (more connections, more CPU).
+DB_THREADS = 16
+_executor = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="chat-db")
+
+
 def db(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
     """Run ``func`` in the thread pool (not the single thread-sensitive one: messages of
     different conversations must not queue behind each other)."""
@@ -62,7 +72,7 @@ def db(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
         _maintain_connections()
         return func(*args, **kwargs)
 
-    return sync_to_async(call, thread_sensitive=False)
+    return sync_to_async(call, thread_sensitive=False, executor=_executor)
 
 
 class ProtocolError(Exception):
@@ -186,6 +196,9 @@ class ChatSocket(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         self.groups_joined: set[str] = set()
         self.delivered: dict[int, int] = {}
+        # The seqs this socket itself sent as message.new since the conversation was last
+        # opened (``delivered`` is a cursor, which may be set from the database unsent).
+        self.pushed: dict[int, set[int]] = {}
         self.closed = False
         await self.accept()
 
@@ -207,7 +220,16 @@ class ChatSocket(AsyncWebsocketConsumer):
 
     async def send_json(self, payload: dict[str, Any]) -> None:
         if not self.closed:
-            await self.send(text_data=orjson.dumps(payload).decode())
+            try:
+                await self.send(text_data=orjson.dumps(payload).decode())
+            except OSError as exc:
+                if type(exc).__name__ != "ClientDisconnected":
+                    raise
+                # The client went away while we were sending (uvicorn's ClientDisconnected).
+                # Raised out of a handler it would end this consumer silently, and
+                # disconnect() would never run: an agent would stay online with a connection
+                # counted for ever. Swallowed, the websocket.disconnect that follows runs it.
+                self.closed = True
 
     async def fail(self, code: str, message: str, close_code: int) -> None:
         await self.send_json({"type": "error", "code": code, "message": message})
@@ -274,6 +296,7 @@ class ChatSocket(AsyncWebsocketConsumer):
                 break
             await self.send_json({"type": "message.new", "message": message})
             self.delivered[conversation_id] = message["seq"]
+            self.remember_pushed(conversation_id, message["seq"])
         if below is not None:
             # Gaps that stay gaps are notes the shopper may not see (or a lost seq): move on.
             self.delivered[conversation_id] = max(self.delivered.get(conversation_id, 0), below - 1)
@@ -290,6 +313,13 @@ class ChatSocket(AsyncWebsocketConsumer):
         await self.fill(cid, below=seq)
         await self.send_json({"type": "message.new", "message": message})
         self.delivered[cid] = seq
+        self.remember_pushed(cid, seq)
+
+    def remember_pushed(self, conversation_id: int, seq: int) -> None:
+        pushed = self.pushed.setdefault(conversation_id, set())
+        pushed.add(seq)
+        if len(pushed) > 1000:  # bounded: only a re-open racing recent pushes needs them
+            self.pushed[conversation_id] = set(sorted(pushed)[-500:])
 
     async def chat_event(self, payload: dict[str, Any]) -> None:
         """Events fanned out by ``chat.services`` through the channel layer."""
@@ -367,6 +397,8 @@ class ShopperConsumer(ChatSocket):
         self.hello_timer.cancel()
         identity = await db(services.chat_identify)(
             write_key=frame["write_key"],
+            # The handshake let any Origin through (chat/origins.py): the key decides here.
+            origin=scope_origin(self.scope),
             token=frame.get("token"),
             anonymous_id=frame.get("anonymous_id"),
             customer_id=frame.get("customer_id"),
@@ -425,7 +457,8 @@ class ShopperConsumer(ChatSocket):
         )
         cid = result.conversation_id
         seq = result.posted.message["seq"]
-        if cid not in self.delivered:
+        joined_now = cid not in self.delivered
+        if joined_now:
             # The first message started the conversation: subscribe, and catch up on what was
             # said meanwhile (the bot may already have answered) after the ack.
             await self.join(services.conversation_group(cid))
@@ -443,6 +476,13 @@ class ShopperConsumer(ChatSocket):
         self.delivered[cid] = max(self.delivered[cid], seq)
         if result.conversation_started:
             await self.fill(cid)
+        if joined_now:
+            # What the conversation's group heard before this socket joined it (the bot may
+            # have handed off already): the offline prompt, and the state as it is now.
+            if result.offline_prompt is not None:
+                await self.send_json(result.offline_prompt)
+            view = await db(self._view)(cid)
+            await self.send_json({"type": "conversation.state", "conversation": view})
 
     async def on_typing(self, frame: dict[str, Any]) -> None:
         if self.conversation_id is None:
@@ -471,14 +511,20 @@ class ShopperConsumer(ChatSocket):
         )
 
     async def on_handoff_request(self, frame: dict[str, Any]) -> None:
-        conversation = await db(services.shopper_hand_off_request)(
+        handoff = await db(services.shopper_hand_off_request)(
             shopper=self.shopper, conversation_id=self.conversation_id, language=self.language
         )
-        if conversation.pk not in self.delivered:
+        conversation = handoff.conversation
+        joined_now = conversation.pk not in self.delivered
+        if joined_now:
             await self.join(services.conversation_group(conversation.pk))
             self.conversation_id = conversation.pk
             self.delivered[conversation.pk] = 0
         await self.fill(conversation.pk)
+        if joined_now and handoff.offline_prompt is not None:
+            # The hand-off started the conversation and told its group before this socket
+            # could join it: send the prompt here, after the offline message it follows.
+            await self.send_json(handoff.offline_prompt)
         view = await db(self._view)(conversation.pk)
         await self.send_json({"type": "conversation.state", "conversation": view})
 
@@ -639,6 +685,11 @@ class AgentConsumer(ChatSocket):
         last_seq = frame.get("last_seq") or 0
         self.delivered.pop(cid, None)
         messages = await self.subscribe(cid, history_after=last_seq)
+        pushed = self.pushed.pop(cid, set())
+        if frame.get("last_seq") is not None:
+            # What this socket pushed after the client's last_seq reaches the client ahead of
+            # this answer, on the same socket: sending it again would show it twice.
+            messages = [m for m in messages if m["seq"] not in pushed]
         summary = await db(selectors.summary_by_id)(cid)
         context = await db(self._context)(cid)
         opened = {

@@ -1,8 +1,9 @@
 """The emails chat sends: transcripts, offline-message notices and agents' follow-up replies.
 
-Sent with Django's email backend from Celery tasks queued on commit. (The engagement app's
-outbox did not expose an enqueue service when chat was written; these are transactional
-messages the shopper asked for, not campaigns, so consent does not apply.)
+Each is a ``ChatEmail`` row, sent by ``services.chat_email_send`` from a Celery task queued on
+commit; this module only turns a row into an ``EmailMessage``. (The engagement app's outbox did
+not expose an enqueue service when chat was written; these are transactional messages the
+shopper asked for, not campaigns, so consent does not apply.)
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.mail import EmailMessage
 
-from chat.models import Conversation, Message
+from chat.models import ChatEmail, Conversation, Message
 from chat.selectors import agent_name
 
 
@@ -29,46 +30,37 @@ def transcript_text(conversation: Conversation) -> str:
     return "\n".join(lines) + "\n"
 
 
-def transcript_deliver(*, conversation_id: int, email: str) -> None:
-    conversation = Conversation.objects.get(pk=conversation_id)
-    EmailMessage(
-        subject="Your chat transcript",
-        body=transcript_text(conversation),
+def email_message(email: ChatEmail) -> EmailMessage:
+    """The message for ``email`` (with its conversation and message selected)."""
+    conversation = email.conversation
+    kind = ChatEmail.Kind
+    if email.kind == kind.TRANSCRIPT:
+        subject, body, reply_to = "Your chat transcript", transcript_text(conversation), None
+    elif email.kind == kind.OFFLINE_NOTICE:
+        subject = f"Offline chat message from {conversation.follow_up_email}"
+        body = (
+            transcript_text(conversation)
+            + f"\nReply from the agent console: {settings.PATRON_BASE_URL}/console/\n"
+        )
+        reply_to = [conversation.follow_up_email]
+    elif email.kind == kind.OFFLINE_RECEIPT:
+        subject = "We got your message"
+        body = (
+            "Thanks for your message. We're offline right now and will reply to this address "
+            "as soon as we're back.\n\n" + transcript_text(conversation)
+        )
+        reply_to = None
+    else:
+        message = email.message
+        assert message is not None
+        subject = "Re: your message"
+        body = f"{message.body}\n\n— {agent_name(message.author_agent)}\n"
+        reply_to = None
+    return EmailMessage(
+        subject=subject,
+        body=body,
         from_email=settings.DEFAULT_FROM_EMAIL,
-        to=[email],
-    ).send()
-
-
-def offline_message_deliver(*, conversation_id: int) -> None:
-    from chat.services import chat_settings_get
-
-    conversation = Conversation.objects.select_related("shopper").get(pk=conversation_id)
-    support = chat_settings_get(fresh=True).support_email or settings.DEFAULT_FROM_EMAIL
-    EmailMessage(
-        subject=f"Offline chat message from {conversation.follow_up_email}",
-        body=transcript_text(conversation)
-        + f"\nReply from the agent console: {settings.PATRON_BASE_URL}/console/\n",
-        from_email=settings.DEFAULT_FROM_EMAIL,
-        to=[support],
-        reply_to=[conversation.follow_up_email],
-    ).send()
-    EmailMessage(
-        subject="We got your message",
-        body="Thanks for your message. We're offline right now and will reply to this address "
-        "as soon as we're back.\n\n" + transcript_text(conversation),
-        from_email=settings.DEFAULT_FROM_EMAIL,
-        to=[conversation.follow_up_email],
-    ).send()
-
-
-def follow_up_deliver(*, message_id: int) -> None:
-    message = Message.objects.select_related("conversation", "author_agent").get(pk=message_id)
-    address = message.conversation.follow_up_email
-    if not address:
-        return
-    EmailMessage(
-        subject="Re: your message",
-        body=f"{message.body}\n\n— {agent_name(message.author_agent)}\n",
-        from_email=settings.DEFAULT_FROM_EMAIL,
-        to=[address],
-    ).send()
+        to=[email.to],
+        reply_to=reply_to,
+        headers={"X-Patron-Chat-Email": str(email.pk)},
+    )

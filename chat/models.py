@@ -364,3 +364,52 @@ class CsatRating(models.Model):
 
     def __str__(self) -> str:
         return f"{self.rating}/5 for conversation {self.conversation_id}"
+
+
+class ChatEmail(models.Model):
+    """One email chat sends: a transcript, an offline-message notice or receipt, an agent's
+    follow-up reply. Written in the transaction that decides to send it; the Celery task claims
+    it with a conditional UPDATE and marks it sent, so a retried or redelivered task sends it
+    once (``services.chat_email_send``)."""
+
+    class Kind(models.TextChoices):
+        TRANSCRIPT = "transcript", "Transcript"
+        OFFLINE_NOTICE = "offline_notice", "Offline message, to the support inbox"
+        OFFLINE_RECEIPT = "offline_receipt", "Offline message, receipt to the shopper"
+        FOLLOW_UP = "follow_up", "Agent's follow-up reply"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+
+    id = models.BigAutoField(primary_key=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="emails")
+    message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.CASCADE, related_name="emails"
+    )
+    to = models.EmailField()
+    state = models.CharField(max_length=8, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # One notice, receipt or follow-up per message, whatever fires twice.
+            models.UniqueConstraint(
+                fields=["message", "kind"],
+                name="chat_email_once_per_message",
+                condition=Q(message__isnull=False),
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["claimed_at"], name="chat_email_unsent", condition=~Q(state="sent")
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} to {self.to} ({self.state})"

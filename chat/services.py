@@ -20,11 +20,13 @@ import re
 import time
 import zoneinfo
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+from django.conf import settings
 from django.core import signing
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
@@ -32,13 +34,16 @@ from chat import selectors
 from chat.models import (
     AgentStatus,
     BusinessHours,
+    ChatEmail,
     ChatSettings,
     Conversation,
     CsatRating,
     Message,
 )
+from chat.origins import is_own_origin
 from commerce.models import Shopper, WriteKey
 from commerce.services import shopper_resolve
+from core.channel_layer import group_send_sync
 from core.exceptions import Conflict, NotFound, PermissionDenied, ValidationError
 from core.transactions import delay_on_commit, group_send_on_commit
 
@@ -78,8 +83,14 @@ def _emit_message(message: dict[str, Any]) -> None:
     cid = message["conversation_id"]
     event = {"type": "message.new", "message": message}
     group = staff_group(cid) if message["internal"] else conversation_group(cid)
-    group_send_on_commit(
-        group, {"type": "chat.event", "event": event, "cid": cid, "seq": message["seq"]}
+    # The hot path: after commit, publish from this (worker) thread instead of hopping to the
+    # event loop and back as group_send_on_commit's async_to_sync does.
+    transaction.on_commit(
+        partial(
+            group_send_sync,
+            group,
+            {"type": "chat.event", "event": event, "cid": cid, "seq": message["seq"]},
+        )
     )
 
 
@@ -203,9 +214,19 @@ class ChatIdentity:
     identified: bool
 
 
+def chat_origin_allowed(*, write_key: WriteKey, origin: str | None) -> bool:
+    """May a page at ``origin`` chat with ``write_key``? Patron's own hosts always may (the
+    demo shop, the help pages); other sites only when the merchant listed their origin in the
+    key's ``allowed_origins``. No Origin at all counts as a foreign page."""
+    if is_own_origin(origin):
+        return True
+    return origin is not None and write_key.allows_origin(origin)
+
+
 def chat_identify(
     *,
     write_key: str,
+    origin: str | None,
     token: str | None = None,
     anonymous_id: str | None = None,
     customer_id: str | None = None,
@@ -213,10 +234,20 @@ def chat_identify(
 ) -> ChatIdentity:
     """Who is on the shopper socket: by token, by a verified customer id, or by anonymous id.
 
-    Raises ``PermissionDenied`` for an unknown write key, a bad token or a wrong customer hash.
+    ``origin`` is the socket handshake's Origin header (None when absent). The key and the
+    origin are checked first, before anything is created or merged.
+
+    Raises ``PermissionDenied`` for an unknown write key, an origin the key does not allow, a
+    bad token or a wrong customer hash.
     """
-    if not write_key or not WriteKey.objects.filter(key=write_key, active=True).exists():
+    key = selectors.write_key_active(key=write_key)
+    if key is None:
         raise PermissionDenied("Unknown write key.", code="forbidden")
+    if not chat_origin_allowed(write_key=key, origin=origin):
+        raise PermissionDenied(
+            f"Pages at {origin or 'an unknown origin'} may not use this write key.",
+            code="forbidden",
+        )
     customer_id = (customer_id or "").strip() or None
     anonymous_id = (anonymous_id or "").strip() or None
     if customer_id is not None:
@@ -323,6 +354,46 @@ ON CONFLICT (conversation_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
 RETURNING id, seq, (SELECT state FROM c), (SELECT channel FROM c)
 """
 
+# Prepared once per database connection: PostgreSQL then skips parsing and planning the
+# statement above for every message (a third of its CPU per message in bench/chat.py).
+_POST_PARAMS = {
+    "now": "timestamptz",
+    "cid": "bigint",
+    "states": "text[]",
+    "client_id": "text",
+    "kind": "text",
+    "agent": "integer",
+    "body": "text",
+    "internal": "boolean",
+    "intent": "text",
+    "first_response": "boolean",
+    "shopper": "bigint",
+}
+
+
+def _numbered(sql: str) -> str:
+    for number, name in enumerate(_POST_PARAMS, start=1):
+        sql = sql.replace(f"%({name})s::bigint", f"${number}").replace(f"%({name})s", f"${number}")
+    return sql
+
+
+_POST_PREPARE = (
+    f"PREPARE chat_message_post ({', '.join(_POST_PARAMS.values())}) AS {_numbered(_POST_SQL)}"
+)
+_POST_EXECUTE = f"EXECUTE chat_message_post ({', '.join(f'%({n})s' for n in _POST_PARAMS)})"
+
+
+def _post_execute(cursor: Any, params: dict[str, Any]) -> Any:
+    """Run the post statement, preparing it first on a connection that has not seen it (a
+    prepared statement outlives transactions, rolled back or not, and dies with the session)."""
+    raw = connection.connection
+    if getattr(connection, "_chat_post_prepared_on", None) is not raw:
+        cursor.execute(_POST_PREPARE)
+        connection._chat_post_prepared_on = raw  # type: ignore[attr-defined]
+    cursor.execute(_POST_EXECUTE, params)
+    return cursor.fetchone()
+
+
 _STATES_FOR = {
     Author.SHOPPER: [State.BOT, State.QUEUED, State.ASSIGNED],
     Author.BOT: [State.BOT],
@@ -371,8 +442,7 @@ def message_post(
     # No explicit transaction: the statement is atomic on its own, and in autocommit mode the
     # events below go out as soon as it has committed (inside an outer atomic: on its commit).
     with connection.cursor() as cursor:
-        cursor.execute(_POST_SQL, params)
-        row = cursor.fetchone()
+        row = _post_execute(cursor, params)
     if row is None:
         owner = Conversation.objects.filter(pk=conversation_id).values_list("shopper_id", flat=True)
         if shopper_id is not None and owner.first() not in (None, shopper_id):
@@ -412,9 +482,16 @@ def message_post(
     if state in (State.BOT, State.QUEUED) and not internal:
         _emit_inbox_update(conversation_id)
     if channel == Conversation.Channel.EMAIL and author_kind == Author.AGENT and not internal:
-        from chat import tasks
-
-        delay_on_commit(tasks.follow_up_email_send, message_id)
+        address = Conversation.objects.values_list("follow_up_email", flat=True).get(
+            pk=conversation_id
+        )
+        if address:
+            _chat_email_queue(
+                kind=ChatEmail.Kind.FOLLOW_UP,
+                conversation_id=conversation_id,
+                to=address,
+                message_id=message_id,
+            )
     return PostedMessage(message=message, created=True, state=state)
 
 
@@ -478,6 +555,8 @@ class ShopperPost:
     conversation_id: int
     posted: PostedMessage
     conversation_started: bool
+    # Set when this message made the bot hand off outside business hours (see ``HandOff``).
+    offline_prompt: dict[str, Any] | None = None
 
 
 def shopper_message_post(
@@ -507,10 +586,14 @@ def shopper_message_post(
         except Conflict:
             pass  # resolved: reopened below
         else:
+            handoff = None
             if posted.created and posted.state == State.BOT:
-                bot_respond(conversation_id=conversation_id, text=body)
+                handoff = bot_respond(conversation_id=conversation_id, text=body)
             return ShopperPost(
-                conversation_id=conversation_id, posted=posted, conversation_started=False
+                conversation_id=conversation_id,
+                posted=posted,
+                conversation_started=False,
+                offline_prompt=handoff.offline_prompt if handoff else None,
             )
     conversation = conversation_for_shopper(shopper=shopper, conversation_id=conversation_id)
     started = False
@@ -534,38 +617,45 @@ def shopper_message_post(
             body=body,
             client_id=client_id,
         )
+    handoff = None
     if posted.created and posted.state == State.BOT:
-        bot_respond(conversation_id=conversation.pk, text=body)
-    return ShopperPost(conversation_id=conversation.pk, posted=posted, conversation_started=started)
+        handoff = bot_respond(conversation_id=conversation.pk, text=body)
+    return ShopperPost(
+        conversation_id=conversation.pk,
+        posted=posted,
+        conversation_started=started,
+        offline_prompt=handoff.offline_prompt if handoff else None,
+    )
 
 
-def bot_respond(*, conversation_id: int, text: str) -> None:
+def bot_respond(*, conversation_id: int, text: str) -> HandOff | None:
     """Let the bot answer ``text``; hands off on request, on low confidence after a clarifying
-    question, or after ``bot_max_failures`` failures in a row. Silent unless state is ``bot``."""
+    question, or after ``bot_max_failures`` failures in a row. Silent unless state is ``bot``.
+    Returns the hand-off when it handed off."""
     from chat import bot
 
     settings_row = chat_settings_get()
     conversation = Conversation.objects.select_related("shopper").get(pk=conversation_id)
     if conversation.state != State.BOT:
-        return
+        return None
     if not settings_row.bot_enabled:
-        conversation_hand_off(conversation_id=conversation_id, reason="bot_disabled")
-        return
+        return conversation_hand_off(conversation_id=conversation_id, reason="bot_disabled")
     reply = bot.bot_answer(conversation=conversation, text=text, settings_row=settings_row)
     if reply.failed:
         failures = _bot_failures_bump(conversation_id)
         if failures >= settings_row.bot_max_failures:
-            conversation_hand_off(conversation_id=conversation_id, reason="bot_failures")
-            return
+            return conversation_hand_off(conversation_id=conversation_id, reason="bot_failures")
     elif reply.handoff:
         if reply.text:
             _bot_say(conversation_id, reply.text, reply.intent)
-        conversation_hand_off(conversation_id=conversation_id, reason=reply.intent or "requested")
-        return
+        return conversation_hand_off(
+            conversation_id=conversation_id, reason=reply.intent or "requested"
+        )
     else:
         Conversation.objects.filter(pk=conversation_id, bot_failures__gt=0).update(bot_failures=0)
     if reply.text:
         _bot_say(conversation_id, reply.text, reply.intent)
+    return None
 
 
 def _bot_failures_bump(conversation_id: int) -> int:
@@ -596,16 +686,26 @@ def _system_say(conversation_id: int, text: str) -> None:
         message_post(conversation_id=conversation_id, author_kind=Author.SYSTEM, body=text)
 
 
-def conversation_hand_off(*, conversation_id: int, reason: str = "requested") -> Conversation:
+@dataclass(frozen=True)
+class HandOff:
+    conversation: Conversation
+    # The offline.prompt frame sent to the conversation's sockets (outside business hours).
+    # A socket that joins the conversation only after this call (the hand-off started it) did
+    # not hear it, and sends it itself.
+    offline_prompt: dict[str, Any] | None = None
+
+
+def conversation_hand_off(*, conversation_id: int, reason: str = "requested") -> HandOff:
     """bot → queued (then routed to an agent). Outside business hours the shopper is asked for
     an email address instead (``offline.prompt``). Queued or assigned: nothing changes.
     Resolved: reopened straight into the queue."""
     settings_row = chat_settings_get()
     open_now = business_hours_open()
+    prompt: dict[str, Any] | None = None
     with transaction.atomic():
         conversation = _lock(conversation_id)
         if conversation.state in (State.QUEUED, State.ASSIGNED):
-            return conversation
+            return HandOff(conversation=conversation)
         now = timezone.now()
         conversation.state = State.QUEUED
         conversation.queued_at = now
@@ -619,20 +719,20 @@ def conversation_hand_off(*, conversation_id: int, reason: str = "requested") ->
             _system_say(conversation_id, settings_row.handoff_message)
         else:
             _system_say(conversation_id, settings_row.offline_message)
+            prompt = {
+                "type": "offline.prompt",
+                "conversation_id": conversation_id,
+                "message": settings_row.offline_message,
+            }
             _emit(
                 conversation_group(conversation_id),
-                {
-                    "type": "offline.prompt",
-                    "conversation_id": conversation_id,
-                    "message": settings_row.offline_message,
-                    "audience": "shopper",
-                },
+                {**prompt, "audience": "shopper"},
                 conversation_id=conversation_id,
             )
         _emit_state(conversation_id)
     if open_now:
-        return conversation_route(conversation_id=conversation_id)
-    return conversation
+        return HandOff(conversation=conversation_route(conversation_id=conversation_id))
+    return HandOff(conversation=conversation, offline_prompt=prompt)
 
 
 def _online_agents() -> Any:
@@ -769,7 +869,11 @@ def conversation_transfer(*, conversation_id: int, to_agent: Any, by: Any) -> Co
 
 
 def conversation_resolve(*, conversation_id: int, by: Any = None) -> Conversation:
-    """Close the conversation and ask the shopper for a CSAT rating; frees the agent's slot."""
+    """Close the conversation and ask the shopper for a CSAT rating; frees the agent's slot.
+
+    The agent who held it keeps it (``assigned_agent`` stays, no ``assignment`` event), so
+    their console stays subscribed and hears the rating; it lets go when the conversation is
+    reopened (``conversation_reopen``) or when they leave it."""
     with transaction.atomic():
         conversation = _lock(conversation_id)
         if conversation.state == State.RESOLVED:
@@ -786,7 +890,7 @@ def conversation_resolve(*, conversation_id: int, by: Any = None) -> Conversatio
         conversation.save(
             update_fields=["state", "resolved_at", "resolved_by", "csat_requested_at", "updated_at"]
         )
-        _emit_state(conversation_id, previous_agent_id=conversation.assigned_agent_id)
+        _emit_state(conversation_id)
         _emit(
             conversation_group(conversation_id),
             {"type": "csat.request", "conversation_id": conversation_id, "audience": "shopper"},
@@ -806,6 +910,7 @@ def conversation_reopen(*, conversation_id: int) -> Conversation:
         if conversation.state != State.RESOLVED:
             return conversation
         now = timezone.now()
+        previous_agent_id = conversation.assigned_agent_id
         conversation.state = reopen_to
         conversation.assigned_agent = None
         conversation.bot_failures = 0
@@ -824,7 +929,8 @@ def conversation_reopen(*, conversation_id: int) -> Conversation:
                 "updated_at",
             ]
         )
-        _emit_state(conversation_id)
+        # The agent who resolved it lets go now (an ``assignment`` with agent null).
+        _emit_state(conversation_id, previous_agent_id=previous_agent_id)
     if reopen_to == State.QUEUED:
         return conversation_route(conversation_id=conversation_id)
     return conversation
@@ -832,7 +938,7 @@ def conversation_reopen(*, conversation_id: int) -> Conversation:
 
 def shopper_hand_off_request(
     *, shopper: Shopper, conversation_id: int | None, language: str = ""
-) -> Conversation:
+) -> HandOff:
     """The shopper pressed "talk to a person": start, reopen or hand off as needed."""
     conversation = conversation_for_shopper(shopper=shopper, conversation_id=conversation_id)
     if conversation is None:
@@ -841,6 +947,7 @@ def shopper_hand_off_request(
         with transaction.atomic():
             locked = _lock(conversation.pk)
             if locked.state == State.RESOLVED:
+                previous_agent_id = locked.assigned_agent_id
                 locked.state = State.BOT
                 locked.assigned_agent = None
                 locked.resolved_at = None
@@ -848,6 +955,7 @@ def shopper_hand_off_request(
                 locked.save(
                     update_fields=["state", "assigned_agent", "resolved_at", "csat_requested_at"]
                 )
+                _emit_state(locked.pk, previous_agent_id=previous_agent_id)
     return conversation_hand_off(conversation_id=conversation.pk, reason="requested")
 
 
@@ -868,6 +976,7 @@ def offline_message_leave(
         conversation = conversation_start(shopper=shopper)
     with transaction.atomic():
         locked = _lock(conversation.pk)
+        previous_agent_id = locked.assigned_agent_id if locked.state == State.RESOLVED else None
         now = timezone.now()
         locked.follow_up_email = email
         locked.channel = Conversation.Channel.EMAIL
@@ -894,10 +1003,18 @@ def offline_message_leave(
             conversation_id=locked.pk, author_kind=Author.SHOPPER, body=body, client_id=client_id
         )
         if posted.created:
-            from chat import tasks
-
-            delay_on_commit(tasks.offline_message_notify, locked.pk)
-        _emit_state(locked.pk)
+            support = chat_settings_get(fresh=True).support_email or settings.DEFAULT_FROM_EMAIL
+            for kind, to in (
+                (ChatEmail.Kind.OFFLINE_NOTICE, support),
+                (ChatEmail.Kind.OFFLINE_RECEIPT, email),
+            ):
+                _chat_email_queue(
+                    kind=kind,
+                    conversation_id=locked.pk,
+                    to=to,
+                    message_id=posted.message["id"],
+                )
+        _emit_state(locked.pk, previous_agent_id=previous_agent_id)
     return posted
 
 
@@ -950,8 +1067,6 @@ def transcript_send(
     """Queue the conversation's transcript (without notes) to ``email`` or the shopper's."""
     from django.core.validators import validate_email
 
-    from chat import tasks
-
     conversation = Conversation.objects.select_related("shopper").filter(pk=conversation_id).first()
     if conversation is None:
         raise NotFound("No such conversation.")
@@ -964,8 +1079,7 @@ def transcript_send(
         validate_email(address)
     except Exception:
         raise ValidationError("email is not a valid address") from None
-    with transaction.atomic():
-        delay_on_commit(tasks.transcript_email_send, conversation_id, address)
+    _chat_email_queue(kind=ChatEmail.Kind.TRANSCRIPT, conversation_id=conversation_id, to=address)
     return address
 
 
@@ -996,6 +1110,65 @@ def conversation_page_view(
             },
             conversation_id=conversation.pk,
         )
+
+
+# --- Emails ---------------------------------------------------------------------------------
+
+# A claim older than this is taken to be a worker that died mid-send: the email is sent again
+# (at least once beats never; SMTP gives no way to ask whether the first attempt got through).
+EMAIL_CLAIM_LEASE = dt.timedelta(minutes=10)
+
+
+def _chat_email_queue(
+    *, kind: str, conversation_id: int, to: str, message_id: int | None = None
+) -> ChatEmail | None:
+    """Write the email's row and send it after commit; None when this message's email of this
+    kind already exists (a repeated decision sends nothing more)."""
+    from chat import tasks
+
+    try:
+        with transaction.atomic():
+            row = ChatEmail.objects.create(
+                kind=kind, conversation_id=conversation_id, message_id=message_id, to=to
+            )
+            delay_on_commit(tasks.chat_email_send, row.pk)
+    except IntegrityError:
+        return None
+    return row
+
+
+def chat_email_send(*, chat_email_id: int) -> bool:
+    """Send one ``ChatEmail`` unless it was sent already; True when this call sent it.
+
+    Claims the row with a conditional UPDATE (pending, or a stale claim, to sending) so that a
+    retried, redelivered or concurrent task cannot send it twice, and marks it sent right
+    after the SMTP server took it. A send that fails (``OSError``) gives the claim back and
+    re-raises, for the task to retry.
+    """
+    from chat import emails
+
+    now = timezone.now()
+    claimed = (
+        ChatEmail.objects.filter(pk=chat_email_id)
+        .filter(
+            Q(state=ChatEmail.State.PENDING)
+            | Q(state=ChatEmail.State.SENDING, claimed_at__lt=now - EMAIL_CLAIM_LEASE)
+        )
+        .update(state=ChatEmail.State.SENDING, claimed_at=now, attempts=F("attempts") + 1)
+    )
+    if not claimed:
+        return False
+    row = ChatEmail.objects.select_related("conversation", "message", "message__author_agent").get(
+        pk=chat_email_id
+    )
+    mine = ChatEmail.objects.filter(pk=chat_email_id, state=ChatEmail.State.SENDING, claimed_at=now)
+    try:
+        emails.email_message(row).send()
+    except OSError:
+        mine.update(state=ChatEmail.State.PENDING, claimed_at=None)
+        raise
+    mine.update(state=ChatEmail.State.SENT, sent_at=timezone.now())
+    return True
 
 
 # --- Agents ---------------------------------------------------------------------------------

@@ -101,29 +101,24 @@ CACHES = {
     }
 }
 
-# Channels over Redis pub/sub. See DESIGN.md's pitfalls: the socket timeout must exceed the
-# 5 s blocking read, and the pool must allow more than 100 simultaneous connections.
+# Channels over Redis pub/sub. No blocking reads (so DESIGN.md's socket-timeout pitfall does not
+# apply) and no connection pool: one subscriber and one publisher connection per process.
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        # Our own pub/sub layer (core/channel_layer.py): one pushed subscriber connection per
+        # process instead of channels-redis's 0.1 s polling loop (bench/chat.py measures both).
+        "BACKEND": "core.channel_layer.PushPubSubChannelLayer",
         "CONFIG": {
-            "hosts": [
-                {
-                    "address": REDIS_URL,
-                    "socket_timeout": 30,
-                    "socket_connect_timeout": 5,
-                    "socket_keepalive": True,
-                    "health_check_interval": 15,
-                    "retry_on_timeout": True,
-                    "max_connections": 10_000,
-                }
-            ],
+            "address": REDIS_URL,
             # Pub/sub channels ignore Redis's db number: the prefix carries it, so two Patrons
             # (or two test runs) on one Redis but different dbs never hear each other.
-            # ("expiry", "group_expiry" and "capacity" are RedisChannelLayer options; the
-            # pub/sub layer silently ignores them, so they are not set here.)
             "prefix": env_str("CHANNEL_LAYER_PREFIX")
-            or "patron" + (REDIS_URL.rsplit("/", 1)[-1] if REDIS_URL.rsplit("/", 1)[-1].isdigit() else ""),
+            or "patron"
+            + (REDIS_URL.rsplit("/", 1)[-1] if REDIS_URL.rsplit("/", 1)[-1].isdigit() else ""),
+            "capacity": 10_000,
+            "socket_connect_timeout": 5,
+            "socket_timeout": 5,
+            "health_check_interval": 15,
         },
     }
 }

@@ -1,15 +1,18 @@
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
+from django.contrib.contenttypes.models import ContentType
+from django.db import connection
 from django.utils import timezone
 
 from chat import services
-from chat.models import AgentStatus, BotIntent, ChatSettings, KnowledgeArticle
+from chat.models import AgentStatus, BotIntent, ChatSettings, Conversation, KnowledgeArticle
 from commerce.models import Shopper, WriteKey
 
 HANDOFF = [
@@ -90,13 +93,24 @@ def shopper(db: Any) -> Shopper:
     return Shopper.objects.create(first_name="Ada", email="ada@example.com")
 
 
+def agent_permission() -> Permission:
+    """The agent permission, created when missing: a flush by an earlier transactional test
+    (with post_migrate inhibited) may have removed what the migrations made."""
+    ContentType.objects.clear_cache()  # ids from before a flush would be stale
+    content_type = ContentType.objects.get_for_model(Conversation)
+    permission, _ = Permission.objects.get_or_create(
+        content_type=content_type,
+        codename="answer_conversations",
+        defaults={"name": "Can answer live chat conversations (agent)"},
+    )
+    return permission
+
+
 def make_agent(username: str, *, capacity: int = 5, online: bool = True, **extra: Any) -> Any:
     user = get_user_model().objects.create_user(
-        username=username, password="pw", is_staff=True, first_name=username.title(), **extra
+        username=username, is_staff=True, first_name=username.title(), **extra
     )
-    user.user_permissions.add(
-        Permission.objects.get(content_type__app_label="chat", codename="answer_conversations")
-    )
+    user.user_permissions.add(agent_permission())
     user = get_user_model().objects.get(pk=user.pk)  # drop the permission cache
     AgentStatus.objects.create(
         user=user,
@@ -106,3 +120,37 @@ def make_agent(username: str, *, capacity: int = 5, online: bool = True, **extra
         last_seen_at=timezone.now() if online else None,
     )
     return user
+
+
+def _server_idle() -> bool:
+    """Every console the tests opened has been seen closing by the server, or no server is
+    connected to the test database any more (a test that stopped its own)."""
+    if not AgentStatus.objects.filter(connections__gt=0).exists():
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        )
+        (others,) = cursor.fetchone()
+    return bool(others == 0)
+
+
+@pytest.fixture
+def consoles_disconnected(transactional_db: None) -> Iterator[None]:
+    """System tests: after the test, wait until the server has handled every console's
+    disconnect (``services.agent_disconnect``), before the database is flushed.
+
+    The disconnect's transaction locks ``chat_agentstatus`` and then reads
+    ``chat_conversation``; the flush (TRUNCATE of every table) that pytest-django runs after a
+    transactional test takes its locks the other way round. Flushing while a disconnect was in
+    flight deadlocked: PostgreSQL killed the flush, the rows stayed, and the next test saw
+    another test's conversations. Tests create their agents offline (no connections), so a
+    connection left is a console close the server has not handled yet.
+    """
+    yield
+    deadline = time.monotonic() + 15
+    while not _server_idle():
+        if time.monotonic() > deadline:
+            pytest.fail("the server did not handle a console's disconnect within 15 s")
+        time.sleep(0.05)

@@ -10,11 +10,23 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Origin
 
+SAME_ORIGIN = "same-origin"
+
 
 class ChatClient:
-    def __init__(self, base_url: str, path: str, *, cookie: str | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        path: str,
+        *,
+        cookie: str | None = None,
+        origin: str | None = SAME_ORIGIN,
+    ):
+        """``origin``: the Origin header, like a page at that origin would send (by default
+        the server's own; None sends no Origin at all)."""
         self.url = base_url.replace("http://", "ws://") + path
         self.base_url = base_url
+        self.origin = base_url if origin == SAME_ORIGIN else origin
         self.headers = {"Cookie": cookie} if cookie else {}
         self.ws: ClientConnection | None = None
         self.backlog: list[dict[str, Any]] = []
@@ -23,7 +35,7 @@ class ChatClient:
         self.ws = await connect(
             self.url,
             additional_headers=self.headers,
-            origin=Origin(self.base_url),
+            origin=Origin(self.origin) if self.origin is not None else None,
             max_size=2**22,
         )
         self.backlog = []

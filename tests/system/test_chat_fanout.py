@@ -17,12 +17,20 @@ from django.conf import settings
 
 from chat.models import Message
 from commerce.models import WriteKey
-from tests.chat.conftest import chat_settings, make_agent  # noqa: F401  (fixture)
+from tests.chat.conftest import (  # noqa: F401  (fixtures)
+    chat_settings,
+    consoles_disconnected,
+    make_agent,
+)
 from tests.chat.wsclient import ChatClient
 from tests.support.processes import asgi_server, child_env, free_port, stop, wait_for_port
 from tests.system.test_chat_live import session_cookie, shopper_socket
 
-pytestmark = [pytest.mark.system, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.system,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("consoles_disconnected"),
+]
 
 
 def test_shopper_on_one_process_and_agent_on_another_talk_in_real_time(chat_settings):  # noqa: F811

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,13 +14,21 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from websockets.exceptions import InvalidStatus
 
-from chat.models import Conversation, Message
+from chat.models import AgentStatus, BusinessHours, ChatSettings, Conversation, Message
 from commerce.models import WriteKey
-from tests.chat.conftest import chat_settings, make_agent  # noqa: F401  (fixture)
+from tests.chat.conftest import (  # noqa: F401  (fixtures)
+    chat_settings,
+    consoles_disconnected,
+    make_agent,
+)
 from tests.chat.wsclient import ChatClient
 from tests.support.processes import asgi_server
 
-pytestmark = [pytest.mark.system, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.system,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("consoles_disconnected"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +169,7 @@ def test_bot_hand_off_agent_reply_and_the_bot_stays_silent(server, chat):
 
 
 def test_anonymous_and_non_agent_users_cannot_open_the_console(server, chat):
-    outsider = get_user_model().objects.create_user(username="staff", password="pw", is_staff=True)
+    outsider = get_user_model().objects.create_user(username="staff", is_staff=True)
     cookie = session_cookie(outsider)
 
     async def scenario() -> list[int]:
@@ -364,12 +374,116 @@ def test_page_views_update_the_agents_context_panel_live(server, chat):
         }
 
         await console.send({"type": "conversation.resolve", "conversation_id": cid})
+        await console.expect("conversation.state", conversation__state="resolved")
         await shopper.expect("csat.request", conversation_id=cid)
+        # Give the console time to handle everything the resolve sent it. (It used to get an
+        # "assignment" with agent null here and leave the conversation's groups, so whether
+        # the rating reached it depended on who won that race.) The agent keeps the resolved
+        # conversation: no such event comes.
+        settled = await console.drain(0.5)
+        assert [f for f in settled if f["type"] == "assignment"] == []
         await shopper.send({"type": "csat.submit", "rating": 5, "comment": "great"})
         recorded = await console.expect("csat.recorded", conversation_id=cid)
         assert (recorded["rating"], recorded["comment"]) == (5, "great")
+        assert (await shopper.expect("csat.recorded"))["rating"] == 5
         await shopper.close()
         await console.close()
 
     run(scenario())
     assert Conversation.objects.get().page_url == "https://shop.example/cart"
+
+
+@pytest.fixture
+def closed_now(chat: WriteKey) -> None:
+    """Business hours on another weekday only: the shop is closed now."""
+    closed_day = (dt.datetime.now(dt.UTC).weekday() + 3) % 7
+    BusinessHours.objects.create(weekday=closed_day, opens=dt.time(9), closes=dt.time(17))
+
+
+@pytest.mark.parametrize(
+    "first_frame",
+    [
+        {"type": "handoff.request"},
+        {"type": "message.send", "client_id": "s1", "body": "I want a human"},
+    ],
+    ids=["talk-to-a-person", "first-message-asks-for-a-human"],
+)
+def test_offline_prompt_reaches_the_socket_whose_hand_off_started_the_conversation(
+    server, chat, closed_now, first_frame
+):
+    offline_message = ChatSettings.objects.get().offline_message
+
+    async def scenario() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        shopper, welcome = await shopper_socket(server, chat, anonymous_id="anon-night")
+        assert welcome["conversation"] is None
+        assert welcome["settings"]["business_hours_open"] is False
+
+        await shopper.send(first_frame)
+        prompt = await shopper.expect("offline.prompt")
+        state = await shopper.expect("conversation.state")
+        assert (state["conversation"]["state"], state["conversation"]["business_hours_open"]) == (
+            "queued",
+            False,
+        )
+        frames = await shopper.drain(1.0)  # nothing more: no second prompt
+        await shopper.send(
+            {
+                "type": "offline.submit",
+                "email": "night@example.com",
+                "body": "Call me tomorrow",
+                "client_id": "o1",
+            }
+        )
+        ack = await shopper.expect("message.ack", client_id="o1")
+        await shopper.close()
+        return [prompt, *frames], ack
+
+    frames, ack = asyncio.run(scenario())
+
+    conversation = Conversation.objects.get()
+    prompts = [f for f in frames if f["type"] == "offline.prompt"]
+    assert prompts == [
+        {"type": "offline.prompt", "conversation_id": conversation.pk, "message": offline_message}
+    ]
+    assert ack["message"]["body"] == "Call me tomorrow"
+    assert (conversation.state, conversation.channel, conversation.follow_up_email) == (
+        "queued",
+        "email",
+        "night@example.com",
+    )
+
+
+def test_offline_prompt_reaches_an_already_subscribed_socket_once(server, chat, closed_now):
+    async def scenario() -> list[dict[str, Any]]:
+        shopper, _ = await shopper_socket(server, chat, anonymous_id="anon-night-2")
+        await shopper.send({"type": "message.send", "client_id": "s1", "body": "returns?"})
+        await shopper.expect("message.new", message__author__kind="bot")
+        await shopper.send({"type": "handoff.request"})
+        await shopper.expect("offline.prompt")
+        frames = await shopper.drain(1.0)
+        await shopper.close()
+        return frames
+
+    frames = asyncio.run(scenario())
+
+    assert [f for f in frames if f["type"] == "offline.prompt"] == []
+
+
+def test_a_console_closed_while_it_is_being_greeted_goes_offline(server, chat):
+    agent = make_agent("anna", online=False)
+    cookie = session_cookie(agent)
+
+    async def scenario() -> None:
+        for _ in range(3):
+            console = await ChatClient(server, "/ws/console/", cookie=cookie).connect()
+            await console.close()  # before the inbox snapshot and canned responses are sent
+
+    asyncio.run(scenario())
+
+    # The server's greeting hit a closed socket; its disconnect must still be handled.
+    deadline = time.monotonic() + 10
+    status = AgentStatus.objects.get(user=agent)
+    while status.connections and time.monotonic() < deadline:
+        time.sleep(0.05)
+        status.refresh_from_db()
+    assert (status.connections, status.status) == (0, "offline")

@@ -30,6 +30,7 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--no-demo", action="store_true", help="Do not load demo data")
         parser.add_argument("--concurrency", type=int, default=2, help="Celery worker processes")
+        parser.add_argument("--web-workers", type=int, default=2, help="ASGI server processes")
 
     def handle(self, *args: Any, **options: Any) -> None:
         call_command("migrate", interactive=False, verbosity=0)
@@ -54,6 +55,18 @@ class Command(BaseCommand):
                 options["host"],
                 "--port",
                 str(options["port"]),
+                "--workers",
+                str(options["web_workers"]),
+                # Measured by bench/chat.py: uvloop, httptools, the sans-I/O websockets
+                # implementation, no per-message deflate (it costs more CPU than it saves).
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--ws",
+                "websockets-sansio",
+                "--ws-per-message-deflate",
+                "false",
                 "--log-level",
                 "info",
             ],
