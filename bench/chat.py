@@ -9,7 +9,7 @@ What it does:
 1. creates a throwaway database named after DATABASE_URL's with a ``_bench_chat`` suffix (dropped
    at the end) and migrates it; 500 shoppers, 500 conversations already *assigned* (so the bot
    is silent), 50 agents holding 10 conversations each (one console socket per agent);
-2. starts Patron under uvicorn with the production flags (``SERVER_FLAGS``: uvloop, httptools,
+2. starts Patron under uvicorn with the production flags (``core.servers.uvicorn_command``: uvloop, httptools,
    the ``websockets-sansio`` implementation, no per-message deflate; ``--workers`` processes,
    DEBUG off) on a free
    port, on the channel layer configured in config/settings.py (``--layer channels-redis``
@@ -51,21 +51,10 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from core.servers import uvicorn_command  # noqa: E402 (needs the checkout on sys.path)
+
 P99_TARGET_MS = 50.0
 SUSTAINED = 0.97  # a level is sustained when this share of the offered rate is delivered
-
-# The flags production runs with (core/management/commands/patron_run.py, docker-compose.yml,
-# Dockerfile, tests/support/processes.py): chosen by this benchmark.
-SERVER_FLAGS = [
-    "--loop",
-    "uvloop",
-    "--http",
-    "httptools",
-    "--ws",
-    "websockets-sansio",
-    "--ws-per-message-deflate",
-    "false",
-]
 
 
 # --- database and server -------------------------------------------------------------------
@@ -771,24 +760,7 @@ def main() -> None:
             )
 
         port = free_port()
-        flags = list(SERVER_FLAGS)
-        flags[flags.index("--ws") + 1] = args.ws
-        command = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "config.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(args.workers),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-            *flags,
-        ]
+        command = uvicorn_command(host="127.0.0.1", port=port, workers=args.workers, ws=args.ws)
         if args.profile:
             command[1:1] = ["-m", "cProfile", "-o", args.profile]
         server = subprocess.Popen(command, cwd=ROOT, env=env_for(url, settings_dir))

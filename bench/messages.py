@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
+from core.servers import celery_worker_command  # noqa: E402 (needs the checkout on sys.path)
+
 N = int(os.environ.get("BENCH_MESSAGES", "3000"))
 WORKER_PROCESSES = 2
 
@@ -262,24 +264,9 @@ def main() -> None:
         }
         app.control.purge()
         worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "--concurrency",
-                str(WORKER_PROCESSES),
-                "--pool",
-                "prefork",
-                "--loglevel",
-                "WARNING",
-                "--without-gossip",
-                "--without-mingle",
-                "--hostname",
-                f"bench-{os.getpid()}@%h",
-            ],
+            celery_worker_command(
+                concurrency=WORKER_PROCESSES, hostname=f"bench-{os.getpid()}@%h", quiet=True
+            ),
             cwd=ROOT,
             env=env,
             start_new_session=True,

@@ -11,11 +11,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.parse import quote
+
+from core.servers import celery_worker_command, uvicorn_command
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,30 +93,7 @@ def asgi_server(
 ) -> Iterator[str]:
     """Run Patron's ASGI app under uvicorn; yields its base URL."""
     port = port or free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "config.asgi:application",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        # Production's flags (bench/chat.py SERVER_FLAGS chose them).
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--ws",
-        "websockets-sansio",
-        "--ws-per-message-deflate",
-        "false",
-        "--log-level",
-        "warning",
-        "--no-access-log",
-    ]
+    command = uvicorn_command(host="127.0.0.1", port=port, workers=workers)
     process = subprocess.Popen(command, cwd=ROOT, env=env or child_env())
     try:
         wait_for_port(port, process=process)
@@ -132,26 +110,12 @@ def start_celery_worker(
     name: str = "test",
 ) -> subprocess.Popen[bytes]:
     """Start a real Celery worker (prefork); wait until it answers a ping."""
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "config",
-        "worker",
-        "--concurrency",
-        str(concurrency),
-        "--loglevel",
-        "WARNING",
-        "--pool",
-        "prefork",
-        "--hostname",
-        f"{name}-{os.getpid()}-{time.monotonic_ns()}@%h",
-        "--without-gossip",
-        "--without-mingle",
-    ]
-    if queues:
-        command += ["--queues", ",".join(queues)]
+    command = celery_worker_command(
+        concurrency=concurrency,
+        hostname=f"{name}-{os.getpid()}-{time.monotonic_ns()}@%h",
+        queues=queues,
+        quiet=True,
+    )
     process = subprocess.Popen(command, cwd=ROOT, env=env or child_env())
     from config.celery import app
 

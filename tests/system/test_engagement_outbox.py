@@ -10,7 +10,6 @@ import datetime as dt
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -21,6 +20,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from commerce.models import WriteKey
+from core.servers import celery_worker_command
 from engagement import services, tasks
 from engagement.models import Campaign, Message, Run
 from tests.engagement.conftest import make_campaign, make_shopper, process, track
@@ -36,24 +36,7 @@ def _start_worker(env: dict[str, str], *, concurrency: int = 2) -> subprocess.Po
 
     name = f"engagement-{os.getpid()}-{time.monotonic_ns()}"
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "--concurrency",
-            str(concurrency),
-            "--pool",
-            "prefork",
-            "--loglevel",
-            "WARNING",
-            "--hostname",
-            f"{name}@%h",
-            "--without-gossip",
-            "--without-mingle",
-        ],
+        celery_worker_command(concurrency=concurrency, hostname=f"{name}@%h", quiet=True),
         cwd=ROOT,
         env=env,
         start_new_session=True,

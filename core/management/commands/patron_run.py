@@ -20,6 +20,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
 from config import embedded
+from core.servers import celery_worker_command, uvicorn_command
 
 
 class Command(BaseCommand):
@@ -46,42 +47,14 @@ class Command(BaseCommand):
             env.setdefault("REDIS_URL", settings.REDIS_URL)
         python = sys.executable
         commands = {
-            "web": [
-                python,
-                "-m",
-                "uvicorn",
-                "config.asgi:application",
-                "--host",
-                options["host"],
-                "--port",
-                str(options["port"]),
-                "--workers",
-                str(options["web_workers"]),
-                # Measured by bench/chat.py: uvloop, httptools, the sans-I/O websockets
-                # implementation, no per-message deflate (it costs more CPU than it saves).
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-                "--ws",
-                "websockets-sansio",
-                "--ws-per-message-deflate",
-                "false",
-                "--log-level",
-                "info",
-            ],
-            "worker": [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "--loglevel",
-                "INFO",
-                "--concurrency",
-                str(options["concurrency"]),
-            ],
+            "web": uvicorn_command(
+                host=options["host"],
+                port=options["port"],
+                workers=options["web_workers"],
+                log_level="info",
+                access_log=True,
+            ),
+            "worker": celery_worker_command(concurrency=options["concurrency"], log_level="INFO"),
             "beat": [
                 python,
                 "-m",
