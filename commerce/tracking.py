@@ -388,10 +388,17 @@ class _Identities:
 
     def __init__(self, user_ids: set[str], anonymous_ids: set[str]) -> None:
         shoppers: dict[int, tuple[int | None, str | None]] = {}
+        # One index probe per anonymous id (LATERAL ... LIMIT 1 keeps the planner from
+        # turning this into sequential scans of both tables joined by hash, which it prefers
+        # for a 500-element ``= ANY`` and which grows with the shop: 4.7 ms against 2.0 ms for
+        # 500 ids among 20,000 shoppers, the first cost of ingestion inside PostgreSQL).
         alias_rows = (
             _rows(
-                f"SELECT a.anonymous_id, s.id, s.merged_into_id, s.customer_id FROM {_ALIAS} a "  # noqa: S608 (table names)
-                f"JOIN {_SHOPPER} s ON s.id = a.shopper_id WHERE a.anonymous_id = ANY(%s)",
+                "SELECT x.anonymous_id, s.id, s.merged_into_id, s.customer_id "  # noqa: S608
+                "FROM unnest(%s::text[]) AS x(anonymous_id) CROSS JOIN LATERAL ("
+                f"SELECT a.shopper_id FROM {_ALIAS} a "
+                "WHERE a.anonymous_id = x.anonymous_id LIMIT 1) AS a "
+                f"JOIN {_SHOPPER} s ON s.id = a.shopper_id",
                 [list(anonymous_ids)],
             )
             if anonymous_ids
