@@ -50,12 +50,7 @@ def _each(event: Event) -> Iterator[None]:
 
 def _shopper(event: Event) -> Shopper | None:
     """The event's shopper, following merges that happened after it was stored."""
-    shopper = event.shopper
-    seen: set[int] = set()
-    while shopper is not None and shopper.merged_into_id is not None and shopper.pk not in seen:
-        seen.add(shopper.pk)
-        shopper = Shopper.objects.filter(pk=shopper.merged_into_id).first()
-    return shopper
+    return services.shopper_current(event.shopper) if event.shopper is not None else None
 
 
 def _string(value: Any, field: str, *, max_length: int, required: bool = True) -> str:

@@ -78,8 +78,8 @@ CONSENT_TRAITS = {
 }
 
 
-def _resolve(shopper: Shopper) -> Shopper:
-    """Follow ``merged_into`` pointers to the surviving shopper."""
+def shopper_current(shopper: Shopper) -> Shopper:
+    """The surviving shopper: follows ``merged_into`` pointers left by merges."""
     seen = set()
     while shopper.merged_into_id is not None and shopper.pk not in seen:
         seen.add(shopper.pk)
@@ -89,20 +89,20 @@ def _resolve(shopper: Shopper) -> Shopper:
 
 def _shopper_for_customer_id(customer_id: str) -> Shopper:
     try:
-        return _resolve(Shopper.objects.get(customer_id=customer_id))
+        return shopper_current(Shopper.objects.get(customer_id=customer_id))
     except Shopper.DoesNotExist:
         pass
     try:
         with transaction.atomic():
             return Shopper.objects.create(customer_id=customer_id)
     except IntegrityError:  # created concurrently: the unique constraint decided
-        return _resolve(Shopper.objects.get(customer_id=customer_id))
+        return shopper_current(Shopper.objects.get(customer_id=customer_id))
 
 
 def _shopper_for_anonymous_id(anonymous_id: str) -> Shopper:
     alias = ShopperAlias.objects.select_related("shopper").filter(anonymous_id=anonymous_id).first()
     if alias is not None:
-        return _resolve(alias.shopper)
+        return shopper_current(alias.shopper)
     try:
         with transaction.atomic():
             shopper = Shopper.objects.create()
@@ -110,11 +110,13 @@ def _shopper_for_anonymous_id(anonymous_id: str) -> Shopper:
             return shopper
     except IntegrityError:
         alias = ShopperAlias.objects.select_related("shopper").get(anonymous_id=anonymous_id)
-        return _resolve(alias.shopper)
+        return shopper_current(alias.shopper)
 
 
 @transaction.atomic
-def shopper_resolve(*, customer_id: str | None = None, anonymous_id: str | None = None) -> Shopper:
+def shopper_resolve(
+    *, customer_id: str | None = None, anonymous_id: str | None = None
+) -> Shopper:
     """The shopper behind a customer id and/or an anonymous id, created if new.
 
     When both are given and they belong to two shoppers, the anonymous one is merged into the
@@ -135,7 +137,7 @@ def shopper_resolve(*, customer_id: str | None = None, anonymous_id: str | None 
     if alias is None:
         ShopperAlias.objects.get_or_create(anonymous_id=anonymous_id, defaults={"shopper": shopper})
         alias = ShopperAlias.objects.get(anonymous_id=anonymous_id)
-    owner = _resolve(alias.shopper) if alias.shopper_id != shopper.pk else shopper
+    owner = shopper_current(alias.shopper) if alias.shopper_id != shopper.pk else shopper
     if owner.pk != shopper.pk:
         if owner.customer_id:
             # The device belonged to another customer (a shared computer): move the device,
@@ -344,7 +346,7 @@ def order_create(
         if abs(amount) >= MAX_AMOUNT:
             raise ValidationError(f"order {name} {amount} is larger than an order can be")
     if shopper is not None:
-        shopper = _resolve(shopper)
+        shopper = shopper_current(shopper)
     try:
         with transaction.atomic():
             order = Order.objects.create(
@@ -519,7 +521,9 @@ def coupon_check(
         raise ValidationError("this coupon has expired", code="coupon_expired")
     if coupon.usage_limit is not None and coupon.times_used >= coupon.usage_limit:
         raise ValidationError("this coupon has been used up", code="coupon_used_up")
-    if coupon.owner_id is not None and (shopper is None or _resolve(shopper).pk != coupon.owner_id):
+    if coupon.owner_id is not None and (
+        shopper is None or shopper_current(shopper).pk != coupon.owner_id
+    ):
         raise ValidationError("this coupon belongs to another shopper", code="coupon_not_yours")
     if subtotal < coupon.min_spend:
         raise ValidationError(

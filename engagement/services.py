@@ -92,14 +92,6 @@ def _json(data: Mapping[str, Any] | None) -> dict[str, Any]:
     return result
 
 
-def _resolve(shopper: Shopper) -> Shopper:
-    seen: set[int] = set()
-    while shopper.merged_into_id is not None and shopper.pk not in seen:
-        seen.add(shopper.pk)
-        shopper = Shopper.objects.get(pk=shopper.merged_into_id)
-    return shopper
-
-
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -242,7 +234,7 @@ def trigger_fire(
     if not occurrence_key or len(occurrence_key) > 200:
         raise ValidationError("occurrence_key must be 1-200 characters")
     now = timezone.now()
-    shopper = _resolve(shopper)
+    shopper = commerce_services.shopper_current(shopper)
     payload = _json(data)
     created: list[Run] = []
     scheduled = 0
@@ -1079,7 +1071,7 @@ def unsubscribe_by_token(*, token: str, source: str) -> tuple[Shopper, str]:
     shopper = Shopper.objects.filter(pk=shopper_id).first()
     if shopper is None:
         raise NotFound("this link is not valid", code="bad_token")
-    shopper = _resolve(shopper)
+    shopper = commerce_services.shopper_current(shopper)
     message = Message.objects.filter(pk=message_id).first()
     shopper_unsubscribe(shopper=shopper, channel=channel, source=source, message=message)
     return shopper, channel
@@ -1090,7 +1082,7 @@ def shopper_for_preferences(*, token: str) -> Shopper:
     shopper = Shopper.objects.filter(pk=shopper_id).first() if isinstance(shopper_id, int) else None
     if shopper is None:
         raise NotFound("this link is not valid", code="bad_token")
-    return _resolve(shopper)
+    return commerce_services.shopper_current(shopper)
 
 
 @transaction.atomic
