@@ -114,9 +114,7 @@ def _shopper_for_anonymous_id(anonymous_id: str) -> Shopper:
 
 
 @transaction.atomic
-def shopper_resolve(
-    *, customer_id: str | None = None, anonymous_id: str | None = None
-) -> Shopper:
+def shopper_resolve(*, customer_id: str | None = None, anonymous_id: str | None = None) -> Shopper:
     """The shopper behind a customer id and/or an anonymous id, created if new.
 
     When both are given and they belong to two shoppers, the anonymous one is merged into the
