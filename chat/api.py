@@ -24,6 +24,7 @@ from rest_framework.views import APIView
 
 from chat import metrics, selectors, services
 from chat.models import AgentStatus, Conversation, Message
+from commerce import selectors as commerce_selectors
 from core.exceptions import NotFound
 
 TAGS = ["chat"]
@@ -470,7 +471,7 @@ class WidgetConfigApi(APIView):
     def get(self, request: Request) -> Response:
         params = self.FilterSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
-        self.write_key = selectors.write_key_active(key=params.validated_data["write_key"])
+        self.write_key = commerce_selectors.write_key_active(key=params.validated_data["write_key"])
         if self.write_key is None:
             raise NotFound("Unknown write key.")
         settings_row = services.chat_settings_get()

@@ -12,7 +12,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 
 from chat import registry
 from chat.models import AgentStatus, CannedResponse, Conversation, Message
-from commerce.models import Event, Order, Shopper, WriteKey
+from commerce.models import Event, Order, Shopper
 
 logger = logging.getLogger(__name__)
 
@@ -20,13 +20,6 @@ AGENT_PERMISSION = "chat.answer_conversations"
 HISTORY_LIMIT = 200
 
 AnyUser = AbstractBaseUser | AnonymousUser
-
-
-def write_key_active(*, key: str) -> WriteKey | None:
-    """The active write key ``key`` (what the widget presents), or None."""
-    if not key:
-        return None
-    return WriteKey.objects.filter(key=key, active=True).first()
 
 
 def iso(value: Any) -> str | None:

@@ -41,6 +41,7 @@ from chat.models import (
     Message,
 )
 from chat.origins import is_own_origin
+from commerce import selectors as commerce_selectors
 from commerce.models import Shopper, WriteKey
 from commerce.services import shopper_resolve
 from core.channel_layer import group_send_sync
@@ -240,7 +241,7 @@ def chat_identify(
     Raises ``PermissionDenied`` for an unknown write key, an origin the key does not allow, a
     bad token or a wrong customer hash.
     """
-    key = selectors.write_key_active(key=write_key)
+    key = commerce_selectors.write_key_active(key=write_key)
     if key is None:
         raise PermissionDenied("Unknown write key.", code="forbidden")
     if not chat_origin_allowed(write_key=key, origin=origin):

@@ -7,7 +7,7 @@ import datetime as dt
 from django.db.models import Count, DecimalField, F, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 
-from commerce.models import ZERO, Category, Order, OrderLine, Product, Refund, Shopper
+from commerce.models import ZERO, Category, Order, OrderLine, Product, Refund, Shopper, WriteKey
 
 
 def product_list(
@@ -110,3 +110,10 @@ def shopper_list(*, customer_id: str | None = None, email: str | None = None) ->
 def shopper_get(*, pk: int) -> Shopper | None:
     """A shopper by id, also one merged away (its ``merged_into`` names the survivor)."""
     return _with_totals(Shopper.objects.filter(pk=pk)).first()
+
+
+def write_key_active(*, key: str | None) -> WriteKey | None:
+    """The active write key with this value, or None."""
+    if not key:
+        return None
+    return WriteKey.objects.filter(key=key, active=True).first()

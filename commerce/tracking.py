@@ -24,7 +24,7 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
-from commerce import services, tasks
+from commerce import selectors, services, tasks
 from commerce.models import Event, Shopper, ShopperAlias, WriteKey
 from core.exceptions import AuthenticationFailed, PayloadTooLarge, ValidationError
 from core.transactions import apply_async_on_commit
@@ -125,7 +125,7 @@ def write_key_authenticate(key: str | None) -> WriteKey:
         raise AuthenticationFailed(
             "a write key is required as the HTTP Basic username", code="missing_write_key"
         )
-    source = WriteKey.objects.filter(key=key, active=True).first()
+    source = selectors.write_key_active(key=key)
     if source is None:
         raise AuthenticationFailed("unknown or inactive write key", code="invalid_write_key")
     return source

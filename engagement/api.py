@@ -22,6 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from commerce import selectors as commerce_selectors
 from commerce import services as commerce_services
 from commerce.models import Product, Shopper, WriteKey
 from core.exceptions import NotFound
@@ -43,7 +44,7 @@ class WriteKeyAuthentication(BaseAuthentication):
         except (binascii.Error, UnicodeDecodeError):
             raise AuthenticationFailed("malformed Basic authorization header") from None
         key = decoded.partition(":")[0]
-        write_key = WriteKey.objects.filter(key=key, active=True).first() if key else None
+        write_key = commerce_selectors.write_key_active(key=key)
         if write_key is None:
             raise AuthenticationFailed("unknown or inactive write key")
         return AnonymousUser(), write_key

@@ -33,14 +33,7 @@ def browser_send(client, django_capture_on_commit_callbacks):
 @pytest.fixture
 def send(client, django_capture_on_commit_callbacks):
     """POST a batch with a server-side key and run the processing task it queues (Celery is eager in unit tests)."""
-    key = WriteKey.objects.create(name="shop", server_side=True).key
-
-    def _send(*calls: dict[str, Any]) -> None:
-        with django_capture_on_commit_callbacks(execute=True):
-            response = post(client, "/v1/batch", {"batch": list(calls)}, key=key)
-        assert response.status_code == 200, response.content
-
-    return _send
+    return _sender(client, django_capture_on_commit_callbacks, server_side=True)
 
 
 def _order_completed(message_id: str, order_id: str = "1001", **extra: Any) -> dict[str, Any]:
