@@ -14,22 +14,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import threading
-import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
-from asgiref.sync import sync_to_async
 from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
-from django.db import close_old_connections, connections
+from channels.layers import get_channel_layer
 from redis.exceptions import RedisError
 
 from chat import selectors, services
 from chat.origins import scope_origin
+from chat.threads import db
+from chat.writer import writer
 from core.exceptions import ApplicationError, PermissionDenied
 
 logger = logging.getLogger(__name__)
@@ -42,37 +42,6 @@ CLOSE_HELLO = 4001
 CLOSE_FORBIDDEN = 4003
 CLOSE_TOO_LARGE = 4009
 CLOSE_UNAVAILABLE = 1011
-
-_local = threading.local()
-
-
-def _maintain_connections() -> None:
-    """What channels' ``database_sync_to_async`` does, at most once a second per thread: the
-    health check it triggers costs a round trip, which would double the cost of a message."""
-    now = time.monotonic()
-    broken = any(conn.errors_occurred for conn in connections.all(initialized_only=True))
-    if broken or now - getattr(_local, "checked", 0.0) > 1.0:
-        close_old_connections()
-        _local.checked = now
-
-
-# Each message waits for its commit (the WAL flush) in one of these threads; PostgreSQL flushes
-# the commits of concurrent sessions together, so throughput grows with the threads in flight
-# (each holds one database connection). asyncio's default pool has only cpu_count + 4 (6 here);
-# bench/chat.py: 16 carried more than 6 at a lower p99, 32 less (more connections, more CPU).
-DB_THREADS = 16
-_executor = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="chat-db")
-
-
-def db(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
-    """Run ``func`` in the thread pool (not the single thread-sensitive one: messages of
-    different conversations must not queue behind each other)."""
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        _maintain_connections()
-        return func(*args, **kwargs)
-
-    return sync_to_async(call, thread_sensitive=False, executor=_executor)
 
 
 class ProtocolError(Exception):
@@ -192,6 +161,49 @@ class ChatSocket(AsyncWebsocketConsumer):
 
     frames: dict[str, Schema] = {}
     include_internal = False
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Channels' own loop (``await_many_dispatch``) waits on the client and the channel layer
+        with ``asyncio.wait`` and makes a new task for every frame and every event. Here each
+        source has one long-lived reader, and a lock runs handlers one at a time, in the order
+        their messages came, as Channels does."""
+        self.scope = scope
+        self.base_send = send
+        self.dispatch_lock = asyncio.Lock()
+        self.writer = writer()
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        events: asyncio.Future[None] | None = None
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+            self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+            events = asyncio.ensure_future(self._events())
+        try:
+            await self._pump(receive)
+        except StopConsumer:
+            pass
+        finally:
+            if events is not None:
+                events.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await events
+
+    async def _pump(self, source: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        while True:
+            message = await source()
+            async with self.dispatch_lock:
+                await self.dispatch(message)
+
+    async def _events(self) -> None:
+        try:
+            await self._pump(self.channel_receive)
+        except (RedisError, OSError) as exc:
+            logger.warning("chat socket closing, channel layer unavailable: %r", exc)
+            with contextlib.suppress(Exception):
+                await self.fail("unavailable", "Please reconnect.", CLOSE_UNAVAILABLE)
+        except Exception:
+            logger.exception("chat socket closing: an event failed")
+            with contextlib.suppress(Exception):
+                await self.fail("internal_error", "Please reconnect.", CLOSE_UNAVAILABLE)
 
     async def connect(self) -> None:
         self.groups_joined: set[str] = set()
@@ -336,6 +348,18 @@ class ChatSocket(AsyncWebsocketConsumer):
         """Typing and read receipts, relayed by consumers without touching the database."""
         await self.forward(payload["event"])
 
+    async def acknowledge(
+        self, conversation_id: int, frame: dict[str, Any], posted: services.PostedMessage
+    ) -> None:
+        """Ack a message this socket posted, after whatever of the conversation came before it."""
+        seq = posted.message["seq"]
+        await self.fill(conversation_id, below=seq)
+        ack = {"type": "message.ack", "client_id": frame["client_id"], "message": posted.message}
+        if frame.get("ref") is not None:
+            ack["ref"] = frame["ref"]
+        await self.send_json(ack)
+        self.delivered[conversation_id] = max(self.delivered.get(conversation_id, 0), seq)
+
     async def on_ping(self, frame: dict[str, Any]) -> None:
         # Pings double as a sweep: anything lost while the channel layer was down arrives now.
         for cid in list(self.delivered):
@@ -446,6 +470,25 @@ class ShopperConsumer(ChatSocket):
         )
 
     async def on_message_send(self, frame: dict[str, Any]) -> None:
+        cid = self.conversation_id
+        if cid is not None and cid in self.delivered:
+            # The hot path: an open conversation this socket follows, through the writer.
+            request = services.post_request(
+                conversation_id=cid,
+                author_kind=services.Author.SHOPPER,
+                body=frame["body"],
+                client_id=frame["client_id"],
+                shopper_id=self.shopper.pk,
+            )
+            try:
+                posted = await self.writer.post(request)
+            except services.Conflict:
+                pass  # resolved: shopper_message_post below reopens it
+            else:
+                await self.acknowledge(cid, frame, posted)
+                if posted.created and posted.state == services.State.BOT:
+                    await db(services.bot_respond)(conversation_id=cid, text=request.body)
+                return
         result = await db(services.shopper_message_post)(
             shopper=self.shopper,
             body=frame["body"],
@@ -456,7 +499,6 @@ class ShopperConsumer(ChatSocket):
             page_title=self.page.get("title", ""),
         )
         cid = result.conversation_id
-        seq = result.posted.message["seq"]
         joined_now = cid not in self.delivered
         if joined_now:
             # The first message started the conversation: subscribe, and catch up on what was
@@ -464,16 +506,7 @@ class ShopperConsumer(ChatSocket):
             await self.join(services.conversation_group(cid))
             self.conversation_id = cid
             self.delivered[cid] = 0
-        await self.fill(cid, below=seq)
-        ack = {
-            "type": "message.ack",
-            "client_id": frame["client_id"],
-            "message": result.posted.message,
-        }
-        if frame.get("ref") is not None:
-            ack["ref"] = frame["ref"]
-        await self.send_json(ack)
-        self.delivered[cid] = max(self.delivered[cid], seq)
+        await self.acknowledge(cid, frame, result.posted)
         if result.conversation_started:
             await self.fill(cid)
         if joined_now:
@@ -717,22 +750,39 @@ class AgentConsumer(ChatSocket):
 
     async def on_message_send(self, frame: dict[str, Any]) -> None:
         cid = frame["conversation_id"]
+        internal = bool(frame.get("internal", False))
+        if cid in self.delivered:
+            # The hot path, through the writer: a note, or a reply in a conversation assigned
+            # to this agent (anything else goes to agent_message_post, which may assign it).
+            # The agent permission was checked at connect, as agent_message_post's check on
+            # this cached user would.
+            request = services.post_request(
+                conversation_id=cid,
+                author_kind=services.Author.AGENT,
+                body=frame["body"],
+                agent=self.user,
+                client_id=frame["client_id"],
+                internal=internal,
+                states=None if internal else (services.State.ASSIGNED,),
+                holder_id=None if internal else self.user.pk,
+            )
+            try:
+                posted = await self.writer.post(request)
+            except services.Conflict:
+                pass
+            else:
+                await self.acknowledge(cid, frame, posted)
+                return
         posted = await db(services.agent_message_post)(
             agent=self.user,
             conversation_id=cid,
             body=frame["body"],
             client_id=frame["client_id"],
-            internal=bool(frame.get("internal", False)),
+            internal=internal,
         )
-        seq = posted.message["seq"]
         if cid not in self.delivered:
             await self.subscribe(cid, history_after=None)
-        await self.fill(cid, below=seq)
-        ack = {"type": "message.ack", "client_id": frame["client_id"], "message": posted.message}
-        if frame.get("ref") is not None:
-            ack["ref"] = frame["ref"]
-        await self.send_json(ack)
-        self.delivered[cid] = max(self.delivered.get(cid, 0), seq)
+        await self.acknowledge(cid, frame, posted)
 
     async def on_typing(self, frame: dict[str, Any]) -> None:
         cid = frame["conversation_id"]

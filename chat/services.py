@@ -19,6 +19,7 @@ import hmac
 import re
 import time
 import zoneinfo
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -78,21 +79,6 @@ def agent_group(user_id: int) -> str:
 
 def _emit(group: str, event: dict[str, Any], *, conversation_id: int | None = None) -> None:
     group_send_on_commit(group, {"type": "chat.event", "event": event, "cid": conversation_id})
-
-
-def _emit_message(message: dict[str, Any]) -> None:
-    cid = message["conversation_id"]
-    event = {"type": "message.new", "message": message}
-    group = staff_group(cid) if message["internal"] else conversation_group(cid)
-    # The hot path: after commit, publish from this (worker) thread instead of hopping to the
-    # event loop and back as group_send_on_commit's async_to_sync does.
-    transaction.on_commit(
-        partial(
-            group_send_sync,
-            group,
-            {"type": "chat.event", "event": event, "cid": cid, "seq": message["seq"]},
-        )
-    )
 
 
 def _emit_state(conversation_id: int, *, previous_agent_id: int | None = None) -> None:
@@ -325,82 +311,171 @@ class PostedMessage:
     state: str
 
 
-# One statement, one round trip: take the next seq under the conversation's row lock and insert
-# the message, unless its client_id is already stored or the conversation is not in a state
-# that accepts this author. The conversation's row lock serializes writers, so seqs of
-# committed messages follow commit order.
-_POST_SQL = """
-WITH c AS (
-    UPDATE chat_conversation
-       SET last_seq = last_seq + 1,
-           updated_at = %(now)s,
-           first_agent_response_at = CASE
-               WHEN %(first_response)s THEN COALESCE(first_agent_response_at, %(now)s)
-               ELSE first_agent_response_at END
-     WHERE id = %(cid)s
-       AND state = ANY(%(states)s)
-       AND (%(shopper)s::bigint IS NULL OR shopper_id = %(shopper)s::bigint)
-       AND NOT EXISTS (
-           SELECT 1 FROM chat_message m
-            WHERE m.conversation_id = %(cid)s AND m.client_id = %(client_id)s)
- RETURNING id, last_seq, state, channel
-)
-INSERT INTO chat_message
-       (conversation_id, seq, author_kind, author_agent_id, body, internal, client_id, intent,
-        created_at)
-SELECT c.id, c.last_seq, %(kind)s, %(agent)s, %(body)s, %(internal)s, %(client_id)s,
-       %(intent)s, %(now)s
-  FROM c
-ON CONFLICT (conversation_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
-RETURNING id, seq, (SELECT state FROM c), (SELECT channel FROM c)
-"""
-
-# Prepared once per database connection: PostgreSQL then skips parsing and planning the
-# statement above for every message (a third of its CPU per message in bench/chat.py).
-_POST_PARAMS = {
-    "now": "timestamptz",
-    "cid": "bigint",
-    "states": "text[]",
-    "client_id": "text",
-    "kind": "text",
-    "agent": "integer",
-    "body": "text",
-    "internal": "boolean",
-    "intent": "text",
-    "first_response": "boolean",
-    "shopper": "bigint",
-}
-
-
-def _numbered(sql: str) -> str:
-    for number, name in enumerate(_POST_PARAMS, start=1):
-        sql = sql.replace(f"%({name})s::bigint", f"${number}").replace(f"%({name})s", f"${number}")
-    return sql
-
-
-_POST_PREPARE = (
-    f"PREPARE chat_message_post ({', '.join(_POST_PARAMS.values())}) AS {_numbered(_POST_SQL)}"
-)
-_POST_EXECUTE = f"EXECUTE chat_message_post ({', '.join(f'%({n})s' for n in _POST_PARAMS)})"
-
-
-def _post_execute(cursor: Any, params: dict[str, Any]) -> Any:
-    """Run the post statement, preparing it first on a connection that has not seen it (a
-    prepared statement outlives transactions, rolled back or not, and dies with the session)."""
-    raw = connection.connection
-    if getattr(connection, "_chat_post_prepared_on", None) is not raw:
-        cursor.execute(_POST_PREPARE)
-        connection._chat_post_prepared_on = raw  # type: ignore[attr-defined]
-    cursor.execute(_POST_EXECUTE, params)
-    return cursor.fetchone()
-
-
 _STATES_FOR = {
-    Author.SHOPPER: [State.BOT, State.QUEUED, State.ASSIGNED],
-    Author.BOT: [State.BOT],
-    Author.AGENT: [State.BOT, State.QUEUED, State.ASSIGNED],
-    Author.SYSTEM: [State.BOT, State.QUEUED, State.ASSIGNED, State.RESOLVED],
+    Author.SHOPPER: (State.BOT, State.QUEUED, State.ASSIGNED),
+    Author.BOT: (State.BOT,),
+    Author.AGENT: (State.BOT, State.QUEUED, State.ASSIGNED),
+    Author.SYSTEM: (State.BOT, State.QUEUED, State.ASSIGNED, State.RESOLVED),
 }
+
+
+@dataclass(frozen=True)
+class PostRequest:
+    """One message to store, checked (``post_request``) but not yet stored."""
+
+    conversation_id: int
+    author_kind: str
+    body: str
+    agent: Any = None
+    client_id: str | None = None
+    internal: bool = False
+    intent: str = ""
+    shopper_id: int | None = None
+    # Store only while the conversation is in one of these states and, with ``holder_id``,
+    # assigned to that agent; else the row comes back empty and ``post_rejected`` says why.
+    states: tuple[str, ...] = ()
+    holder_id: int | None = None
+
+
+def post_request(
+    *,
+    conversation_id: int,
+    author_kind: str,
+    body: Any,
+    agent: Any = None,
+    client_id: Any = None,
+    internal: bool = False,
+    intent: str = "",
+    shopper_id: int | None = None,
+    states: tuple[str, ...] | None = None,
+    holder_id: int | None = None,
+) -> PostRequest:
+    """Check one message's fields (``ValidationError``) and make its ``PostRequest``."""
+    body = clean_body(body)
+    client_id = clean_client_id(client_id)
+    if internal and author_kind != Author.AGENT:
+        raise ValidationError("only agents write notes")
+    return PostRequest(
+        conversation_id=conversation_id,
+        author_kind=str(author_kind),
+        body=body,
+        agent=agent,
+        client_id=client_id,
+        internal=internal,
+        intent=intent,
+        shopper_id=shopper_id,
+        states=tuple(str(s) for s in (states or _STATES_FOR[Author(author_kind)])),
+        holder_id=holder_id,
+    )
+
+
+# A stored message as ``chat_messages_post`` returns it: id, seq, the conversation's state and
+# channel after the insert. None when the message was not stored.
+StoredRow = tuple[int, int, str, str]
+
+
+def messages_store(requests: Sequence[PostRequest], *, now: dt.datetime) -> list[StoredRow | None]:
+    """Store ``requests`` in one statement (and, outside an atomic block, one transaction); see
+    chat/migrations/0004 for what each row does. Rows come back in the requests' order.
+
+    Callers that pass many conversations sort them by conversation id: rows are locked in the
+    order given, and two batches that lock in the same order cannot deadlock.
+    """
+    if not requests:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT r_id, r_seq, r_state, r_channel FROM chat_messages_post("
+            "%s, %s::bigint[], %s::text[], %s::text[], %s::text[], %s::integer[], %s::text[], "
+            "%s::boolean[], %s::text[], %s::boolean[], %s::bigint[], %s::integer[]) "
+            "ORDER BY r_index",
+            [
+                now,
+                [r.conversation_id for r in requests],
+                [",".join(r.states) for r in requests],
+                [r.client_id for r in requests],
+                [r.author_kind for r in requests],
+                [r.agent.pk if r.agent is not None else None for r in requests],
+                [r.body for r in requests],
+                [r.internal for r in requests],
+                [r.intent for r in requests],
+                [r.author_kind == Author.AGENT and not r.internal for r in requests],
+                [r.shopper_id for r in requests],
+                [r.holder_id for r in requests],
+            ],
+        )
+        rows = cursor.fetchall()
+    return [None if row[0] is None else (row[0], row[1], row[2], row[3]) for row in rows]
+
+
+def message_dict(request: PostRequest, row: StoredRow, *, now: dt.datetime) -> dict[str, Any]:
+    """The ``message`` object of docs/chat-protocol.md for a message just stored."""
+    agent = request.agent
+    return {
+        "id": row[0],
+        "conversation_id": request.conversation_id,
+        "seq": row[1],
+        "author": {
+            "kind": request.author_kind,
+            "name": _author_name(request.author_kind, agent),
+            "id": agent.pk if request.author_kind == Author.AGENT and agent is not None else None,
+        },
+        "body": request.body,
+        "internal": request.internal,
+        "client_id": request.client_id,
+        "created_at": now.isoformat(),
+    }
+
+
+def message_event(message: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The group and channel-layer payload that carry a new message to its sockets."""
+    cid = message["conversation_id"]
+    group = staff_group(cid) if message["internal"] else conversation_group(cid)
+    event = {"type": "message.new", "message": message}
+    return group, {"type": "chat.event", "event": event, "cid": cid, "seq": message["seq"]}
+
+
+def post_rejected(request: PostRequest) -> PostedMessage:
+    """Why ``request`` was not stored: the message already stored under its ``client_id``
+    (``created`` False), or ``PermissionDenied``, ``NotFound`` or ``Conflict``."""
+    cid = request.conversation_id
+    current = Conversation.objects.filter(pk=cid).values_list("shopper_id", "state").first()
+    if current is None:
+        raise NotFound("No such conversation.")
+    owner, state = current
+    if request.shopper_id is not None and owner != request.shopper_id:
+        raise PermissionDenied("This conversation is not yours.", code="forbidden")
+    existing = _message_by_client_id(cid, request.client_id)
+    if existing is not None:
+        return PostedMessage(message=selectors.message_dict(existing), created=False, state=state)
+    raise Conflict(
+        f"A {request.author_kind} message cannot be posted while the conversation is {state}.",
+        code="conflict",
+        extra={"state": state},
+    )
+
+
+def message_posted(request: PostRequest, posted: PostedMessage, *, channel: str) -> None:
+    """What follows a stored message besides its own event: the consoles' inbox while nobody
+    holds the conversation, and the emailed reply in an email follow-up."""
+    message = posted.message
+    if posted.state in (State.BOT, State.QUEUED) and not request.internal:
+        _emit_inbox_update(request.conversation_id)
+    if (
+        channel == Conversation.Channel.EMAIL
+        and request.author_kind == Author.AGENT
+        and not request.internal
+    ):
+        address = Conversation.objects.values_list("follow_up_email", flat=True).get(
+            pk=request.conversation_id
+        )
+        if address:
+            _chat_email_queue(
+                kind=ChatEmail.Kind.FOLLOW_UP,
+                conversation_id=request.conversation_id,
+                to=address,
+                message_id=message["id"],
+            )
 
 
 def message_post(
@@ -421,79 +496,30 @@ def message_post(
     A ``client_id`` already stored in this conversation returns that message (``created`` is
     False) and sends nothing. Raises ``Conflict`` when the conversation's state does not accept
     this author (the bot outside ``bot``, anyone but the system in ``resolved``).
+
+    ``chat.writer`` does the same for many messages at once, from the event loop.
     """
-    body = clean_body(body)
-    client_id = clean_client_id(client_id)
-    if internal and author_kind != Author.AGENT:
-        raise ValidationError("only agents write notes")
+    request = post_request(
+        conversation_id=conversation_id,
+        author_kind=author_kind,
+        body=body,
+        agent=agent,
+        client_id=client_id,
+        internal=internal,
+        intent=intent,
+        shopper_id=shopper_id,
+    )
     now = timezone.now()
-    params = {
-        "now": now,
-        "cid": conversation_id,
-        "states": [str(s) for s in _STATES_FOR[Author(author_kind)]],
-        "client_id": client_id,
-        "kind": str(author_kind),
-        "agent": agent.pk if agent is not None else None,
-        "body": body,
-        "internal": internal,
-        "intent": intent,
-        "first_response": author_kind == Author.AGENT and not internal,
-        "shopper": shopper_id,
-    }
     # No explicit transaction: the statement is atomic on its own, and in autocommit mode the
     # events below go out as soon as it has committed (inside an outer atomic: on its commit).
-    with connection.cursor() as cursor:
-        row = _post_execute(cursor, params)
+    [row] = messages_store([request], now=now)
     if row is None:
-        owner = Conversation.objects.filter(pk=conversation_id).values_list("shopper_id", flat=True)
-        if shopper_id is not None and owner.first() not in (None, shopper_id):
-            raise PermissionDenied("This conversation is not yours.", code="forbidden")
-        existing = _message_by_client_id(conversation_id, client_id)
-        if existing is not None:
-            state = Conversation.objects.values_list("state", flat=True).get(pk=conversation_id)
-            return PostedMessage(
-                message=selectors.message_dict(existing), created=False, state=state
-            )
-        state_now = (
-            Conversation.objects.filter(pk=conversation_id).values_list("state", flat=True).first()
-        )
-        if state_now is None:
-            raise NotFound("No such conversation.")
-        raise Conflict(
-            f"A {author_kind} message cannot be posted while the conversation is {state_now}.",
-            code="conflict",
-            extra={"state": state_now},
-        )
-    message_id, seq, state, channel = row
-    message = {
-        "id": message_id,
-        "conversation_id": conversation_id,
-        "seq": seq,
-        "author": {
-            "kind": str(author_kind),
-            "name": _author_name(author_kind, agent),
-            "id": agent.pk if author_kind == Author.AGENT and agent is not None else None,
-        },
-        "body": body,
-        "internal": internal,
-        "client_id": client_id,
-        "created_at": now.isoformat(),
-    }
-    _emit_message(message)
-    if state in (State.BOT, State.QUEUED) and not internal:
-        _emit_inbox_update(conversation_id)
-    if channel == Conversation.Channel.EMAIL and author_kind == Author.AGENT and not internal:
-        address = Conversation.objects.values_list("follow_up_email", flat=True).get(
-            pk=conversation_id
-        )
-        if address:
-            _chat_email_queue(
-                kind=ChatEmail.Kind.FOLLOW_UP,
-                conversation_id=conversation_id,
-                to=address,
-                message_id=message_id,
-            )
-    return PostedMessage(message=message, created=True, state=state)
+        return post_rejected(request)
+    posted = PostedMessage(message=message_dict(request, row, now=now), created=True, state=row[2])
+    # After commit, publish from this thread (no hop to the event loop and back).
+    transaction.on_commit(partial(group_send_sync, *message_event(posted.message)))
+    message_posted(request, posted, channel=row[3])
+    return posted
 
 
 def _author_name(author_kind: str, agent: Any) -> str:
@@ -514,16 +540,11 @@ def _message_by_client_id(conversation_id: int, client_id: str | None) -> Messag
 
 def _emit_inbox_update(conversation_id: int) -> None:
     def send() -> None:
-        from asgiref.sync import async_to_sync
-        from channels.layers import get_channel_layer
-
-        layer = get_channel_layer()
-        if layer is not None:
-            summary = selectors.summary_by_id(conversation_id)
-            async_to_sync(layer.group_send)(
-                CONSOLE_GROUP,
-                {"type": "chat.event", "event": {"type": "inbox.update", "conversation": summary}},
-            )
+        summary = selectors.summary_by_id(conversation_id)
+        group_send_sync(
+            CONSOLE_GROUP,
+            {"type": "chat.event", "event": {"type": "inbox.update", "conversation": summary}},
+        )
 
     transaction.on_commit(send)
 

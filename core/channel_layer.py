@@ -83,7 +83,9 @@ class _Connection(asyncio.Protocol):
         self.loop = loop
         self.reader = hiredis.Reader(replyError=ResponseError)
         self.transport: asyncio.Transport | None = None
-        self.waiters: deque[asyncio.Future[Any]] = deque()
+        # One entry per command sent, in order: its reply's future, or None for a pipelined
+        # command whose reply only the last command of its pipeline reports.
+        self.waiters: deque[asyncio.Future[Any] | None] = deque()
         self.on_push: Any = None
         self.on_lost = on_lost
         self.lost = False
@@ -99,7 +101,7 @@ class _Connection(asyncio.Protocol):
                 self.on_push(reply)
             elif self.waiters:
                 waiter = self.waiters.popleft()
-                if not waiter.done():
+                if waiter is not None and not waiter.done():
                     if isinstance(reply, ResponseError):
                         waiter.set_exception(reply)
                     else:
@@ -109,7 +111,7 @@ class _Connection(asyncio.Protocol):
         self.lost = True
         while self.waiters:
             waiter = self.waiters.popleft()
-            if not waiter.done():
+            if waiter is not None and not waiter.done():
                 waiter.set_exception(RedisConnectionError("Connection to Redis lost."))
         if self.on_lost is not None:
             self.on_lost(self)
@@ -121,6 +123,17 @@ class _Connection(asyncio.Protocol):
 
     def command(self, *args: bytes) -> asyncio.Future[Any]:
         self.write(*args)
+        waiter = self.loop.create_future()
+        self.waiters.append(waiter)
+        return waiter
+
+    def pipeline(self, commands: list[tuple[bytes, ...]]) -> asyncio.Future[Any]:
+        """Send ``commands`` in one write; the future has the last one's reply (Redis answers in
+        order, so it also means every earlier command was answered)."""
+        if self.lost or self.transport is None or self.transport.is_closing():
+            raise RedisConnectionError("Not connected to Redis.")
+        self.transport.write(b"".join(_pack(*command) for command in commands))
+        self.waiters.extend([None] * (len(commands) - 1))
         waiter = self.loop.create_future()
         self.waiters.append(waiter)
         return waiter
@@ -370,7 +383,7 @@ class _LoopState:
 
     # --- publishing -------------------------------------------------------------------------
 
-    async def publish(self, name: bytes, data: bytes) -> None:
+    async def connected_publisher(self) -> _Connection:
         connection = self.publisher
         if connection is None or connection.lost:
             async with self.publisher_lock:
@@ -380,7 +393,15 @@ class _LoopState:
                         self.layer.options, timeout=self.layer.connect_timeout
                     )
                     self.publisher = connection
+        return connection
+
+    async def publish(self, name: bytes, data: bytes) -> None:
+        connection = await self.connected_publisher()
         await connection.command(b"PUBLISH", name, data)
+
+    async def publish_many(self, items: list[tuple[bytes, bytes]]) -> None:
+        connection = await self.connected_publisher()
+        await connection.pipeline([(b"PUBLISH", name, data) for name, data in items])
 
     def close(self) -> None:
         self.closed = True
@@ -511,6 +532,20 @@ class PushPubSubChannelLayer(BaseChannelLayer):
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         self.require_valid_group_name(group)
         await self._publish(self.redis_name("g", group), _serialize(message))
+
+    async def group_send_many(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        """``group_send`` of several messages, in order, in one write and one round trip."""
+        items = []
+        for group, message in messages:
+            self.require_valid_group_name(group)
+            items.append((self.redis_name("g", group), _serialize(message)))
+        state = self._state(create=False)
+        if state is None:
+            for name, data in items:
+                self._publish_sync(name, data)
+            return
+        if items:
+            await state.publish_many(items)
 
     def group_send_sync(self, group: str, message: dict[str, Any]) -> None:
         """``group_send`` for synchronous code, in the calling thread (no event-loop hop)."""

@@ -1,0 +1,79 @@
+"""``chat_messages_post``: store a batch of messages in one statement (``chat.services.messages_store``).
+
+Each message takes the next ``seq`` of its conversation under the conversation's row lock, unless
+its ``client_id`` is already stored there, the conversation is not in a state that accepts its
+author, the conversation is someone else's (with a shopper id) or not assigned to the given
+agent (with a holder id); such a message returns a row
+of NULLs, and the caller finds out why. A batch is one transaction, one round trip and one WAL
+flush however many messages it holds; PL/pgSQL caches the plan of the loop's statement per
+session, which a prepared statement did before.
+"""
+
+from django.db import migrations
+
+CREATE = r"""
+CREATE FUNCTION chat_messages_post(
+    p_now timestamptz,
+    p_cid bigint[],
+    p_states text[],
+    p_client_id text[],
+    p_kind text[],
+    p_agent integer[],
+    p_body text[],
+    p_internal boolean[],
+    p_intent text[],
+    p_first_response boolean[],
+    p_shopper bigint[],
+    p_holder integer[]
+) RETURNS TABLE (r_index integer, r_id bigint, r_seq integer, r_state text, r_channel text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(p_cid, 1), 0) LOOP
+        r_index := i;
+        r_id := NULL;
+        r_seq := NULL;
+        r_state := NULL;
+        r_channel := NULL;
+        WITH c AS (
+            UPDATE chat_conversation AS conv
+               SET last_seq = conv.last_seq + 1,
+                   updated_at = p_now,
+                   first_agent_response_at = CASE
+                       WHEN p_first_response[i] THEN COALESCE(conv.first_agent_response_at, p_now)
+                       ELSE conv.first_agent_response_at END
+             WHERE conv.id = p_cid[i]
+               AND conv.state = ANY(string_to_array(p_states[i], ','))
+               AND (p_shopper[i] IS NULL OR conv.shopper_id = p_shopper[i])
+               AND (p_holder[i] IS NULL OR conv.assigned_agent_id = p_holder[i])
+               AND NOT EXISTS (
+                   SELECT 1 FROM chat_message m
+                    WHERE m.conversation_id = p_cid[i] AND m.client_id = p_client_id[i])
+         RETURNING conv.id, conv.last_seq, conv.state, conv.channel
+        )
+        INSERT INTO chat_message AS m
+               (conversation_id, seq, author_kind, author_agent_id, body, internal, client_id,
+                intent, created_at)
+        SELECT c.id, c.last_seq, p_kind[i], p_agent[i], p_body[i], p_internal[i], p_client_id[i],
+               p_intent[i], p_now
+          FROM c
+        ON CONFLICT (conversation_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
+        RETURNING m.id, m.seq, (SELECT c.state FROM c), (SELECT c.channel FROM c)
+        INTO r_id, r_seq, r_state, r_channel;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+"""
+
+DROP = """
+DROP FUNCTION chat_messages_post(
+    timestamptz, bigint[], text[], text[], text[], integer[], text[], boolean[], text[],
+    boolean[], bigint[], integer[]
+);
+"""
+
+
+class Migration(migrations.Migration):
+    dependencies = [("chat", "0003_chat_email_outbox")]
+
+    operations = [migrations.RunSQL(CREATE, DROP)]
