@@ -12,7 +12,6 @@ from chat.models import (
     BotIntent,
     BusinessHours,
     CannedResponse,
-    ChatEmail,
     ChatSettings,
     Conversation,
     CsatRating,
@@ -112,20 +111,3 @@ class CsatRatingAdmin(admin.ModelAdmin):
     list_display = ["conversation", "agent", "rating", "created_at"]
     list_select_related = ["conversation", "agent"]
     raw_id_fields = ["conversation", "agent"]
-
-
-@admin.register(ChatEmail)
-class ChatEmailAdmin(admin.ModelAdmin):
-    """Read-only: what chat emailed, to whom, and whether it went out."""
-
-    list_display = ["id", "kind", "to", "state", "attempts", "created_at", "sent_at"]
-    list_filter = ["kind", "state"]
-    search_fields = ["to"]
-    raw_id_fields = ["conversation", "message"]
-    readonly_fields = [f.name for f in ChatEmail._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

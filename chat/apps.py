@@ -6,7 +6,10 @@ class ChatConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from chat import registry, selectors
+        from chat import emails, registry, selectors
+
+        # Chat's emails are engagement campaigns started by these triggers.
+        emails.register()
 
         # Chat's own context-panel sections; other apps add theirs the same way.
         registry.register_context_section("profile", "Profile", selectors.context_profile, order=10)

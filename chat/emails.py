@@ -1,27 +1,52 @@
-"""The emails chat sends: transcripts, offline-message notices and agents' follow-up replies.
+"""Chat's emails, sent as engagement campaigns: triggers, their template context and previews.
 
-Each is a ``ChatEmail`` row, sent by ``services.chat_email_send`` from a Celery task queued on
-commit; this module only turns a row into an ``EmailMessage``. (The engagement app's outbox did
-not expose an enqueue service when chat was written; these are transactional messages the
-shopper asked for, not campaigns, so consent does not apply.)
+Registered from ``ChatConfig.ready``. ``chat/migrations/0004`` seeds one transactional
+campaign per trigger (editable in the admin like any campaign's template); chat's services fire
+the triggers in the transaction that decides to send, and engagement's outbox delivers,
+retries, sweeps and checks suppressions. No campaign active for a trigger: nothing is sent.
+
+| trigger              | fired by                                   | sent to                 | occurrence key                    |
+|----------------------|--------------------------------------------|-------------------------|-----------------------------------|
+| chat_offline_receipt | the shopper's offline message              | the address they gave   | ``chat-message:<shopper msg id>`` |
+| chat_offline_notice  | the same                                   | chat settings' support  | ``chat-message:<shopper msg id>`` |
+|                      |                                            | inbox (Reply-To: them)  |                                   |
+| chat_follow_up       | an agent's reply in an email conversation  | the follow-up address   | ``chat-message:<agent msg id>``   |
+| chat_transcript      | a transcript request (shopper or agent)    | the address asked for   | see ``transcript_occurrence_key`` |
+
+Template variables, computed at send time: ``conversation``, ``conversation_id``,
+``transcript`` (text, without private notes, up to the message that fired it), and
+``follow_up_email``; the follow-up adds ``reply`` and ``agent_name``; the notice adds
+``shopper_email`` and ``console_url``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+from typing import TYPE_CHECKING, Any
+
 from django.conf import settings
-from django.core.mail import EmailMessage
 
-from chat.models import ChatEmail, Conversation, Message
+from chat.models import Conversation, Message
 from chat.selectors import agent_name
+from engagement.registry import Occurrence, register_trigger
+
+if TYPE_CHECKING:
+    from commerce.models import Shopper
+
+OFFLINE_RECEIPT = "chat_offline_receipt"
+OFFLINE_NOTICE = "chat_offline_notice"
+FOLLOW_UP = "chat_follow_up"
+TRANSCRIPT = "chat_transcript"
 
 
-def transcript_text(conversation: Conversation) -> str:
+def transcript_text(conversation: Conversation, *, upto_seq: int | None = None) -> str:
+    """The conversation as text for the shopper: no private notes; up to ``upto_seq``."""
     lines = [f"Conversation {conversation.pk} — {conversation.created_at:%Y-%m-%d %H:%M} UTC", ""]
-    for message in (
-        Message.objects.filter(conversation=conversation, internal=False)
-        .select_related("author_agent")
-        .order_by("seq")
-    ):
+    messages = Message.objects.filter(conversation=conversation, internal=False)
+    if upto_seq is not None:
+        messages = messages.filter(seq__lte=upto_seq)
+    for message in messages.select_related("author_agent").order_by("seq"):
         if message.author_kind == Message.Author.AGENT:
             who = agent_name(message.author_agent) or "Agent"
         else:
@@ -30,37 +55,135 @@ def transcript_text(conversation: Conversation) -> str:
     return "\n".join(lines) + "\n"
 
 
-def email_message(email: ChatEmail) -> EmailMessage:
-    """The message for ``email`` (with its conversation and message selected)."""
-    conversation = email.conversation
-    kind = ChatEmail.Kind
-    if email.kind == kind.TRANSCRIPT:
-        subject, body, reply_to = "Your chat transcript", transcript_text(conversation), None
-    elif email.kind == kind.OFFLINE_NOTICE:
-        subject = f"Offline chat message from {conversation.follow_up_email}"
-        body = (
-            transcript_text(conversation)
-            + f"\nReply from the agent console: {settings.PATRON_BASE_URL}/console/\n"
+def transcript_occurrence_key(
+    *, conversation_id: int, upto_seq: int, address: str, at: dt.datetime
+) -> str:
+    """What makes two transcript requests the same one: the same conversation, with nothing
+    new in it, to the same address, within the same clock hour.
+
+    A retried HTTP call, a frame re-sent after a reconnect or a double click sends one email;
+    asking again once the conversation has moved on, or an hour later (the first one lost),
+    sends another. Neither the widget's frame nor the console's carries a request id today,
+    so the key is derived from what the request asks for.
+    """
+    digest = hashlib.sha256(address.strip().lower().encode()).hexdigest()[:16]
+    return f"chat-transcript:{conversation_id}:{upto_seq}:{digest}:{at:%Y%m%d%H}"
+
+
+# --- Template contexts (engagement calls these at send time) ---------------------------------
+
+
+def _conversation(occurrence: Occurrence) -> Conversation | None:
+    conversation_id = occurrence.data.get("conversation_id")
+    if not isinstance(conversation_id, int):
+        return None
+    return Conversation.objects.filter(pk=conversation_id).first()
+
+
+def _upto(occurrence: Occurrence) -> int | None:
+    upto = occurrence.data.get("upto_seq")
+    return upto if isinstance(upto, int) else None
+
+
+def _transcript_context(shopper: Shopper, occurrence: Occurrence) -> dict[str, Any]:
+    conversation = _conversation(occurrence)
+    return {
+        "conversation": conversation,
+        "transcript": (
+            transcript_text(conversation, upto_seq=_upto(occurrence)) if conversation else ""
+        ),
+        "follow_up_email": conversation.follow_up_email if conversation else "",
+    }
+
+
+def _notice_context(shopper: Shopper, occurrence: Occurrence) -> dict[str, Any]:
+    return {
+        **_transcript_context(shopper, occurrence),
+        "console_url": f"{settings.PATRON_BASE_URL}/console/",
+    }
+
+
+def _follow_up_context(shopper: Shopper, occurrence: Occurrence) -> dict[str, Any]:
+    message_id = occurrence.data.get("message_id")
+    message = (
+        Message.objects.select_related("author_agent")
+        .filter(pk=message_id, internal=False, author_kind=Message.Author.AGENT)
+        .first()
+        if isinstance(message_id, int)
+        else None
+    )
+    conversation = _conversation(occurrence)
+    return {
+        "conversation": conversation,
+        "follow_up_email": conversation.follow_up_email if conversation else "",
+        "reply": message.body if message is not None else "",
+        "agent_name": (agent_name(message.author_agent) if message is not None else "") or "Agent",
+    }
+
+
+# --- Admin previews: occurrence data from the shopper's latest conversation --------------------
+
+
+def _preview(shopper: Shopper) -> dict[str, Any]:
+    conversation = Conversation.objects.filter(shopper=shopper).order_by("-created_at").first()
+    if conversation is None:
+        return {"conversation_id": None, "shopper_email": shopper.email}
+    last = (
+        Message.objects.filter(conversation=conversation, internal=False).order_by("-seq").first()
+    )
+    return {
+        "conversation_id": conversation.pk,
+        "message_id": last.pk if last is not None else None,
+        "upto_seq": last.seq if last is not None else None,
+        "shopper_email": conversation.follow_up_email or shopper.email,
+    }
+
+
+def _preview_reply(shopper: Shopper) -> dict[str, Any]:
+    data = _preview(shopper)
+    reply = (
+        Message.objects.filter(
+            conversation_id=data["conversation_id"],
+            author_kind=Message.Author.AGENT,
+            internal=False,
         )
-        reply_to = [conversation.follow_up_email]
-    elif email.kind == kind.OFFLINE_RECEIPT:
-        subject = "We got your message"
-        body = (
-            "Thanks for your message. We're offline right now and will reply to this address "
-            "as soon as we're back.\n\n" + transcript_text(conversation)
-        )
-        reply_to = None
-    else:
-        message = email.message
-        assert message is not None
-        subject = "Re: your message"
-        body = f"{message.body}\n\n— {agent_name(message.author_agent)}\n"
-        reply_to = None
-    return EmailMessage(
-        subject=subject,
-        body=body,
-        from_email=settings.DEFAULT_FROM_EMAIL,
-        to=[email.to],
-        reply_to=reply_to,
-        headers={"X-Patron-Chat-Email": str(email.pk)},
+        .order_by("-seq")
+        .first()
+    )
+    data["message_id"] = reply.pk if reply is not None else None
+    return data
+
+
+def register() -> None:
+    register_trigger(
+        OFFLINE_RECEIPT,
+        label="Chat: offline message receipt",
+        context=_transcript_context,
+        preview=_preview,
+        description="Outside business hours, to the address the shopper left with their message. "
+        "Context: transcript, conversation, follow_up_email.",
+    )
+    register_trigger(
+        OFFLINE_NOTICE,
+        label="Chat: offline message notice to the support inbox",
+        context=_notice_context,
+        preview=_preview,
+        description="To chat settings' support email (Reply-To: the shopper's address). "
+        "Context: transcript, shopper_email, console_url.",
+    )
+    register_trigger(
+        FOLLOW_UP,
+        label="Chat: agent's reply by email",
+        context=_follow_up_context,
+        preview=_preview_reply,
+        description="An agent's reply in an email follow-up conversation, to its address. "
+        "Context: reply, agent_name, conversation.",
+    )
+    register_trigger(
+        TRANSCRIPT,
+        label="Chat: transcript by email",
+        context=_transcript_context,
+        preview=_preview,
+        description="Requested by the shopper or an agent, to the address given. "
+        "Context: transcript (without private notes), conversation.",
     )

@@ -27,7 +27,7 @@ from typing import Any
 from django.conf import settings
 from django.core import signing
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
@@ -35,7 +35,6 @@ from chat import selectors
 from chat.models import (
     AgentStatus,
     BusinessHours,
-    ChatEmail,
     ChatSettings,
     Conversation,
     CsatRating,
@@ -47,7 +46,7 @@ from commerce.models import Shopper, WriteKey
 from commerce.services import shopper_resolve
 from core.channel_layer import group_send_sync
 from core.exceptions import Conflict, NotFound, PermissionDenied, ValidationError
-from core.transactions import delay_on_commit, group_send_on_commit
+from core.transactions import group_send_on_commit
 
 MAX_BODY = 4000
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -376,7 +375,7 @@ StoredRow = tuple[int, int, str, str]
 
 def messages_store(requests: Sequence[PostRequest], *, now: dt.datetime) -> list[StoredRow | None]:
     """Store ``requests`` in one statement (and, outside an atomic block, one transaction); see
-    chat/migrations/0004 for what each row does. Rows come back in the requests' order.
+    chat/migrations/0006 for what each row does. Rows come back in the requests' order.
 
     Callers that pass many conversations sort them by conversation id: rows are locked in the
     order given, and two batches that lock in the same order cannot deadlock.
@@ -458,7 +457,6 @@ def post_rejected(request: PostRequest) -> PostedMessage:
 def message_posted(request: PostRequest, posted: PostedMessage, *, channel: str) -> None:
     """What follows a stored message besides its own event: the consoles' inbox while nobody
     holds the conversation, and the emailed reply in an email follow-up."""
-    message = posted.message
     if posted.state in (State.BOT, State.QUEUED) and not request.internal:
         _emit_inbox_update(request.conversation_id)
     if (
@@ -466,16 +464,9 @@ def message_posted(request: PostRequest, posted: PostedMessage, *, channel: str)
         and request.author_kind == Author.AGENT
         and not request.internal
     ):
-        address = Conversation.objects.values_list("follow_up_email", flat=True).get(
-            pk=request.conversation_id
+        follow_up_email_fire(
+            conversation_id=request.conversation_id, message_id=posted.message["id"]
         )
-        if address:
-            _chat_email_queue(
-                kind=ChatEmail.Kind.FOLLOW_UP,
-                conversation_id=request.conversation_id,
-                to=address,
-                message_id=message["id"],
-            )
 
 
 def message_post(
@@ -510,15 +501,18 @@ def message_post(
         shopper_id=shopper_id,
     )
     now = timezone.now()
-    # No explicit transaction: the statement is atomic on its own, and in autocommit mode the
-    # events below go out as soon as it has committed (inside an outer atomic: on its commit).
-    [row] = messages_store([request], now=now)
-    if row is None:
-        return post_rejected(request)
-    posted = PostedMessage(message=message_dict(request, row, now=now), created=True, state=row[2])
-    # After commit, publish from this thread (no hop to the event loop and back).
-    transaction.on_commit(partial(group_send_sync, *message_event(posted.message)))
-    message_posted(request, posted, channel=row[3])
+    # One transaction with what follows it (an emailed reply is stored with the reply); the
+    # events go out when it has committed.
+    with transaction.atomic():
+        [row] = messages_store([request], now=now)
+        if row is None:
+            return post_rejected(request)
+        posted = PostedMessage(
+            message=message_dict(request, row, now=now), created=True, state=row[2]
+        )
+        # After commit, publish from this thread (no hop to the event loop and back).
+        transaction.on_commit(partial(group_send_sync, *message_event(posted.message)))
+        message_posted(request, posted, channel=row[3])
     return posted
 
 
@@ -1025,17 +1019,13 @@ def offline_message_leave(
             conversation_id=locked.pk, author_kind=Author.SHOPPER, body=body, client_id=client_id
         )
         if posted.created:
-            support = chat_settings_get(fresh=True).support_email or settings.DEFAULT_FROM_EMAIL
-            for kind, to in (
-                (ChatEmail.Kind.OFFLINE_NOTICE, support),
-                (ChatEmail.Kind.OFFLINE_RECEIPT, email),
-            ):
-                _chat_email_queue(
-                    kind=kind,
-                    conversation_id=locked.pk,
-                    to=to,
-                    message_id=posted.message["id"],
-                )
+            offline_emails_fire(
+                shopper=shopper,
+                conversation_id=locked.pk,
+                message_id=posted.message["id"],
+                seq=posted.message["seq"],
+                email=email,
+            )
         _emit_state(locked.pk, previous_agent_id=previous_agent_id)
     return posted
 
@@ -1086,8 +1076,15 @@ def csat_record(
 def transcript_send(
     *, conversation_id: int, email: str | None, shopper: Shopper | None = None
 ) -> str:
-    """Queue the conversation's transcript (without notes) to ``email`` or the shopper's."""
+    """Queue the conversation's transcript (without notes) to ``email`` or the shopper's.
+
+    Sent once per request (``emails.transcript_occurrence_key``: a repeated request for the
+    same transcript to the same address within the hour sends nothing more). Returns the
+    address.
+    """
     from django.core.validators import validate_email
+
+    from chat import emails
 
     conversation = Conversation.objects.select_related("shopper").filter(pk=conversation_id).first()
     if conversation is None:
@@ -1101,7 +1098,22 @@ def transcript_send(
         validate_email(address)
     except Exception:
         raise ValidationError("email is not a valid address") from None
-    _chat_email_queue(kind=ChatEmail.Kind.TRANSCRIPT, conversation_id=conversation_id, to=address)
+    # The transcript as of now (what the shopper sees); notes do not make it a new one.
+    upto_seq = (
+        Message.objects.filter(conversation_id=conversation_id, internal=False)
+        .order_by("-seq")
+        .values_list("seq", flat=True)
+        .first()
+    ) or 0
+    _email_fire(
+        trigger=emails.TRANSCRIPT,
+        shopper=conversation.shopper,
+        occurrence_key=emails.transcript_occurrence_key(
+            conversation_id=conversation_id, upto_seq=upto_seq, address=address, at=timezone.now()
+        ),
+        data={"conversation_id": conversation_id, "upto_seq": upto_seq},
+        email_to=address,
+    )
     return address
 
 
@@ -1135,62 +1147,80 @@ def conversation_page_view(
 
 
 # --- Emails ---------------------------------------------------------------------------------
-
-# A claim older than this is taken to be a worker that died mid-send: the email is sent again
-# (at least once beats never; SMTP gives no way to ask whether the first attempt got through).
-EMAIL_CLAIM_LEASE = dt.timedelta(minutes=10)
-
-
-def _chat_email_queue(
-    *, kind: str, conversation_id: int, to: str, message_id: int | None = None
-) -> ChatEmail | None:
-    """Write the email's row and send it after commit; None when this message's email of this
-    kind already exists (a repeated decision sends nothing more)."""
-    from chat import tasks
-
-    try:
-        with transaction.atomic():
-            row = ChatEmail.objects.create(
-                kind=kind, conversation_id=conversation_id, message_id=message_id, to=to
-            )
-            delay_on_commit(tasks.chat_email_send, row.pk)
-    except IntegrityError:
-        return None
-    return row
+# Chat's emails are engagement campaigns (``chat/emails.py``): firing a trigger writes the
+# outbox rows in the caller's transaction, keyed so that a repeated decision sends nothing
+# more; engagement delivers them, retries, re-queues what a dead worker left, and skips
+# suppressed addresses. The merchant edits their templates as campaigns in the admin.
 
 
-def chat_email_send(*, chat_email_id: int) -> bool:
-    """Send one ``ChatEmail`` unless it was sent already; True when this call sent it.
+def _email_fire(
+    *,
+    trigger: str,
+    shopper: Shopper,
+    occurrence_key: str,
+    data: dict[str, Any],
+    email_to: str,
+    email_reply_to: str = "",
+) -> int:
+    from engagement import services as engagement_services
 
-    Claims the row with a conditional UPDATE (pending, or a stale claim, to sending) so that a
-    retried, redelivered or concurrent task cannot send it twice, and marks it sent right
-    after the SMTP server took it. A send that fails (``OSError``) gives the claim back and
-    re-raises, for the task to retry.
-    """
+    runs = engagement_services.trigger_fire(
+        trigger=trigger,
+        shopper=shopper,
+        occurrence_key=occurrence_key,
+        data=data,
+        email_to=email_to,
+        email_reply_to=email_reply_to,
+    )
+    return len(runs)
+
+
+def offline_emails_fire(
+    *, shopper: Shopper, conversation_id: int, message_id: int, seq: int, email: str
+) -> int:
+    """The receipt to ``email`` and the notice to the support inbox for the shopper's offline
+    message ``message_id``; once per message however often it is called. Call in the
+    transaction that stored the message."""
+    from email.utils import parseaddr
+
     from chat import emails
 
-    now = timezone.now()
-    claimed = (
-        ChatEmail.objects.filter(pk=chat_email_id)
-        .filter(
-            Q(state=ChatEmail.State.PENDING)
-            | Q(state=ChatEmail.State.SENDING, claimed_at__lt=now - EMAIL_CLAIM_LEASE)
-        )
-        .update(state=ChatEmail.State.SENDING, claimed_at=now, attempts=F("attempts") + 1)
+    support = (
+        chat_settings_get(fresh=True).support_email or parseaddr(settings.DEFAULT_FROM_EMAIL)[1]
     )
-    if not claimed:
-        return False
-    row = ChatEmail.objects.select_related("conversation", "message", "message__author_agent").get(
-        pk=chat_email_id
+    data = {"conversation_id": conversation_id, "message_id": message_id, "upto_seq": seq}
+    key = f"chat-message:{message_id}"
+    return _email_fire(
+        trigger=emails.OFFLINE_RECEIPT,
+        shopper=shopper,
+        occurrence_key=key,
+        data=data,
+        email_to=email,
+    ) + _email_fire(
+        trigger=emails.OFFLINE_NOTICE,
+        shopper=shopper,
+        occurrence_key=key,
+        data={**data, "shopper_email": email},
+        email_to=support,
+        email_reply_to=email,
     )
-    mine = ChatEmail.objects.filter(pk=chat_email_id, state=ChatEmail.State.SENDING, claimed_at=now)
-    try:
-        emails.email_message(row).send()
-    except OSError:
-        mine.update(state=ChatEmail.State.PENDING, claimed_at=None)
-        raise
-    mine.update(state=ChatEmail.State.SENT, sent_at=timezone.now())
-    return True
+
+
+def follow_up_email_fire(*, conversation_id: int, message_id: int) -> int:
+    """Email the agent's reply ``message_id`` to the conversation's follow-up address; once per
+    message however often it is called."""
+    from chat import emails
+
+    conversation = Conversation.objects.select_related("shopper").filter(pk=conversation_id).first()
+    if conversation is None or not conversation.follow_up_email:
+        return 0
+    return _email_fire(
+        trigger=emails.FOLLOW_UP,
+        shopper=conversation.shopper,
+        occurrence_key=f"chat-message:{message_id}",
+        data={"conversation_id": conversation_id, "message_id": message_id},
+        email_to=conversation.follow_up_email,
+    )
 
 
 # --- Agents ---------------------------------------------------------------------------------

@@ -4,7 +4,9 @@ A socket's ``message.send`` hands its checked ``PostRequest`` to the ``MessageWr
 event loop and awaits the result. The writer stores whatever is waiting as one batch
 (``services.messages_store``: one round trip, one transaction, one WAL flush) in a database
 thread, then publishes the new messages' events to the channel layer in one pipelined write, and
-only then answers the sockets, so an acknowledged message has been both stored and sent. With
+only then answers the sockets, so an acknowledged message has been both stored and sent. What
+follows a message in the same transaction (``services.message_posted``: an emailed reply) is
+stored with it. With
 nothing in flight a message is written at once (a batch of one); under load, what arrives while
 batches are in flight waits for the next one, so batches grow with the load and the cost per
 message falls as it rises.
@@ -18,16 +20,18 @@ retried one message at a time, so one bad message fails alone.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import weakref
 from typing import Any
 
 from channels.layers import get_channel_layer
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from chat import services
 from chat.threads import executor, maintain_connections
+from core.exceptions import ApplicationError
 
 logger = logging.getLogger(__name__)
 
@@ -39,38 +43,51 @@ MAX_BATCH = 500
 Outcome = services.PostedMessage | BaseException
 
 
+def _outcomes(
+    requests: list[services.PostRequest],
+    rows: list[services.StoredRow | None],
+    now: dt.datetime,
+) -> list[Outcome]:
+    """Each request's result, as ``services.message_post`` would return or raise it."""
+    outcomes: list[Outcome] = []
+    for request, row in zip(requests, rows, strict=True):
+        try:
+            if row is None:
+                outcomes.append(services.post_rejected(request))
+                continue
+        except ApplicationError as exc:  # reported to the socket that sent it
+            outcomes.append(exc)
+            continue
+        posted = services.PostedMessage(
+            message=services.message_dict(request, row, now=now), created=True, state=row[2]
+        )
+        services.message_posted(request, posted, channel=row[3])
+        outcomes.append(posted)
+    return outcomes
+
+
 def _store(requests: list[services.PostRequest]) -> list[Outcome]:
-    """In a database thread: store ``requests``, then sort out what was not stored."""
+    """In a database thread: store ``requests`` and what follows them in one transaction."""
     maintain_connections()
     now = timezone.now()
     # Rows are locked in the order given: by conversation, so concurrent batches cannot deadlock
     # (a stable sort keeps each conversation's messages in the order they arrived).
     order = sorted(range(len(requests)), key=lambda i: requests[i].conversation_id)
-    rows: list[services.StoredRow | None] | None
     try:
-        stored = services.messages_store([requests[i] for i in order], now=now)
+        with transaction.atomic():
+            stored = services.messages_store([requests[i] for i in order], now=now)
+            rows: list[services.StoredRow | None] = [None] * len(requests)
+            for position, index in enumerate(order):
+                rows[index] = stored[position]
+            return _outcomes(requests, rows, now)
     except DatabaseError:
         logger.warning("chat: a batch of %d messages failed; storing them one by one", len(order))
-        rows = None
-    else:
-        rows = [None] * len(requests)
-        for position, index in enumerate(order):
-            rows[index] = stored[position]
     outcomes: list[Outcome] = []
-    for index, request in enumerate(requests):
+    for request in requests:
         try:
-            row = (
-                rows[index] if rows is not None else services.messages_store([request], now=now)[0]
-            )
-            if row is None:
-                outcomes.append(services.post_rejected(request))
-                continue
-            posted = services.PostedMessage(
-                message=services.message_dict(request, row, now=now), created=True, state=row[2]
-            )
-            services.message_posted(request, posted, channel=row[3])
-            outcomes.append(posted)
-        except Exception as exc:  # the caller's socket reports it (an ApplicationError) or fails
+            with transaction.atomic():
+                outcomes += _outcomes([request], services.messages_store([request], now=now), now)
+        except Exception as exc:  # this message alone fails: its socket reports it
             outcomes.append(exc)
     return outcomes
 

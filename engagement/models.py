@@ -123,7 +123,15 @@ class Campaign(models.Model):
     )
     requires_consent = models.BooleanField(
         default=True,
-        help_text="Send only to shoppers who opted in to the channel (unsubscribes always apply)",
+        help_text="Send only to shoppers who opted in to the channel (unsubscribes apply unless "
+        "the campaign is transactional)",
+    )
+    transactional = models.BooleanField(
+        default=False,
+        help_text="Messages the shopper asked for or must get (a receipt, a reply, a transcript): "
+        "sent without marketing consent and despite unsubscribes, pauses, topics and frequency "
+        "caps, with no unsubscribe link; suppressed addresses (bounces, complaints) are still never sent to. "
+        "Needs consent off and no control group.",
     )
     starts_at = models.DateTimeField(null=True, blank=True, help_text="Enrols from this time")
     ends_at = models.DateTimeField(null=True, blank=True, help_text="Enrols until this time")
@@ -160,6 +168,14 @@ class Campaign(models.Model):
                 condition=Q(quiet_hours_start__isnull=True, quiet_hours_end__isnull=True)
                 | Q(quiet_hours_start__isnull=False, quiet_hours_end__isnull=False),
                 name="engagement_campaign_quiet_hours_both",
+            ),
+            # A receipt held out for a control group, or one waiting for marketing consent,
+            # would be a message the shopper asked for and never got.
+            models.CheckConstraint(
+                condition=Q(transactional=False) | Q(requires_consent=False, control_percent=0),
+                name="engagement_campaign_transactional_unconditional",
+                violation_error_message="A transactional campaign needs consent off and no "
+                "control group.",
             ),
         ]
 
@@ -244,6 +260,13 @@ class Run(models.Model):
     shopper = models.ForeignKey(Shopper, on_delete=models.CASCADE, related_name="engagement_runs")
     occurrence_key = models.CharField(max_length=200)
     data = models.JSONField(default=dict, blank=True, help_text="What the trigger passed")
+    email_to = models.EmailField(
+        blank=True,
+        default="",
+        help_text="Email steps go to this address instead of the shopper's (an address given "
+        "in a form, a staff inbox)",
+    )
+    email_reply_to = models.EmailField(blank=True, default="", help_text="Reply-To of email steps")
     state = models.CharField(max_length=16, choices=State.choices, default=State.ACTIVE)
     stop_reason = models.CharField(max_length=200, blank=True, default="")
     started_at = models.DateTimeField(default=timezone.now)

@@ -17,7 +17,9 @@ An app registers its triggers in ``AppConfig.ready``::
 and fires it, inside the transaction that decided so, with
 ``engagement.services.trigger_fire(trigger="cart_abandoned", shopper=..., occurrence_key=...,
 data={...})``. ``occurrence_key`` names this firing (a cart id and its idle period, an order
-number): firing the same occurrence twice enrols once and sends once.
+number): firing the same occurrence twice enrols once and sends once. ``email_to`` sends the
+occurrence's email steps to an address that is not (or not yet) the shopper's: the one typed into
+a form by an anonymous shopper, a staff inbox; ``email_reply_to`` sets their Reply-To.
 
 What a trigger gives a campaign:
 
@@ -53,6 +55,8 @@ class Occurrence:
     fired_at: dt.datetime
     campaign_id: int | None = None
     run_id: int | None = None
+    email_to: str = ""  # the address given to trigger_fire, when not the shopper's
+    email_reply_to: str = ""
 
 
 ContextFn = Callable[["Shopper", Occurrence], Mapping[str, Any]]

@@ -4,7 +4,8 @@ Templates use the Django template language with the trigger's context plus the v
 every message has: ``shopper``, ``first_name``, ``campaign``, ``unsubscribe_url``,
 ``preferences_url``, ``nps_links`` (eleven ``{score, url}`` for an NPS question), ``base_url``.
 HTML email bodies get their links rewritten through the signed click redirect and an open
-pixel; the plain-text part is the step's ``body_text`` or the HTML made readable.
+pixel; the plain-text part is the step's ``body_text`` or the HTML made readable. Marketing
+email gets an unsubscribe link and List-Unsubscribe headers; transactional email does not.
 """
 
 from __future__ import annotations
@@ -165,6 +166,23 @@ def message_render(
         body = template_render(step.body, context, autoescape=False).strip()
         return Rendered(subject=subject, html="", text=body, link_url=link_url)
 
+    headers: dict[str, str] = {}
+    if occurrence.email_reply_to:
+        headers["Reply-To"] = occurrence.email_reply_to
+    if campaign.transactional:
+        # A receipt or a reply is not a subscription: no unsubscribe link or header (the
+        # recipient may not even be the shopper whose marketing choices the link changes).
+        body_html = template_render(step.body, context, autoescape=True)
+        if step.body_text:
+            text = template_render(step.body_text, context, autoescape=False).strip() + "\n"
+        else:
+            text = html_to_text(body_html)
+        if track:
+            body_html = _with_pixel(_track_links(body_html, message_id, set()), message_id)
+        return Rendered(
+            subject=subject, html=body_html, text=text, link_url=link_url, headers=headers
+        )
+
     unsubscribe = context["unsubscribe_url"]
     preferences = context["preferences_url"]
     body_html = template_render(step.body, context, autoescape=True)
@@ -183,8 +201,10 @@ def message_render(
     if track:
         untracked = {unsubscribe, preferences}
         body_html = _with_pixel(_track_links(body_html, message_id, untracked), message_id)
-    headers = {
-        "List-Unsubscribe": f"<{unsubscribe}>",
-        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-    }
+    headers.update(
+        {
+            "List-Unsubscribe": f"<{unsubscribe}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        }
+    )
     return Rendered(subject=subject, html=body_html, text=text, link_url=link_url, headers=headers)

@@ -7,9 +7,12 @@ Reading guide:
   key (campaign, step, shopper, occurrence) makes a second firing a no-op.
 - ``runs_end_for_events`` stops running sequences when a trigger's end event arrives.
 - ``outbox_deliver`` claims due messages in batches (``FOR UPDATE SKIP LOCKED``), re-checks
-  consent, suppression, pause, topics, quiet hours and frequency caps under a per-shopper
+  suppression, consent, pause, topics, quiet hours and frequency caps under a per-shopper
   channel lock, then hands each message to its channel over one reused connection, committing
   ``handed_at`` immediately before the point of no return and ``sent`` right after.
+  Transactional campaigns (receipts, replies) skip the shopper's marketing choices (consent,
+  unsubscribe, pause, topics, caps) but never a suppressed address; a run's ``email_to``
+  replaces the shopper's address for its email steps.
 - ``outbox_sweep`` resolves what a dead worker left in ``sending``: never handed over -> sent
   again; possibly handed over -> sent again only on channels whose provider deduplicates
   (webhooks by delivery id, web push by Topic), otherwise marked sent without confirmation
@@ -128,6 +131,8 @@ def quiet_hours_release(
 
 def in_control_group(*, campaign: Campaign, shopper_id: int, occurrence_key: str) -> bool:
     """A stable draw: the same shopper and occurrence always land in the same group."""
+    if campaign.transactional:
+        return False
     percent = Decimal(campaign.control_percent)
     if percent <= 0:
         return False
@@ -136,6 +141,24 @@ def in_control_group(*, campaign: Campaign, shopper_id: int, occurrence_key: str
 
 
 # --- Enrolment ---------------------------------------------------------------------------
+
+
+def email_address_clean(value: str, *, field: str) -> str:
+    """A plain mailbox address, stripped and lower-cased (as suppressions are), or ``""``.
+
+    Refuses display names, lists and anything else that is not one address (a header could
+    be smuggled through it).
+    """
+    address = (value or "").strip().lower()
+    if not address:
+        return ""
+    try:
+        validate_email(address)
+    except DjangoValidationError:
+        raise ValidationError(f"{field} is not a valid email address", code="invalid") from None
+    if len(address) > 254:
+        raise ValidationError(f"{field} is longer than 254 characters", code="invalid")
+    return address
 
 
 def _active_campaigns(trigger: str, when: dt.datetime) -> list[Campaign]:
@@ -187,9 +210,12 @@ class _Kick:
 
     def __init__(self, count: int) -> None:
         self.count = count
+        self.ran = False
 
     def __call__(self) -> None:
         from engagement import tasks
+
+        self.ran = True
 
         batches = math.ceil(self.count / settings.PATRON_OUTBOX_BATCH_SIZE)
         for _ in range(min(batches, settings.PATRON_OUTBOX_PARALLELISM)):
@@ -203,7 +229,8 @@ def outbox_kick(*, count: int) -> None:
     db = transaction.get_connection()
     if db.in_atomic_block:
         for _, callback, _ in db.run_on_commit:
-            if isinstance(callback, _Kick):
+            # One that already ran (a test's captured callbacks) cannot carry more work.
+            if isinstance(callback, _Kick) and not callback.ran:
                 callback.count += count
                 return
     on_commit(_Kick(count))
@@ -218,6 +245,8 @@ def trigger_fire(
     data: Mapping[str, Any] | None = None,
     occurred_at: dt.datetime | None = None,
     campaign_ids: Collection[int] | None = None,
+    email_to: str = "",
+    email_reply_to: str = "",
 ) -> list[Run]:
     """Enrol ``shopper`` in every active campaign of ``trigger`` whose audience includes them.
 
@@ -225,7 +254,10 @@ def trigger_fire(
     commit with it. Idempotent per (campaign, shopper, ``occurrence_key``): firing again
     returns no new runs and writes no message. Control-group shoppers get a held-out run and
     no messages. ``data`` (JSON-serialisable) is kept on the run and given to the templates.
-    Returns the runs created now.
+    ``email_to`` sends the email steps of these runs to that address instead of the
+    shopper's (other channels are unaffected); ``email_reply_to`` is their Reply-To. Both must
+    be plain addresses (``ValidationError`` otherwise). Suppressions apply to the address
+    actually sent to. Returns the runs created now.
     """
     trigger_type = registry.trigger_get(trigger)
     if trigger_type is None:
@@ -233,6 +265,8 @@ def trigger_fire(
     occurrence_key = occurrence_key.strip()
     if not occurrence_key or len(occurrence_key) > 200:
         raise ValidationError("occurrence_key must be 1-200 characters")
+    email_to = email_address_clean(email_to, field="email_to")
+    email_reply_to = email_address_clean(email_reply_to, field="email_reply_to")
     now = timezone.now()
     shopper = commerce_services.shopper_current(shopper)
     payload = _json(data)
@@ -253,6 +287,8 @@ def trigger_fire(
                     shopper=shopper,
                     occurrence_key=occurrence_key,
                     data=payload,
+                    email_to=email_to,
+                    email_reply_to=email_reply_to,
                     state=Run.State.HELD_OUT if held_out else Run.State.ACTIVE,
                     started_at=now,
                     occurred_at=occurred_at or now,
@@ -402,6 +438,8 @@ def _occurrence(run: Run) -> Occurrence:
         fired_at=run.occurred_at,
         campaign_id=run.campaign_id,
         run_id=run.pk,
+        email_to=run.email_to,
+        email_reply_to=run.email_reply_to,
     )
 
 
@@ -503,7 +541,7 @@ def _lock_shopper_channels(messages: Sequence[Message]) -> None:
 def _recipient(message: Message, push: Mapping[int, list[PushSubscription]]) -> str:
     shopper = message.shopper
     if message.channel == Channel.EMAIL:
-        address = shopper.email.strip().lower()
+        address = (message.run.email_to or shopper.email).strip().lower()
         try:
             validate_email(address)
         except DjangoValidationError:
@@ -575,7 +613,9 @@ def outbox_claim(*, worker: str, limit: int) -> list[_Approved]:
         ).order_by("pk"):
             push[sub.shopper_id].append(sub)
 
-    capped = [m for m in messages if m.campaign.frequency_cap is not None]
+    capped = [
+        m for m in messages if m.campaign.frequency_cap is not None and not m.campaign.transactional
+    ]
     recent: dict[tuple[int, str], list[dt.datetime]] = defaultdict(list)
     if capped:
         longest = max(m.campaign.frequency_cap_hours for m in capped)
@@ -591,6 +631,8 @@ def outbox_claim(*, worker: str, limit: int) -> list[_Approved]:
                 | Q(state=Message.State.SENDING, claimed_at__gte=cutoff, claimed_by__gt="")
             )
             .exclude(pk__in=ids)
+            # Receipts and replies do not use up the shopper's allowance of marketing.
+            .exclude(campaign__transactional=True)
             .values_list("shopper_id", "channel", "sent_at", "claimed_at")
         )
         for shopper_id, channel, sent_at, claimed_at in rows:
@@ -631,12 +673,7 @@ def outbox_claim(*, worker: str, limit: int) -> list[_Approved]:
             _set_outcome(message, state=Message.State.SKIPPED, reason=f"no {channel} address")
             continue
         if channel in SUBSCRIBABLE_CHANNELS:
-            if (shopper.pk, channel) in unsubscribed:
-                _set_outcome(message, state=Message.State.SKIPPED, reason="unsubscribed")
-                continue
-            if campaign.requires_consent and not getattr(shopper, _CONSENT_FIELD[channel]):
-                _set_outcome(message, state=Message.State.SKIPPED, reason="no consent")
-                continue
+            # An address that bounced or complained is never sent to, whatever the message.
             if (channel, recipient) in suppressed:
                 _set_outcome(
                     message,
@@ -644,7 +681,17 @@ def outbox_claim(*, worker: str, limit: int) -> list[_Approved]:
                     reason=f"suppressed ({suppressed[(channel, recipient)]})",
                 )
                 continue
-            preference = preferences.get(shopper.pk)
+            # The shopper's marketing choices (consent, unsubscribe, pause, topics) do not
+            # stop a transactional message: a receipt or a reply they asked for.
+            if campaign.transactional:
+                pass
+            elif (shopper.pk, channel) in unsubscribed:
+                _set_outcome(message, state=Message.State.SKIPPED, reason="unsubscribed")
+                continue
+            elif campaign.requires_consent and not getattr(shopper, _CONSENT_FIELD[channel]):
+                _set_outcome(message, state=Message.State.SKIPPED, reason="no consent")
+                continue
+            preference = None if campaign.transactional else preferences.get(shopper.pk)
             if preference is not None:
                 if preference.paused_until and preference.paused_until > now:
                     _set_outcome(message, state=Message.State.SKIPPED, reason="paused by shopper")
@@ -681,13 +728,14 @@ def outbox_claim(*, worker: str, limit: int) -> list[_Approved]:
                     reason=f"quiet hours: postponed to {release.isoformat()}",
                 )
                 continue
-            if campaign.frequency_cap is not None:
+            if campaign.frequency_cap is not None and not campaign.transactional:
                 window_start = now - dt.timedelta(hours=campaign.frequency_cap_hours)
                 sent_recently = [t for t in recent[(shopper.pk, channel)] if t >= window_start]
                 if len(sent_recently) >= campaign.frequency_cap:
                     _set_outcome(message, state=Message.State.SKIPPED, reason="frequency cap")
                     continue
-            recent[(shopper.pk, channel)].append(now)
+            if not campaign.transactional:
+                recent[(shopper.pk, channel)].append(now)
         approved.append(
             _Approved(
                 message=message,
@@ -1057,7 +1105,11 @@ def shopper_unsubscribe(
     except IntegrityError:
         return False
     Shopper.objects.filter(pk=shopper.pk).update(**{_CONSENT_FIELD[channel]: False})
-    Message.objects.filter(shopper=shopper, channel=channel, state=Message.State.SCHEDULED).update(
+    scheduled = Message.objects.filter(
+        shopper=shopper, channel=channel, state=Message.State.SCHEDULED
+    )
+    # A receipt or a reply already on its way is not marketing: it still goes.
+    scheduled.exclude(campaign__transactional=True).update(
         state=Message.State.SKIPPED, reason="unsubscribed"
     )
     return True

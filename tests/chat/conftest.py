@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -79,8 +80,18 @@ def chat_settings(db: Any) -> Iterator[ChatSettings]:
         },
     )
     services.chat_settings_invalidate()
+    chat_email_campaigns_seed()
     yield row
     services.chat_settings_invalidate()
+
+
+def chat_email_campaigns_seed() -> None:
+    """The campaigns chat's emails go through, as migration 0004 seeds them (again after a
+    transactional test flushed them; the seed skips triggers that have a campaign)."""
+    from django.apps import apps
+
+    seed = importlib.import_module("chat.migrations.0004_seed_chat_email_campaigns")
+    seed.seed_campaigns(apps, None)
 
 
 @pytest.fixture

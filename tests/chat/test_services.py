@@ -365,9 +365,10 @@ def test_outside_business_hours_the_shopper_leaves_an_email(
     conversation.refresh_from_db()
     assert conversation.channel == Conversation.Channel.EMAIL
     assert conversation.follow_up_email == "ada@example.com"
-    assert [m.to for m in mail.outbox] == [["support@shop.example"], ["ada@example.com"]]
-    assert mail.outbox[0].reply_to == ["ada@example.com"]
-    assert "Call me back" in mail.outbox[0].body
+    notice, receipt = sorted(mail.outbox, key=lambda m: m.to != ["support@shop.example"])
+    assert (notice.to, receipt.to) == (["support@shop.example"], ["ada@example.com"])
+    assert notice.extra_headers["Reply-To"] == "ada@example.com"
+    assert "Call me back" in notice.body
     mail.outbox.clear()
 
     agent = make_agent("bob", online=False)

@@ -74,6 +74,6 @@ DROP FUNCTION chat_messages_post(
 
 
 class Migration(migrations.Migration):
-    dependencies = [("chat", "0003_chat_email_outbox")]
+    dependencies = [("chat", "0005_remove_chat_email")]
 
     operations = [migrations.RunSQL(CREATE, DROP)]
