@@ -481,7 +481,7 @@ class ShopperConsumer(ChatSocket):
                 shopper_id=self.shopper.pk,
             )
             try:
-                posted = await self.writer.post(request)
+                posted = await self.writer.post(request, sender=self.channel_name)
             except services.Conflict:
                 pass  # resolved: shopper_message_post below reopens it
             else:
@@ -752,8 +752,8 @@ class AgentConsumer(ChatSocket):
         cid = frame["conversation_id"]
         internal = bool(frame.get("internal", False))
         if cid in self.delivered:
-            # The hot path, through the writer: a note, or a reply in a conversation assigned
-            # to this agent (anything else goes to agent_message_post, which may assign it).
+            # The hot path, through the writer: a note, or a reply in a live chat assigned to
+            # this agent (anything else goes to agent_message_post, which may assign it).
             # The agent permission was checked at connect, as agent_message_post's check on
             # this cached user would.
             request = services.post_request(
@@ -765,9 +765,12 @@ class AgentConsumer(ChatSocket):
                 internal=internal,
                 states=None if internal else (services.State.ASSIGNED,),
                 holder_id=None if internal else self.user.pk,
+                # A reply in an email follow-up is emailed, in the reply's transaction: that
+                # is agent_message_post's, not a batch's.
+                channel=None if internal else services.Conversation.Channel.CHAT,
             )
             try:
-                posted = await self.writer.post(request)
+                posted = await self.writer.post(request, sender=self.channel_name)
             except services.Conflict:
                 pass
             else:

@@ -334,6 +334,8 @@ class PostRequest:
     # assigned to that agent; else the row comes back empty and ``post_rejected`` says why.
     states: tuple[str, ...] = ()
     holder_id: int | None = None
+    # With a channel, store only in a conversation on that channel (``Conversation.Channel``).
+    channel: str | None = None
 
 
 def post_request(
@@ -348,6 +350,7 @@ def post_request(
     shopper_id: int | None = None,
     states: tuple[str, ...] | None = None,
     holder_id: int | None = None,
+    channel: str | None = None,
 ) -> PostRequest:
     """Check one message's fields (``ValidationError``) and make its ``PostRequest``."""
     body = clean_body(body)
@@ -365,6 +368,7 @@ def post_request(
         shopper_id=shopper_id,
         states=tuple(str(s) for s in (states or _STATES_FOR[Author(author_kind)])),
         holder_id=holder_id,
+        channel=channel,
     )
 
 
@@ -386,7 +390,7 @@ def messages_store(requests: Sequence[PostRequest], *, now: dt.datetime) -> list
         cursor.execute(
             "SELECT r_id, r_seq, r_state, r_channel FROM chat_messages_post("
             "%s, %s::bigint[], %s::text[], %s::text[], %s::text[], %s::integer[], %s::text[], "
-            "%s::boolean[], %s::text[], %s::boolean[], %s::bigint[], %s::integer[]) "
+            "%s::boolean[], %s::text[], %s::boolean[], %s::bigint[], %s::integer[], %s::text[]) "
             "ORDER BY r_index",
             [
                 now,
@@ -401,6 +405,7 @@ def messages_store(requests: Sequence[PostRequest], *, now: dt.datetime) -> list
                 [r.author_kind == Author.AGENT and not r.internal for r in requests],
                 [r.shopper_id for r in requests],
                 [r.holder_id for r in requests],
+                [r.channel for r in requests],
             ],
         )
         rows = cursor.fetchall()

@@ -57,6 +57,9 @@ PUSH_MESSAGE = b"message"
 PUSH_SUBSCRIBE = b"subscribe"
 PUSH_PONG = b"pong"
 RESUBSCRIBE_CHUNK = 500
+# Marks a group message that one member channel must not get (``group_send_many``): msgpack
+# output never starts with "!", and channel names never contain a newline.
+EXCLUDING = b"!"
 
 
 def _pack(*args: bytes) -> bytes:
@@ -207,8 +210,13 @@ class _LoopState:
                 target, payload = _deserialize(data)
                 self.deliver(target, _serialize(payload))
             else:
+                skip = None
+                if data[:1] == EXCLUDING:  # b"!" channel b"\n" payload: not to that channel
+                    cut = data.index(b"\n")
+                    skip, data = data[1:cut].decode(), data[cut + 1 :]
                 for channel in self.members.get(name, ()):
-                    self.deliver(channel, data)
+                    if channel != skip:
+                        self.deliver(channel, data)
                 if name.startswith(self.plain_prefix):
                     self.deliver(self.layer.plain_channel(name), data)
         elif kind == PUSH_SUBSCRIBE:
@@ -533,12 +541,19 @@ class PushPubSubChannelLayer(BaseChannelLayer):
         self.require_valid_group_name(group)
         await self._publish(self.redis_name("g", group), _serialize(message))
 
-    async def group_send_many(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
-        """``group_send`` of several messages, in order, in one write and one round trip."""
+    async def group_send_many(self, messages: list[tuple[str, dict[str, Any], str | None]]) -> None:
+        """``group_send`` of several messages, in order, in one write and one round trip. Each
+        is ``(group, message, excluded)``: ``excluded``, when not None, is a member channel
+        that does not get that message (the sender's own, which already has it): the process
+        that holds it then drops it on arrival instead of waking its consumer."""
         items = []
-        for group, message in messages:
+        for group, message, excluded in messages:
             self.require_valid_group_name(group)
-            items.append((self.redis_name("g", group), _serialize(message)))
+            data = _serialize(message)
+            if excluded is not None:
+                self.require_valid_channel_name(excluded)
+                data = EXCLUDING + excluded.encode() + b"\n" + data
+            items.append((self.redis_name("g", group), data))
         state = self._state(create=False)
         if state is None:
             for name, data in items:

@@ -3,7 +3,7 @@
 Each message takes the next ``seq`` of its conversation under the conversation's row lock, unless
 its ``client_id`` is already stored there, the conversation is not in a state that accepts its
 author, the conversation is someone else's (with a shopper id) or not assigned to the given
-agent (with a holder id); such a message returns a row
+agent (with a holder id) or not on the given channel; such a message returns a row
 of NULLs, and the caller finds out why. A batch is one transaction, one round trip and one WAL
 flush however many messages it holds; PL/pgSQL caches the plan of the loop's statement per
 session, which a prepared statement did before.
@@ -24,7 +24,8 @@ CREATE FUNCTION chat_messages_post(
     p_intent text[],
     p_first_response boolean[],
     p_shopper bigint[],
-    p_holder integer[]
+    p_holder integer[],
+    p_channel text[]
 ) RETURNS TABLE (r_index integer, r_id bigint, r_seq integer, r_state text, r_channel text)
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -45,6 +46,7 @@ BEGIN
                AND conv.state = ANY(string_to_array(p_states[i], ','))
                AND (p_shopper[i] IS NULL OR conv.shopper_id = p_shopper[i])
                AND (p_holder[i] IS NULL OR conv.assigned_agent_id = p_holder[i])
+               AND (p_channel[i] IS NULL OR conv.channel = p_channel[i])
                AND NOT EXISTS (
                    SELECT 1 FROM chat_message m
                     WHERE m.conversation_id = p_cid[i] AND m.client_id = p_client_id[i])
@@ -68,7 +70,7 @@ $$;
 DROP = """
 DROP FUNCTION chat_messages_post(
     timestamptz, bigint[], text[], text[], text[], integer[], text[], boolean[], text[],
-    boolean[], bigint[], integer[]
+    boolean[], bigint[], integer[], text[]
 );
 """
 

@@ -280,3 +280,34 @@ def test_redis_restart_fails_fast_while_down_then_recovers(tmp_path):
     assert outcome["after"] == {"type": "after"}
     assert outcome["quiet"]
     assert outcome["both"] == [{"type": "both"}, {"type": "both"}]
+
+
+def test_group_send_many_keeps_order_and_skips_only_the_excluded_channel():
+    prefix = f"test-layer-{uuid.uuid4().hex[:8]}"
+
+    async def scenario() -> tuple[list[Any], list[Any], list[Any], bool]:
+        one, two = make_layer(prefix=prefix), make_layer(prefix=prefix)
+        sender, other_tab = await one.new_channel(), await one.new_channel()
+        agent = await two.new_channel()
+        for layer, channel in ((one, sender), (one, other_tab), (two, agent)):
+            await layer.group_add("chat.c.1", channel)
+        await one.group_send_many(
+            [
+                ("chat.c.1", {"type": "chat.event", "n": 1}, sender),
+                ("chat.c.1", {"type": "chat.event", "n": 2}, None),
+                ("chat.c.1", {"type": "chat.event", "n": 3}, sender),
+            ]
+        )
+        got_sender = [await one.receive(sender)]
+        got_other_tab = [await one.receive(other_tab) for _ in range(3)]
+        got_agent = [await two.receive(agent) for _ in range(3)]
+        quiet_sender = await nothing_within(one, sender, 0.3)
+        await one.flush()
+        await two.flush()
+        return got_sender, got_other_tab, got_agent, quiet_sender
+
+    got_sender, got_other_tab, got_agent, quiet_sender = asyncio.run(scenario())
+    assert [m["n"] for m in got_sender] == [2]
+    assert quiet_sender
+    assert [m["n"] for m in got_other_tab] == [1, 2, 3]
+    assert [m["n"] for m in got_agent] == [1, 2, 3]
