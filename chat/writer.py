@@ -71,12 +71,16 @@ def _outcomes(
 
 
 def _store(requests: list[services.PostRequest]) -> list[Outcome]:
-    """In a database thread: store ``requests``, then sort out what was not stored.
+    maintain_connections()
+    return batch_store(requests)
+
+
+def batch_store(requests: list[services.PostRequest]) -> list[Outcome]:
+    """Store ``requests``, then sort out what was not stored; each request's outcome, in order.
 
     One statement in autocommit, one round trip: what follows a message here is only the
     consoles' inbox update, published after commit (sockets send replies to email follow-ups,
     whose emails must be stored in the reply's transaction, through ``message_post``)."""
-    maintain_connections()
     now = timezone.now()
     # Rows are locked in the order given: by conversation, so concurrent batches cannot deadlock
     # (a stable sort keeps each conversation's messages in the order they arrived).

@@ -14,8 +14,10 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from websockets.exceptions import InvalidStatus
 
+from chat import emails
 from chat.models import AgentStatus, BusinessHours, ChatSettings, Conversation, Message
 from commerce.models import WriteKey
+from engagement.models import Message as OutboxMessage
 from tests.chat.conftest import (  # noqa: F401  (fixtures)
     chat_settings,
     consoles_disconnected,
@@ -487,3 +489,58 @@ def test_a_console_closed_while_it_is_being_greeted_goes_offline(server, chat):
         time.sleep(0.05)
         status.refresh_from_db()
     assert (status.connections, status.status) == (0, "offline")
+
+
+def test_a_console_reply_to_an_offline_message_is_emailed_with_the_reply(server, chat, closed_now):
+    """Replies in live chats take the batched path; a reply in an email follow-up must not (its
+    email is stored in the reply's transaction): the console's frame still gets its ack."""
+    agent = make_agent("anna", online=False)
+    cookie = session_cookie(agent)
+
+    async def scenario() -> tuple[int, list[int], list[str]]:
+        shopper, _ = await shopper_socket(server, chat, anonymous_id="anon-night-3")
+        await shopper.send({"type": "handoff.request"})
+        await shopper.expect("offline.prompt")
+        await shopper.send(
+            {
+                "type": "offline.submit",
+                "email": "night@example.com",
+                "body": "Call me",
+                "client_id": "o1",
+            }
+        )
+        ack = await shopper.expect("message.ack", client_id="o1")
+        cid = ack["message"]["conversation_id"]
+
+        console = await ChatClient(server, "/ws/console/", cookie=cookie).connect()
+        await console.expect("canned.list")
+        await console.send({"type": "conversation.open", "conversation_id": cid, "ref": "o"})
+        await console.expect("conversation.opened", ref="o")
+        for _ in range(2):  # a console that re-sends after a reconnect: one reply, one email
+            await console.send(
+                {"type": "message.send", "conversation_id": cid, "client_id": "a1", "body": "At 10"}
+            )
+        reply = await console.expect("message.ack", client_id="a1")
+        again = await console.expect("message.ack", client_id="a1")
+        assert again["message"] == reply["message"]
+        # Now assigned to Anna: a second reply would pass a batch's state and holder checks.
+        await console.send(
+            {"type": "message.send", "conversation_id": cid, "client_id": "a2", "body": "Or 11"}
+        )
+        second = await console.expect("message.ack", client_id="a2")
+        heard = [
+            (await shopper.expect("message.new", message__client_id=client_id))["message"]["body"]
+            for client_id in ("a1", "a2")
+        ]
+        await console.close()
+        await shopper.close()
+        return cid, [reply["message"]["id"], second["message"]["id"]], heard
+
+    cid, reply_ids, heard = asyncio.run(scenario())
+
+    assert heard == ["At 10", "Or 11"]
+    assert Message.objects.filter(conversation_id=cid, author_kind="agent").count() == 2
+    follow_ups = OutboxMessage.objects.filter(campaign__trigger=emails.FOLLOW_UP).order_by("pk")
+    assert [(m.run.email_to, m.run.occurrence_key) for m in follow_ups] == [
+        ("night@example.com", f"chat-message:{message_id}") for message_id in reply_ids
+    ]
