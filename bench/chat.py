@@ -2,7 +2,7 @@
 ``websockets`` echo server measured in the same run with the same client code.
 
     python bench/chat.py [--conversations 500] [--agents 50] [--workers 2] [--seconds 4]
-                         [--levels 1000,1500,...] [--clients 2] [--layer push|channels-redis]
+                         [--levels 1000,2000,...] [--clients 2] [--layer push|channels-redis]
 
 What it does:
 
@@ -17,9 +17,10 @@ What it does:
 3. opens 500 shopper sockets and 50 agent sockets from ``--clients`` load-generator processes
    (uvloop, websockets' sans-I/O protocol on a bare asyncio transport, frames matched as bytes,
    no JSON decoding: the load generator shares the 2 cores with the server, so it must be
-   cheap), then offers a steady (open-loop) load at increasing rates, spread round-robin over
-   the conversations. Each message is stored in PostgreSQL and delivered to the agent's socket;
-   the latency is from the shopper's send to the agent's receipt of ``message.new``;
+   cheap), warms up for 2 s at 1,000 messages/s (not measured), then offers a steady
+   (open-loop) load at increasing rates, spread round-robin over the conversations. Each
+   message is stored in PostgreSQL and delivered to the agent's socket; the latency is from the
+   shopper's send to the agent's receipt of ``message.new``;
 4. runs a bare ``websockets`` echo server (its own process, as shipped: ``serve`` + ``async for
    ... send``) with 200 closed-loop clients on the same load-generator code and processes;
 5. prints one line per level and, last, one JSON line: ``msgs_per_s`` is the highest offered
@@ -55,6 +56,8 @@ from core.servers import uvicorn_command  # noqa: E402 (needs the checkout on sy
 
 P99_TARGET_MS = 50.0
 SUSTAINED = 0.97  # a level is sustained when this share of the offered rate is delivered
+WARM_UP_RATE = 1000  # messages/s for WARM_UP_SECONDS before the first measured level
+WARM_UP_SECONDS = 2.0
 
 
 # --- database and server -------------------------------------------------------------------
@@ -579,6 +582,16 @@ def chat_load(
     client_pids = [process.pid for process in processes]
     server_pids = process_tree(server_pid)
     try:
+        # Warm-up, not measured: each process's first messages open its writer's database
+        # connection and compile its plan of chat_messages_post.
+        for process in processes:
+            assert process.stdin is not None
+            process.stdin.write(f"run {WARM_UP_RATE / clients} {WARM_UP_SECONDS}\n")
+            process.stdin.flush()
+        for process in processes:
+            assert process.stdout is not None
+            process.stdout.readline()
+        time.sleep(0.5)
         for rate in levels:
             share = rate / clients
             pg_pids = postgres_backends(database_url)
@@ -716,7 +729,9 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=50)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--levels", default="250,500,750,1000,1250,1500,2000,2500,3000")
+    parser.add_argument(
+        "--levels", default="1000,2000,3000,4000,5000,5500,6000,6500,7000,8000,9000"
+    )
     parser.add_argument("--clients", type=int, default=2, help="load-generator processes")
     parser.add_argument("--layer", choices=["push", "channels-redis"], default="push")
     parser.add_argument("--ws", default="websockets-sansio", help="uvicorn --ws implementation")
