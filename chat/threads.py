@@ -16,9 +16,9 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections, connections
 
-# Each call waits for its commit (the WAL flush) in one of these threads; PostgreSQL flushes the
-# commits of concurrent sessions together, so throughput grows with the threads in flight (each
-# holds one database connection). asyncio's default pool has only cpu_count + 4 (6 here).
+# Every frame but message.send (which goes to chat.writer) does its database work here: hello,
+# opening a conversation, hand-offs. Each thread holds one database connection; asyncio's
+# default pool has only cpu_count + 4.
 DB_THREADS = 16
 executor = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="chat-db")
 
