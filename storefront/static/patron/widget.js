@@ -789,8 +789,7 @@
     ui.transcriptToggle.hidden = !state.conversationId;
     if (current !== "queued") ui.queue.hidden = true;
     // Queued outside business hours: nobody will answer live, so ask for an email. (The
-    // offline.prompt frame says the same; a socket that joined the conversation only after the
-    // hand-off started it can miss that frame, so the state alone is enough.)
+    // offline.prompt frame says so at the hand-off; after a page load only the state does.)
     if (current === "queued" && conversation.business_hours_open === false) showOfflineForm(null);
   }
 
