@@ -55,12 +55,11 @@ def _outcomes(
     """Each request's result, as ``services.message_post`` would return or raise it."""
     outcomes: list[Outcome] = []
     for request, row in zip(requests, rows, strict=True):
-        try:
-            if row is None:
+        if row is None:
+            try:
                 outcomes.append(services.post_rejected(request))
-                continue
-        except ApplicationError as exc:  # reported to the socket that sent it
-            outcomes.append(exc)
+            except ApplicationError as exc:  # reported to the socket that sent it
+                outcomes.append(exc)
             continue
         posted = services.PostedMessage(
             message=services.message_dict(request, row, now=now), created=True, state=row[2]

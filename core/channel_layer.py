@@ -119,23 +119,19 @@ class _Connection(asyncio.Protocol):
         if self.on_lost is not None:
             self.on_lost(self)
 
-    def write(self, *args: bytes) -> None:
+    def write(self, *commands: tuple[bytes, ...]) -> None:
+        """Send ``commands`` (each a tuple of arguments) in one write, expecting no replies."""
         if self.lost or self.transport is None or self.transport.is_closing():
             raise RedisConnectionError("Not connected to Redis.")
-        self.transport.write(_pack(*args))
+        self.transport.write(b"".join(_pack(*command) for command in commands))
 
     def command(self, *args: bytes) -> asyncio.Future[Any]:
-        self.write(*args)
-        waiter = self.loop.create_future()
-        self.waiters.append(waiter)
-        return waiter
+        return self.pipeline([args])
 
     def pipeline(self, commands: list[tuple[bytes, ...]]) -> asyncio.Future[Any]:
         """Send ``commands`` in one write; the future has the last one's reply (Redis answers in
         order, so it also means every earlier command was answered)."""
-        if self.lost or self.transport is None or self.transport.is_closing():
-            raise RedisConnectionError("Not connected to Redis.")
-        self.transport.write(b"".join(_pack(*command) for command in commands))
+        self.write(*commands)
         self.waiters.extend([None] * (len(commands) - 1))
         waiter = self.loop.create_future()
         self.waiters.append(waiter)
@@ -294,7 +290,7 @@ class _LoopState:
         names = sorted(self.wanted)
         for start in range(0, len(names), RESUBSCRIBE_CHUNK):
             chunk = names[start : start + RESUBSCRIBE_CHUNK]
-            connection.write(b"SUBSCRIBE", *chunk)
+            connection.write((b"SUBSCRIBE", *chunk))
             for name in chunk:
                 self.pending.setdefault(name, deque()).append(self.loop.create_future())
         if self.health is None or self.health.done():
@@ -309,7 +305,7 @@ class _LoopState:
                 continue
             self.pong = self.loop.create_future()
             try:
-                connection.write(b"PING")
+                connection.write((b"PING",))
                 await asyncio.wait_for(asyncio.shield(self.pong), self.layer.socket_timeout)
             except (TimeoutError, RedisConnectionError):
                 logger.warning("channel layer: Redis did not answer PING; reconnecting")
@@ -340,7 +336,7 @@ class _LoopState:
     async def subscribe(self, name: bytes) -> None:
         connection = await self.ready()
         if name not in self.wanted:
-            connection.write(b"SUBSCRIBE", name)
+            connection.write((b"SUBSCRIBE", name))
             self.wanted.add(name)
             self.pending.setdefault(name, deque()).append(self.loop.create_future())
         await self.confirmed(name)
@@ -351,7 +347,7 @@ class _LoopState:
         self.wanted.discard(name)
         if self.subscriber is not None:
             with contextlib.suppress(RedisConnectionError):
-                self.subscriber.write(b"UNSUBSCRIBE", name)
+                self.subscriber.write((b"UNSUBSCRIBE", name))
 
     # --- local channels and groups ----------------------------------------------------------
 
@@ -404,8 +400,7 @@ class _LoopState:
         return connection
 
     async def publish(self, name: bytes, data: bytes) -> None:
-        connection = await self.connected_publisher()
-        await connection.command(b"PUBLISH", name, data)
+        await self.publish_many([(name, data)])
 
     async def publish_many(self, items: list[tuple[bytes, bytes]]) -> None:
         connection = await self.connected_publisher()
