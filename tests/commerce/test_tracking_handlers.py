@@ -9,7 +9,7 @@ import pytest
 
 from commerce.models import Event, Order, Product, Refund, Review, Shopper, WriteKey
 from tests.commerce.tracking_support import post, track
-from tests.support.identity import identity_secret, user_hash  # noqa: F401  (fixture)
+from tests.support.identity import user_hash
 
 pytestmark = pytest.mark.django_db
 

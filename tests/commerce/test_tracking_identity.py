@@ -17,7 +17,7 @@ import pytest
 
 from commerce.models import Event, Shopper, ShopperAlias, WriteKey
 from tests.commerce.tracking_support import SENT_AT, post, track
-from tests.support.identity import identity_secret, user_hash  # noqa: F401  (fixture)
+from tests.support.identity import user_hash
 
 pytestmark = pytest.mark.django_db
 
@@ -104,7 +104,8 @@ def test_a_browser_identify_without_valid_proof_never_touches_the_customer(
     event = Event.objects.get(message_id="f-1")
     evil = ShopperAlias.objects.get(anonymous_id="anon-evil").shopper
     assert (event.shopper_id, event.user_id) == (evil.pk, "")
-    assert evil.pk != ana.pk and evil.customer_id is None and evil.merged_into_id is None
+    assert evil.pk != ana.pk
+    assert (evil.customer_id, evil.merged_into_id) == (None, None)
     # Ana's contact data and consent are unchanged, nothing was merged into her,
     assert _contact(ana) == ANA_CONTACT
     assert ana.merged_from.count() == 0
@@ -136,7 +137,8 @@ def test_a_browser_cannot_change_a_customer_through_her_anonymous_id(
     # then the id now belongs to a new anonymous shopper that holds the calls and traits,
     assert response.status_code == 200, response.content
     newcomer = ShopperAlias.objects.get(anonymous_id="anon-ana").shopper
-    assert newcomer.pk != ana.pk and newcomer.customer_id is None
+    assert newcomer.pk != ana.pk
+    assert newcomer.customer_id is None
     assert set(Event.objects.values_list("shopper_id", flat=True)) == {newcomer.pk}
     assert (newcomer.email, newcomer.first_name) == ("next@example.net", "Next")
     # and Ana is untouched.
@@ -259,7 +261,7 @@ def test_an_unproven_user_id_without_anonymous_id_is_refused_and_nothing_is_stor
     assert response.json()["error"]["code"] == "identity_unverified"
     assert response.json()["error"]["detail"] == {"index": 1}
     assert Event.objects.count() == 0
-    assert Shopper.objects.count() == 1 and ShopperAlias.objects.count() == 1
+    assert (Shopper.objects.count(), ShopperAlias.objects.count()) == (1, 1)
     assert _contact(ana) == ANA_CONTACT
 
 

@@ -14,7 +14,7 @@ from commerce.models import Product, Shopper, ShopperAlias, WriteKey
 from engagement import services
 from engagement.models import Message, ProductWatch, PushSubscription
 from tests.engagement.conftest import make_campaign, make_shopper
-from tests.support.identity import identity_secret, user_hash  # noqa: F401  (fixture)
+from tests.support.identity import user_hash
 
 pytestmark = pytest.mark.django_db
 
