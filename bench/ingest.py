@@ -71,6 +71,7 @@ def base_database_url() -> str:
         return url
     from config import embedded
 
+    embedded.ensure_started(database=True, redis=False)
     return embedded.database_url()
 
 

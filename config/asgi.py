@@ -5,7 +5,12 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from config import embedded
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+# A serving process starts the embedded servers it needs (a no-op with both URLs set).
+embedded.start_missing()
 
 # Django must be set up before anything imports models.
 django_asgi_app = get_asgi_application()
