@@ -76,7 +76,7 @@ def test_make_run_answers_and_make_stop_leaves_no_process(tmp_path: Path) -> Non
             time.sleep(0.5)
             output = Path(log.name).read_text()
         # ... every server answers already, and beat's ticks stay out of the console.
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:  # noqa: S310 (local server)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
             assert response.status == 200
             body = json.loads(response.read())
         assert body["status"] == "ok"
