@@ -104,7 +104,7 @@ def drop_database(url: str) -> None:
 
 CHANNELS_REDIS_SETTINGS = textwrap.dedent(
     """
-    from config.settings import *  # noqa: F403
+    from config.settings import *  # noqa: F403  (a settings module that extends Patron's)
     from config.settings import CHANNEL_LAYERS, REDIS_URL
 
     CHANNEL_LAYERS = {

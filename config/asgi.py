@@ -15,11 +15,11 @@ embedded.start_missing()
 # Django must be set up before anything imports models.
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (Django must be set up before these import models)
 
-from chat.origins import OriginPolicy  # noqa: E402
-from config.routing import websocket_urlpatterns  # noqa: E402
-from core.websocket_auth import HandshakeAuthMiddleware  # noqa: E402
+from chat.origins import OriginPolicy  # noqa: E402  (Django must be set up before these import models)
+from config.routing import websocket_urlpatterns  # noqa: E402  (Django must be set up before these import models)
+from core.websocket_auth import HandshakeAuthMiddleware  # noqa: E402  (Django must be set up before these import models)
 
 application = ProtocolTypeRouter(
     {

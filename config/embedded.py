@@ -128,9 +128,11 @@ def _ensure_postgres() -> bool:
     os.environ.setdefault("XDG_RUNTIME_DIR", str(_runtime_dir()))
     with _locked("postgres"):
         was_running = _postgres_running()
-        import pgserver  # imported lazily: only embedded mode needs it
+        # Imported lazily: only embedded mode needs it (the defining module: the package's
+        # __init__ re-exports it implicitly).
+        from pgserver.postgres_server import get_server
 
-        server = pgserver.get_server(_pgdata(), cleanup_mode=None)
+        server = get_server(_pgdata(), cleanup_mode=None)
         exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")  # noqa: S608 (a constant)
         if "(1 row)" not in exists:
             server.psql(f"CREATE DATABASE {DATABASE_NAME};")

@@ -12,17 +12,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import django_stubs_ext
 import environ
 
 from config import embedded
 from config.env import ConfigurationError, database_from_url, env_bool, env_int, env_list, env_str
+
+# Django's generic classes (ModelAdmin[Model], ModelForm[Model]) accept type arguments at run
+# time as they do for mypy.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEBUG = env_bool("DEBUG", default=True)
 TESTING = env_bool("PATRON_TESTING", default=False)
 
-_DEV_SECRET = "patron-embedded-development-key-not-for-production-use-0123456789"  # noqa: S105
+_DEV_SECRET = "patron-embedded-development-key-not-for-production-use-0123456789"  # noqa: S105  (a public development key, refused when DEBUG is off)
 SECRET_KEY = env_str("SECRET_KEY") or (_DEV_SECRET if DEBUG else "")
 if not SECRET_KEY:
     raise ConfigurationError("SECRET_KEY must be set when DEBUG is off")
