@@ -22,7 +22,7 @@ from commerce import selectors, services
 from commerce.models import Shopper
 
 
-class VisitorIdentitySerializer(serializers.Serializer):
+class VisitorIdentitySerializer(serializers.Serializer[Any]):
     """Who the browser says it is: an anonymous id and/or a customer id with its proof."""
 
     anonymous_id = serializers.CharField(max_length=255, required=False, allow_blank=True)

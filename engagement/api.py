@@ -56,7 +56,7 @@ class WriteKeyAuthentication(BaseAuthentication):
         return 'Basic realm="patron"'
 
 
-class WriteKeyScheme(OpenApiAuthenticationExtension):
+class WriteKeyScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]  # drf-spectacular's __init_subclass__ is unannotated
     target_class = "engagement.api.WriteKeyAuthentication"
     name = "engagementWriteKey"
 
@@ -105,7 +105,7 @@ class NotifyRequestApi(WidgetApi):
         kind = serializers.ChoiceField(choices=ProductWatch.Kind.choices)
         email = serializers.EmailField(required=False)
 
-    class NotifyRequestOutputSerializer(serializers.Serializer):
+    class NotifyRequestOutputSerializer(serializers.Serializer[Any]):
         id = serializers.IntegerField()
         sku = serializers.CharField()
         kind = serializers.CharField()
@@ -144,7 +144,7 @@ class NotifyRequestApi(WidgetApi):
 
 
 class OnsiteMessagesApi(WidgetApi):
-    class OnsiteMessageOutputSerializer(serializers.Serializer):
+    class OnsiteMessageOutputSerializer(serializers.Serializer[Any]):
         id = serializers.IntegerField()
         title = serializers.CharField(source="subject")
         body = serializers.CharField()
@@ -175,7 +175,7 @@ class OnsiteMessagesApi(WidgetApi):
 
 
 class OnsiteMessageSeenApi(WidgetApi):
-    class OnsiteMessageSeenOutputSerializer(serializers.Serializer):
+    class OnsiteMessageSeenOutputSerializer(serializers.Serializer[Any]):
         seen = serializers.BooleanField()
 
     @extend_schema(
@@ -205,7 +205,7 @@ class PushSubscriptionApi(WidgetApi):
             },
         )
 
-    class PushSubscriptionOutputSerializer(serializers.Serializer):
+    class PushSubscriptionOutputSerializer(serializers.Serializer[Any]):
         id = serializers.IntegerField()
         active = serializers.BooleanField()
 
@@ -238,7 +238,7 @@ class PushKeyApi(APIView):
     authentication_classes: list[type[BaseAuthentication]] = []
     permission_classes = [AllowAny]
 
-    class PushKeyOutputSerializer(serializers.Serializer):
+    class PushKeyOutputSerializer(serializers.Serializer[Any]):
         public_key = serializers.CharField(allow_blank=True)
 
     @extend_schema(
