@@ -13,15 +13,26 @@ from pathlib import Path
 import environ
 
 from config import embedded
-from config.env import ConfigurationError, database_from_url, env_bool, env_int, env_list, env_str
+from config.env import (
+    ConfigurationError,
+    database_from_url,
+    env_bool,
+    env_int,
+    env_list,
+    env_str,
+    installation_secret_key,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEBUG = env_bool("DEBUG", default=True)
 TESTING = env_bool("PATRON_TESTING", default=False)
 
-_DEV_SECRET = "patron-embedded-development-key-not-for-production-use-0123456789"  # noqa: S105
-SECRET_KEY = env_str("SECRET_KEY") or (_DEV_SECRET if DEBUG else "")
+# In DEBUG (the embedded demo, development, tests) a key made once per installation and kept
+# under .patron/; never a constant in the code, which every installation would share.
+SECRET_KEY = env_str("SECRET_KEY") or (
+    installation_secret_key(embedded.STATE_DIR) if DEBUG else ""
+)
 if not SECRET_KEY:
     raise ConfigurationError("SECRET_KEY must be set when DEBUG is off")
 
