@@ -277,6 +277,11 @@ PATRON_BROWSE_ABANDONMENT_WINDOW_HOURS = env_int(
 # Shoppers who viewed a product this recently hear about its restock or price drop.
 PATRON_PRODUCT_VIEW_WATCH_DAYS = env_int("PATRON_PRODUCT_VIEW_WATCH_DAYS", 30, minimum=1)
 
+# --- Chat ---------------------------------------------------------------------------------
+# How often an open agent console re-reads the agent's rights: a deactivated agent, or one
+# removed from the agent group, is disconnected within this many seconds.
+PATRON_AGENT_RECHECK_SECONDS = env_int("PATRON_AGENT_RECHECK_SECONDS", 5, minimum=1)
+
 # --- Security (production) ---------------------------------------------------------------
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
