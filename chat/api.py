@@ -432,7 +432,10 @@ class ChatAgentFiguresSerializer(_FiguresSerializer):
 
 
 class MetricsApi(AgentView):
-    method_permissions = {"GET": (selectors.METRICS_PERMISSION,), "HEAD": (selectors.METRICS_PERMISSION,)}
+    method_permissions = {
+        "GET": (selectors.METRICS_PERMISSION,),
+        "HEAD": (selectors.METRICS_PERMISSION,),
+    }
 
     class FilterSerializer(serializers.Serializer):
         since = _Bound(required=False, help_text="Default: 30 days before until")

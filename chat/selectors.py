@@ -68,9 +68,7 @@ def agent_rights(*, user_id: int) -> tuple[bool, bool]:
 def sees_all_personal_data(user: AnyUser | None) -> bool:
     """Whether ``user`` may see every shopper's name, email and phone in the console."""
     return bool(
-        user is not None
-        and user.is_authenticated
-        and user.has_perm(PERSONAL_DATA_PERMISSION)  # type: ignore[attr-defined]  # PermissionsMixin adds it
+        user is not None and user.is_authenticated and user.has_perm(PERSONAL_DATA_PERMISSION)  # type: ignore[attr-defined]  # PermissionsMixin adds it
     )
 
 
@@ -99,9 +97,7 @@ def summary_for_viewer(
     return {**summary, "shopper": _blank_personal(summary["shopper"])}
 
 
-def context_for_viewer(
-    sections: list[dict[str, Any]], *, personal: bool
-) -> list[dict[str, Any]]:
+def context_for_viewer(sections: list[dict[str, Any]], *, personal: bool) -> list[dict[str, Any]]:
     """Context-panel sections with personal keys blank unless ``personal``."""
     if personal:
         return sections
@@ -316,9 +312,7 @@ def inbox_snapshot(
 ) -> dict[str, Any]:
     """The inbox frame; without ``personal``, shoppers' personal data shows only in the
     conversations assigned to ``agent_id``."""
-    rows = inbox_queryset(view=view, agent_id=agent_id, state=state, q=q, personal=personal)[
-        :limit
-    ]
+    rows = inbox_queryset(view=view, agent_id=agent_id, state=state, q=q, personal=personal)[:limit]
     return {
         "type": "inbox.snapshot",
         "view": view,

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
+from django.http import HttpRequest
 
 from commerce.models import (
+    PERSONAL_DATA_PERMISSION,
     Category,
     Coupon,
     CouponRedemption,
@@ -49,6 +53,18 @@ class ShopperAdmin(admin.ModelAdmin):
     raw_id_fields = ("merged_into",)
     inlines = [ShopperAliasInline]
     show_full_result_count = False
+
+    # Every page here lists names, emails and phones: the model permissions are not enough
+    # without the personal-data permission (DESIGN.md, "Trust: who may do what").
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_view_permission(request, obj) and request.user.has_perm(
+            PERSONAL_DATA_PERMISSION
+        )
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_change_permission(request, obj) and request.user.has_perm(
+            PERSONAL_DATA_PERMISSION
+        )
 
 
 @admin.register(Category)

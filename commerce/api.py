@@ -640,9 +640,7 @@ class OrderDetailApi(StaffApi):
         order = selectors.order_get(number=_lookup(number))
         if order is None:
             raise NotFound(f"no order {number}")
-        return Response(
-            OrderOutputSerializer(order, context=self.get_serializer_context()).data
-        )
+        return Response(OrderOutputSerializer(order, context=self.get_serializer_context()).data)
 
 
 class OrderRefundApi(StaffApi):

@@ -6,6 +6,7 @@ naming the variable, not surface later as odd behaviour.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -85,7 +86,7 @@ def database_from_url(url: str) -> dict[str, object]:
     }
 
 
-SECRET_KEY_FILE = "secret_key"
+SECRET_KEY_FILE = "secret_key"  # noqa: S105 (a file name, not a secret)
 
 
 def installation_secret_key(state_dir: Path) -> str:
@@ -112,10 +113,9 @@ def installation_secret_key(state_dir: Path) -> str:
     try:
         with os.fdopen(descriptor, "w") as handle:
             handle.write(candidate + "\n")
-        try:
+        # Another process may have made it first: then theirs is used.
+        with contextlib.suppress(FileExistsError):
             os.link(temporary, path)
-        except FileExistsError:
-            pass  # another process made it first: use theirs
     finally:
         temporary.unlink(missing_ok=True)
     key = path.read_text().strip()

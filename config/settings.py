@@ -30,9 +30,7 @@ TESTING = env_bool("PATRON_TESTING", default=False)
 
 # In DEBUG (the embedded demo, development, tests) a key made once per installation and kept
 # under .patron/; never a constant in the code, which every installation would share.
-SECRET_KEY = env_str("SECRET_KEY") or (
-    installation_secret_key(embedded.STATE_DIR) if DEBUG else ""
-)
+SECRET_KEY = env_str("SECRET_KEY") or (installation_secret_key(embedded.STATE_DIR) if DEBUG else "")
 if not SECRET_KEY:
     raise ConfigurationError("SECRET_KEY must be set when DEBUG is off")
 

@@ -298,9 +298,7 @@ def base_context(
     else:
         trigger_context = occurrence.data
     context: dict[str, Any] = {
-        key: template_value(value)
-        for key, value in trigger_context.items()
-        if isinstance(key, str)
+        key: template_value(value) for key, value in trigger_context.items() if isinstance(key, str)
     }
     context.update(
         shopper=template_value(shopper),

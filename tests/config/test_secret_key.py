@@ -64,4 +64,4 @@ def test_the_settings_ship_no_constant_key():
 
     assert not re.search(r"SECRET\w*\s*=\s*[\"']", source)
     assert "development-key" not in source
-    assert "SECRET_KEY = env_str(\"SECRET_KEY\") or (" in source
+    assert 'SECRET_KEY = env_str("SECRET_KEY") or (' in source

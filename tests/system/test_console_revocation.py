@@ -139,7 +139,8 @@ def test_a_colleague_keeps_their_console_when_another_agent_is_removed(server: s
         assert code == 4003
         await kept.send({"type": "ping"})
         await kept.expect("pong")
-        assert kept.ws is not None and kept.ws.close_code is None
+        assert kept.ws is not None
+        assert kept.ws.close_code is None
         await kept.ws.close()
 
     asyncio.run(scenario())
