@@ -144,3 +144,41 @@ def test_a_colleague_keeps_their_console_when_another_agent_is_removed(server: s
         await kept.ws.close()
 
     asyncio.run(scenario())
+
+
+def test_the_console_socket_shows_personal_data_only_for_the_agents_own_conversations(
+    server: str,
+) -> None:
+    """The socket's inbox and opened conversation follow the API's rule: a colleague's
+    conversation shows no name or email to an agent without
+    ``commerce.view_shopper_personal_data``."""
+    from chat.models import Conversation
+    from commerce.models import Shopper
+
+    colleague = make_group_agent("eve")
+    shopper = Shopper.objects.create(first_name="Ada", email="ada@example.com")
+    conversation = Conversation.objects.create(
+        shopper=shopper, state=Conversation.State.ASSIGNED, assigned_agent=colleague
+    )
+    agent = make_group_agent("dan")
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        console = await open_console(server, agent)
+        await console.send({"type": "inbox.query", "view": "all"})
+        snapshot = await console.expect("inbox.snapshot", view="all")
+        await console.send({"type": "conversation.open", "conversation_id": conversation.pk})
+        opened = await console.expect("conversation.opened")
+        assert console.ws is not None
+        await console.ws.close()
+        return snapshot, opened
+
+    snapshot, opened = asyncio.run(scenario())
+
+    assert [
+        (c["id"], c["shopper"]["name"], c["shopper"]["email"]) for c in snapshot["conversations"]
+    ] == [(conversation.pk, "", "")]
+    shopper_brief = opened["conversation"]["shopper"]
+    assert (shopper_brief["name"], shopper_brief["email"]) == ("", "")
+    profile = next(s["data"] for s in opened["context"] if s["key"] == "profile")
+    assert (profile["name"], profile["email"]) == ("", "")
+    assert opened["conversation"]["assigned_agent"]["id"] == colleague.pk
