@@ -1,7 +1,9 @@
 """Patron's one settings module: every value comes from the environment.
 
-With nothing set, Patron runs in embedded mode: a real PostgreSQL and a real Redis started
-from wheels under ``.patron/`` (see ``config/embedded.py``), DEBUG on, mail written to files.
+With nothing set, Patron runs in embedded mode: a real PostgreSQL and a real Redis from wheels
+under ``.patron/`` (see ``config/embedded.py``), DEBUG on, mail written to files. Importing
+this module starts nothing: it only names where the embedded servers listen; the commands that
+serve or need a database start them (``embedded.ensure_started``).
 In production set at least ``DEBUG=0``, ``SECRET_KEY``, ``ALLOWED_HOSTS``, ``DATABASE_URL``,
 ``REDIS_URL`` and ``EMAIL_URL``.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import django_stubs_ext
 import environ
 
 from config import embedded
@@ -22,6 +25,10 @@ from config.env import (
     env_str,
     installation_secret_key,
 )
+
+# Django's generic classes (ModelAdmin[Model], ModelForm[Model]) accept type arguments at run
+# time as they do for mypy.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -93,6 +100,7 @@ TEMPLATES = [
 
 # --- Data stores -------------------------------------------------------------------------
 _database_url = env_str("DATABASE_URL") or embedded.database_url()
+# True when the database is the embedded PostgreSQL (the run command then shares it and Redis).
 EMBEDDED = not env_str("DATABASE_URL")
 DATABASES = {"default": database_from_url(_database_url)}
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
@@ -133,7 +141,12 @@ CHANNEL_LAYERS = {
 }
 
 # --- Celery ------------------------------------------------------------------------------
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL
+# Kombu spells a Redis unix socket (the embedded one) ``redis+socket:///path``.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or (
+    "redis+socket://" + REDIS_URL.removeprefix("unix://").split("?", 1)[0]
+    if REDIS_URL.startswith("unix://")
+    else REDIS_URL
+)
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
