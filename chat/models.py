@@ -165,7 +165,10 @@ class Conversation(models.Model):
     csat_requested_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        permissions = [("answer_conversations", "Can answer live chat conversations (agent)")]
+        permissions = [
+            ("answer_conversations", "Can answer live chat conversations (agent)"),
+            ("view_chat_metrics", "Can view chat metrics (all agents' figures)"),
+        ]
         indexes = [
             models.Index(fields=["shopper", "-created_at"], name="chat_conv_shopper_created"),
             models.Index(fields=["state", "queued_at"], name="chat_conv_state_queued"),
