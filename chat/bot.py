@@ -208,9 +208,7 @@ def bot_answer(*, conversation: Conversation, text: str, settings_row: ChatSetti
             confidence=understood.score,
             failed=True,
         )
-    languages = [
-        lang for lang in (understood.language, conversation.language, "en") if lang
-    ]
+    languages = [lang for lang in (understood.language, conversation.language, "en") if lang]
     replies = [
         _answer_one(
             model=model,

@@ -46,7 +46,7 @@ INTENTS = {
                 "has my order been dispatched", "tracking number for my order",
                 "track my parcel", "order not received", "i never got my order",
                 "where's my stuff", "status of order 1001", "what happened to my order",
-                "my delivery is late", "order hasnt arrived", "wheres my package",
+                "my delivery is late", "order hasnt arrived", "delivery never arrived", "wheres my package",
                 "did you send my order", "it's been two weeks and no parcel",
             ],
             "tr": [
@@ -56,7 +56,7 @@ INTENTS = {
                 "siparişim kargoya verildi mi", "kargo takip numarası", "kargomu takip etmek",
                 "siparişim hâlâ ulaşmadı", "siparis durumu nedir", "1001 numaralı sipariş",
                 "siparişim yolda mı", "kargom ne zaman gelecek", "siparişimi alamadım",
-                "siparisimi bekliyorum", "sipariş ettiğim ürün gelmedi", "kargo nerde kaldi",
+                "siparisimi bekliyorum", "sipariş ettiğim ürün gelmedi", "paketim elime ulaşmadı", "kargo nerde kaldi",
             ],
             "lv": [
                 "kur ir mans pasūtījums", "pasūtījuma statuss", "pasūtījums",
@@ -190,7 +190,7 @@ INTENTS = {
                 "talk to a human", "speak to a person", "real person please", "live agent",
                 "customer service", "i want to talk to someone", "representative",
                 "this is unacceptable", "i am very angry", "terrible service", "worst shop ever",
-                "you are scammers", "i'm furious", "this is a joke", "charged twice",
+                "you are scammers", "i'm furious", "charged twice", "you took my money twice",
                 "double charged", "payment failed but money taken", "my card was charged",
                 "payment problem", "card declined", "wrong amount charged", "urgent",
                 "emergency, help now", "asap please", "i need help immediately",

@@ -61,7 +61,9 @@ def evaluate(items: Sequence[Labelled], predict: Callable[[str], str]) -> list[O
     for item in items:
         started = time.perf_counter()
         predicted = "+".join(sorted(predict(item.text).split("+")))
-        outcomes.append(Outcome(item=item, predicted=predicted, seconds=time.perf_counter() - started))
+        outcomes.append(
+            Outcome(item=item, predicted=predicted, seconds=time.perf_counter() - started)
+        )
     return outcomes
 
 
@@ -111,9 +113,7 @@ def report(outcomes: Sequence[Outcome], *, latencies: Sequence[float], errors: b
     counts = Counter((o.item.label, o.predicted) for o in outcomes)
     lines.append(f"  {'':<30} " + " ".join(f"{short[p]:>3}" for p in predicted))
     for label in expected:
-        row = " ".join(
-            f"{counts[(label, p)] if counts[(label, p)] else '.':>3}" for p in predicted
-        )
+        row = " ".join(f"{counts[(label, p)] if counts[(label, p)] else '.':>3}" for p in predicted)
         lines.append(f"  {short[label] + ' ' + label:<30} {row}")
     columns = ", ".join(f"{short[p]}={p}" for p in predicted)
     lines.append(f"  columns: {columns}")

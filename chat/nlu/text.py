@@ -11,7 +11,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 
-_APOSTROPHES = re.compile(r"['’`´]")
+_APOSTROPHES = re.compile("['`\u2019\u00b4]")
 _DIGITS = re.compile(r"\d+")
 _NON_WORD = re.compile(r"[^a-z0-9]+")
 _CLAUSE_PUNCTUATION = re.compile(r"[.?!;,\n]+")
@@ -27,14 +27,12 @@ _CONNECTORS = frozenset(
         # Turkish
         "ve",
         "ayrica",
-        "ayrıca",
         "hem",
         "sonra",
         "ama",
         # Latvian
         "un",
         "ari",
-        "arī",
         "bet",
         "pluss",
     ]

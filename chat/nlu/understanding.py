@@ -129,9 +129,7 @@ def bot_model_build(*, stamp: Hashable) -> BotModel:
         articles[key] = article
         kinds[key] = KB_KIND
         phrases = [str(k) for k in article.keywords or []] + [article.title, article.question]
-        examples += [
-            Example(text=p, intent=key, language=article.language) for p in phrases if p
-        ]
+        examples += [Example(text=p, intent=key, language=article.language) for p in phrases if p]
     return BotModel(
         stamp=stamp,
         classifier=IntentClassifier(examples),
