@@ -46,7 +46,7 @@ INTENTS = {
                 "has my order been dispatched", "tracking number for my order",
                 "track my parcel", "order not received", "i never got my order",
                 "where's my stuff", "status of order 1001", "what happened to my order",
-                "my delivery is late", "order hasnt arrived", "delivery never arrived", "wheres my package",
+                "my delivery is late", "order hasnt arrived", "delivery never arrived", "parcel stuck in transit", "wheres my package",
                 "did you send my order", "it's been two weeks and no parcel",
             ],
             "tr": [
@@ -190,7 +190,7 @@ INTENTS = {
                 "talk to a human", "speak to a person", "real person please", "live agent",
                 "customer service", "i want to talk to someone", "representative",
                 "this is unacceptable", "i am very angry", "terrible service", "worst shop ever",
-                "you are scammers", "i'm furious", "charged twice", "you took my money twice",
+                "you are scammers", "i'm furious", "charged twice", "you took my money twice", "money taken from my account",
                 "double charged", "payment failed but money taken", "my card was charged",
                 "payment problem", "card declined", "wrong amount charged", "urgent",
                 "emergency, help now", "asap please", "i need help immediately",

@@ -111,10 +111,10 @@ def report(outcomes: Sequence[Outcome], *, latencies: Sequence[float], errors: b
     predicted = sorted({o.predicted for o in outcomes} | set(expected))
     short = {label: str(i + 1) for i, label in enumerate(predicted)}
     counts = Counter((o.item.label, o.predicted) for o in outcomes)
-    lines.append(f"  {'':<30} " + " ".join(f"{short[p]:>3}" for p in predicted))
+    lines.append(f"  {'':<34} " + " ".join(f"{short[p]:>3}" for p in predicted))
     for label in expected:
         row = " ".join(f"{counts[(label, p)] if counts[(label, p)] else '.':>3}" for p in predicted)
-        lines.append(f"  {short[label] + ' ' + label:<30} {row}")
+        lines.append(f"  {short[label] + ' ' + label:<34} {row}")
     columns = ", ".join(f"{short[p]}={p}" for p in predicted)
     lines.append(f"  columns: {columns}")
     lines.append("")

@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001  # Turkish text needs the dotless i; it is what the tests are about
 """The bot's understanding (chat.nlu): folding, clauses, hand-off phrases, known answers on
 hand-made messages in English, Turkish and Latvian, the rebuild when the merchant changes the
 intents, replies through the real message path, and the evaluation command."""
@@ -8,9 +9,11 @@ import importlib
 from io import StringIO
 from typing import Any
 
+import numpy as np
 import pytest
 from django.apps import apps
 from django.core.management import CommandError, call_command
+from scipy import sparse
 
 from chat import bot, registry, services
 from chat.models import BotIntent, ChatSettings, Conversation, KnowledgeArticle, Message
@@ -331,3 +334,32 @@ def test_percentile_is_nearest_rank():
     assert evaluation.percentile(values, 50) == 3.0
     assert evaluation.percentile(values, 99) == 5.0
     assert evaluation.percentile([], 99) == 0.0
+
+
+def test_the_fast_path_computes_what_scikit_learn_computes():
+    """``IntentClassifier`` scores a message without scikit-learn's per-call validation; the
+    probabilities must be the fitted model's own."""
+    seed = importlib.import_module("chat.migrations.0009_seed_bot_example_phrases")
+    examples = [
+        Example(text=p, intent=key, language=language)
+        for key, spec in seed.INTENTS.items()
+        for language, phrases in spec["phrases"].items()
+        for p in phrases
+    ]
+    classifier = IntentClassifier(examples)
+    texts = ["siparisim nerde", "how long is delivery to riga", "cik man ir punktu", "zzz"]
+
+    mine = classifier.classify(texts)
+
+    folded = [fold(t) for t in texts]
+    features = sparse.hstack([v.transform(folded) for v in classifier._vectorizers]).tocsr()
+    theirs = classifier._intent_model.predict_proba(features)  # type: ignore[union-attr]  # fitted
+    languages = classifier._language_model.predict(features)  # type: ignore[union-attr]  # fitted
+    classes = list(classifier._intent_model.classes_)  # type: ignore[union-attr]  # fitted
+    for result, row, language in zip(mine, theirs, languages, strict=True):
+        for ranked in result.ranking:
+            assert ranked.score == pytest.approx(
+                row[classes.index(ranked.intent)], abs=1e-6
+            )  # float32 features
+        assert result.top.intent == classes[int(np.argmax(row))]
+        assert result.language == language
