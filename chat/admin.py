@@ -25,7 +25,7 @@ from chat.models import (
 
 
 @admin.register(ChatSettings)
-class ChatSettingsAdmin(admin.ModelAdmin):
+class ChatSettingsAdmin(admin.ModelAdmin[ChatSettings]):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return not ChatSettings.objects.exists()
 
@@ -38,11 +38,11 @@ class ChatSettingsAdmin(admin.ModelAdmin):
 
 
 @admin.register(BusinessHours)
-class BusinessHoursAdmin(admin.ModelAdmin):
+class BusinessHoursAdmin(admin.ModelAdmin[BusinessHours]):
     list_display = ["weekday", "opens", "closes"]
 
 
-class MessageInline(admin.TabularInline):
+class MessageInline(admin.TabularInline[Message, Conversation]):
     model = Message
     extra = 0
     can_delete = False
@@ -55,7 +55,7 @@ class MessageInline(admin.TabularInline):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
+class ConversationAdmin(admin.ModelAdmin[Conversation]):
     list_display = ["id", "shopper", "state", "channel", "assigned_agent", "updated_at"]
     list_filter = ["state", "channel"]
     list_select_related = ["shopper", "assigned_agent"]
@@ -83,7 +83,7 @@ class ConversationAdmin(admin.ModelAdmin):
 
 
 @admin.register(AgentStatus)
-class AgentStatusAdmin(admin.ModelAdmin):
+class AgentStatusAdmin(admin.ModelAdmin[AgentStatus]):
     list_display = ["user", "status", "capacity", "connections", "last_seen_at"]
     list_select_related = ["user"]
     raw_id_fields = ["user"]
@@ -91,7 +91,7 @@ class AgentStatusAdmin(admin.ModelAdmin):
 
 
 @admin.register(KnowledgeArticle)
-class KnowledgeArticleAdmin(admin.ModelAdmin):
+class KnowledgeArticleAdmin(admin.ModelAdmin[KnowledgeArticle]):
     list_display = ["title", "slug", "language", "published", "updated_at"]
     list_filter = ["language", "published"]
     prepopulated_fields = {"slug": ["title"]}
@@ -113,7 +113,7 @@ class PhrasesField(forms.CharField):
         return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-class BotIntentForm(forms.ModelForm):
+class BotIntentForm(forms.ModelForm[BotIntent]):
     phrases = PhrasesField(
         help_text="Example phrases in this row's language, one a line, written as shoppers "
         "write (short forms, no accents, typos are fine). The bot learns from them when saved."
@@ -129,7 +129,7 @@ class PhraseTestForm(forms.Form):
 
 
 @admin.register(BotIntent)
-class BotIntentAdmin(admin.ModelAdmin):
+class BotIntentAdmin(admin.ModelAdmin[BotIntent]):
     """Intents with their example phrases per language, and a page to test a phrase."""
 
     form = BotIntentForm
@@ -173,12 +173,12 @@ class BotIntentAdmin(admin.ModelAdmin):
 
 
 @admin.register(CannedResponse)
-class CannedResponseAdmin(admin.ModelAdmin):
+class CannedResponseAdmin(admin.ModelAdmin[CannedResponse]):
     list_display = ["shortcut", "title"]
 
 
 @admin.register(CsatRating)
-class CsatRatingAdmin(admin.ModelAdmin):
+class CsatRatingAdmin(admin.ModelAdmin[CsatRating]):
     list_display = ["conversation", "agent", "rating", "created_at"]
     list_select_related = ["conversation", "agent"]
     raw_id_fields = ["conversation", "agent"]
