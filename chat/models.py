@@ -331,6 +331,8 @@ class BotIntent(models.Model):
         KnowledgeArticle, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     active = models.BooleanField(default=True)
+    # Part of the bot's version stamp: a save here makes every process retrain (chat.nlu).
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["key", "language"]
