@@ -319,7 +319,7 @@ def main() -> None:
             stop(server)
         with psycopg.connect(dsn(database_url)) as conn, conn.cursor() as cursor:
             cursor.execute("SELECT count(*) FROM commerce_event")
-            stored = cursor.fetchone()[0]
+            (stored,) = cursor.fetchone() or (0,)
         expected = POOL + len(batches) * args.batch_size
         if stored != expected:
             raise SystemExit(f"stored {stored} events, expected {expected}")

@@ -93,10 +93,10 @@ def recreate(base: str, url: str, *, drop_only: bool = False) -> None:
     name = str(database_from_url(url)["NAME"])
     connection = psycopg.connect(
         dbname="postgres",
-        user=admin["USER"] or None,
-        password=admin["PASSWORD"] or None,
-        host=admin["HOST"] or None,
-        port=admin["PORT"] or None,
+        user=str(admin["USER"] or "") or None,
+        password=str(admin["PASSWORD"] or "") or None,
+        host=str(admin["HOST"] or "") or None,
+        port=str(admin["PORT"] or "") or None,
         autocommit=True,
     )
     with connection.cursor() as cursor:

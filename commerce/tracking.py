@@ -593,6 +593,8 @@ _COLUMNS = (
     "id, source_id, message_id, type, name, shopper_id, anonymous_id, user_id, "
     "properties, context, timestamp, received_at"
 )
+
+
 def _copy_rows(
     ids: Iterable[int], source_id: int, calls: Sequence[Call], received_at: dt.datetime
 ) -> Iterator[tuple[Any, ...]]:

@@ -105,9 +105,7 @@ async def _round_trip(layer: PushPubSubChannelLayer, other: PushPubSubChannelLay
 def _layers(address: str, **config: Any) -> tuple[PushPubSubChannelLayer, PushPubSubChannelLayer]:
     prefix = f"test-tls-{uuid.uuid4().hex[:8]}"
     return tuple(  # type: ignore[return-value]  # exactly two
-        PushPubSubChannelLayer(
-            address=address, prefix=prefix, health_check_interval=0, **config
-        )
+        PushPubSubChannelLayer(address=address, prefix=prefix, health_check_interval=0, **config)
         for _ in range(2)
     )
 
@@ -133,17 +131,17 @@ def test_a_wrong_password_fails_loudly_and_delivers_nothing(tmp_path):
         finally:
             await layer.flush()
 
-    with redis_server(port, tmp_path, "--port", str(port), "--requirepass", PASSWORD):
-        with pytest.raises(ResponseError, match="WRONGPASS|invalid"):
-            asyncio.run(scenario())
+    with (
+        redis_server(port, tmp_path, "--port", str(port), "--requirepass", PASSWORD),
+        pytest.raises(ResponseError, match=r"WRONGPASS|invalid"),
+    ):
+        asyncio.run(scenario())
 
 
 @pytest.mark.system
 def test_rediss_with_the_ca_from_the_url_and_a_password(tmp_path, certificates):
     port = free_port()
-    address = (
-        f"rediss://:{QUOTED_PASSWORD}@localhost:{port}/0?ssl_ca_certs={certificates['ca']}"
-    )
+    address = f"rediss://:{QUOTED_PASSWORD}@localhost:{port}/0?ssl_ca_certs={certificates['ca']}"
     with redis_server(port, tmp_path, *_tls_args(port, certificates), "--requirepass", PASSWORD):
         one, two = _layers(address)
         got = asyncio.run(_round_trip(one, two))
@@ -173,9 +171,11 @@ def test_rediss_refuses_a_server_whose_certificate_it_cannot_verify(tmp_path, ce
         finally:
             await layer.flush()
 
-    with redis_server(port, tmp_path, *_tls_args(port, certificates)):
-        with pytest.raises(RedisConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
-            asyncio.run(scenario())
+    with (
+        redis_server(port, tmp_path, *_tls_args(port, certificates)),
+        pytest.raises(RedisConnectionError, match="CERTIFICATE_VERIFY_FAILED"),
+    ):
+        asyncio.run(scenario())
 
 
 @pytest.mark.system
@@ -191,9 +191,11 @@ def test_plain_redis_client_cannot_talk_to_the_tls_port(tmp_path, certificates):
         finally:
             await layer.flush()
 
-    with redis_server(port, tmp_path, *_tls_args(port, certificates)):
-        with pytest.raises((RedisConnectionError, TimeoutError)):
-            asyncio.run(scenario())
+    with (
+        redis_server(port, tmp_path, *_tls_args(port, certificates)),
+        pytest.raises((RedisConnectionError, TimeoutError)),
+    ):
+        asyncio.run(scenario())
 
 
 def test_ssl_context_follows_redis_py_option_names(tmp_path, certificates):
