@@ -9,6 +9,7 @@ In production set at least ``DEBUG=0``, ``SECRET_KEY``, ``ALLOWED_HOSTS``, ``DAT
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 
@@ -134,6 +135,9 @@ CACHES = {
     }
 }
 
+# The db number of REDIS_URL (a query such as ?ssl_ca_certs=/path may follow it).
+_REDIS_DB = urlsplit(REDIS_URL).path.lstrip("/")
+
 # Channels over Redis pub/sub. No blocking reads (so DESIGN.md's socket-timeout pitfall does not
 # apply) and no connection pool: one subscriber and one publisher connection per process.
 CHANNEL_LAYERS = {
@@ -146,8 +150,7 @@ CHANNEL_LAYERS = {
             # Pub/sub channels ignore Redis's db number: the prefix carries it, so two Patrons
             # (or two test runs) on one Redis but different dbs never hear each other.
             "prefix": env_str("CHANNEL_LAYER_PREFIX")
-            or "patron"
-            + (REDIS_URL.rsplit("/", 1)[-1] if REDIS_URL.rsplit("/", 1)[-1].isdigit() else ""),
+            or "patron" + (_REDIS_DB if _REDIS_DB.isdigit() else ""),
             "capacity": 10_000,
             "socket_connect_timeout": 5,
             "socket_timeout": 5,

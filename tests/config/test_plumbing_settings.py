@@ -1,4 +1,5 @@
-"""The pool settings refuse values that would break it at start-up, naming the variable."""
+"""The database pool and channel layer settings: bad values stop start-up, naming the variable;
+good ones reach the configuration."""
 
 from __future__ import annotations
 
@@ -12,15 +13,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _import_settings(**env: str) -> subprocess.CompletedProcess[str]:
+def _import_settings(
+    expression: str = "s.DATABASES['default']['OPTIONS']", **env: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import config.settings as s; print(s.DATABASES['default']['OPTIONS'])",
-        ],
+        [sys.executable, "-c", f"import config.settings as s; print({expression})"],
         cwd=ROOT,
-        env={**os.environ, **env},
+        env={**{k: v for k, v in os.environ.items() if k != "CHANNEL_LAYER_PREFIX"}, **env},
         capture_output=True,
         text=True,
         timeout=120,
@@ -60,3 +59,15 @@ def test_pool_sizes_come_from_the_environment():
         "{'sslmode': 'require', 'pool': {'min_size': 1, 'max_size': 7, 'timeout': 3.0, "
         "'max_idle': 60.0, 'name': 'patron'}}"
     )
+
+
+def test_a_tls_redis_url_keeps_its_db_number_in_the_channel_prefix():
+    url = "rediss://:pw@redis.internal:6380/3?ssl_ca_certs=/etc/patron/ca.pem"
+    result = _import_settings(
+        "s.CHANNEL_LAYERS['default']['CONFIG']['address'], "
+        "s.CHANNEL_LAYERS['default']['CONFIG']['prefix']",
+        REDIS_URL=url,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{url} patron3"
