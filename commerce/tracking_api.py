@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
@@ -30,6 +31,9 @@ from commerce import tracking
 from commerce.models import WriteKey
 from core.exceptions import AuthenticationFailed, PayloadTooLarge
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
 # --- Body and write key ------------------------------------------------------------------
 
 
@@ -45,7 +49,7 @@ def request_payload(request: Request) -> tuple[Any, int]:
     """The decoded JSON body and its size, read once, within the endpoint's size limit."""
     cached = getattr(request, "_tracking_payload", None)
     if cached is not None:
-        return cached
+        return cast("tuple[Any, int]", cached)
     max_bytes, code = _limit(request)
     encoding = request.META.get("HTTP_CONTENT_ENCODING", "")
     # A compressed body is never much larger than what it inflates to.
@@ -62,7 +66,7 @@ def request_payload(request: Request) -> tuple[Any, int]:
     decoded = tracking.payload_decode(
         body=body, content_encoding=encoding, max_bytes=max_bytes, too_large_code=code
     )
-    request._tracking_payload = decoded  # type: ignore[attr-defined]
+    request._tracking_payload = decoded  # type: ignore[attr-defined]  # a per-request cache on DRF's Request
     return decoded
 
 
@@ -92,7 +96,7 @@ class WriteKeyAuthentication(BaseAuthentication):
         return 'Basic realm="tracking"'
 
 
-class WriteKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+class WriteKeyAuthenticationScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]  # drf-spectacular's __init_subclass__ is unannotated
     target_class = "commerce.tracking_api.WriteKeyAuthentication"
     name = "writeKey"
 
@@ -107,7 +111,7 @@ class WriteKeyAuthenticationScheme(OpenApiAuthenticationExtension):
 # --- Documented shapes -------------------------------------------------------------------
 
 
-class _CallInput(serializers.Serializer):
+class _CallInput(serializers.Serializer[Any]):
     userId = serializers.CharField(required=False, max_length=255)
     anonymousId = serializers.CharField(required=False, max_length=255)
     messageId = serializers.CharField(
@@ -118,7 +122,7 @@ class _CallInput(serializers.Serializer):
     sentAt = serializers.DateTimeField(required=False)
     # DRF's metaclass moves declared fields off the class, so this does not shadow
     # Serializer.context at run time; the stubs cannot know that.
-    context = serializers.DictField(required=False)  # type: ignore[assignment]
+    context = serializers.DictField(required=False)  # type: ignore[assignment]  # declared field, not Serializer.context: see above
     integrations = serializers.DictField(required=False, help_text="Ignored")
 
 
@@ -156,27 +160,27 @@ class BatchCallInput(_CallInput):
     previousId = serializers.CharField(required=False, max_length=255)
 
 
-class BatchInput(serializers.Serializer):
+class BatchInput(serializers.Serializer[Any]):
     batch = BatchCallInput(many=True)
     # As in _CallInput, the field does not shadow Serializer.context at run time.
-    context = serializers.DictField(  # type: ignore[assignment]
+    context = serializers.DictField(  # type: ignore[assignment]  # declared field, not Serializer.context: see above
         required=False, help_text="Merged into every call's context"
     )
     sentAt = serializers.DateTimeField(required=False)
     writeKey = serializers.CharField(required=False)
 
 
-class SuccessOutput(serializers.Serializer):
+class SuccessOutput(serializers.Serializer[Any]):
     success = serializers.BooleanField()
 
 
-class _ErrorDetail(serializers.Serializer):
+class _ErrorDetail(serializers.Serializer[Any]):
     code = serializers.CharField()
     message = serializers.CharField()
     detail = serializers.JSONField(required=False)
 
 
-class ErrorOutput(serializers.Serializer):
+class ErrorOutput(serializers.Serializer[Any]):
     success = serializers.BooleanField()
     code = serializers.CharField()
     message = serializers.CharField()
@@ -238,7 +242,7 @@ class _TrackingView(APIView):
         return response
 
 
-def _schema(summary: str, request: type[serializers.Serializer]) -> Any:
+def _schema(summary: str, request: type[serializers.Serializer[Any]]) -> Callable[[_F], _F]:
     return extend_schema(
         tags=["tracking"],
         summary=summary,

@@ -77,7 +77,8 @@ def _pack(*args: bytes) -> bytes:
 
 
 def _serialize(message: Any) -> bytes:
-    return msgpack.packb(message, use_bin_type=True)
+    packed: bytes = msgpack.packb(message, use_bin_type=True)
+    return packed
 
 
 def _deserialize(data: bytes) -> Any:
@@ -458,7 +459,7 @@ class _LoopState:
         self.subscriber = self.publisher = None
 
 
-class PushPubSubChannelLayer(BaseChannelLayer):
+class PushPubSubChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # channels ships no type information
     """The Channels layer API (``send``, ``receive``, ``new_channel``, ``group_add``,
     ``group_discard``, ``group_send``, ``flush``) on Redis pub/sub, pushed, not polled."""
 
@@ -481,7 +482,7 @@ class PushPubSubChannelLayer(BaseChannelLayer):
                 f"channel layer address must be redis://, rediss:// or unix://, not {address!r}"
             )
         self.address = address
-        self.options = parse_url(address)
+        self.options = parse_url(address)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
         # TLS options from CONFIG and the URL's query (which wins, as in redis-py's from_url)
         # reach both clients: the asyncio connections through one SSLContext, redis-py's
         # blocking client by name.
