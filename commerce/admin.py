@@ -1,8 +1,14 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from typing import Any
 
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from commerce import selectors, services
 from commerce.models import (
+    PERSONAL_DATA_PERMISSION,
     Category,
     Coupon,
     CouponRedemption,
@@ -14,6 +20,7 @@ from commerce.models import (
     Review,
     Shopper,
     ShopperAlias,
+    StoreSettings,
     WriteKey,
 )
 
@@ -49,6 +56,18 @@ class ShopperAdmin(admin.ModelAdmin[Shopper]):
     raw_id_fields = ("merged_into",)
     inlines = [ShopperAliasInline]
     show_full_result_count = False
+
+    # Every page here lists names, emails and phones: the model permissions are not enough
+    # without the personal-data permission (DESIGN.md, "Trust: who may do what").
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_view_permission(request, obj) and request.user.has_perm(
+            PERSONAL_DATA_PERMISSION
+        )
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_change_permission(request, obj) and request.user.has_perm(
+            PERSONAL_DATA_PERMISSION
+        )
 
 
 @admin.register(Category)
@@ -183,3 +202,34 @@ class EventAdmin(admin.ModelAdmin[Event]):
 
     def has_change_permission(self, request: object, obj: object = None) -> bool:
         return False
+
+
+@admin.register(StoreSettings)
+class StoreSettingsAdmin(admin.ModelAdmin[StoreSettings]):
+    """The store's one settings row: the identity secret (docs/identity.md), rotatable."""
+
+    list_display = ("__str__", "updated_at")
+    readonly_fields = ("updated_at",)
+    actions = ["rotate_identity_secret"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return not StoreSettings.objects.exists()
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        selectors.identity_secret_invalidate()
+
+    @admin.action(description="Generate a new identity secret (old hashes stop working)")
+    def rotate_identity_secret(
+        self, request: HttpRequest, queryset: QuerySet[StoreSettings]
+    ) -> None:
+        services.identity_secret_rotate()
+        self.message_user(
+            request,
+            "A new identity secret is in place: give it to the store's backend now, every "
+            "customer hash signed with the old one is refused from here on.",
+            messages.WARNING,
+        )

@@ -112,7 +112,14 @@ class WriteKeyAuthenticationScheme(OpenApiAuthenticationExtension):  # type: ign
 
 
 class _CallInput(serializers.Serializer[Any]):
-    userId = serializers.CharField(required=False, max_length=255)
+    userId = serializers.CharField(
+        required=False,
+        max_length=255,
+        help_text=(
+            "With a browser (not server-side) write key, counts only with its proof "
+            "context.userHash = hex(HMAC-SHA256(identity secret, userId)); see docs/identity.md"
+        ),
+    )
     anonymousId = serializers.CharField(required=False, max_length=255)
     messageId = serializers.CharField(
         required=False, max_length=255, help_text="Calls are stored once per messageId"
@@ -190,6 +197,13 @@ class ErrorOutput(serializers.Serializer[Any]):
 _ERRORS = {
     400: OpenApiResponse(ErrorOutput, description="Malformed JSON or an invalid call"),
     401: OpenApiResponse(ErrorOutput, description="Missing, unknown or inactive write key"),
+    403: OpenApiResponse(
+        ErrorOutput,
+        description=(
+            "identity_unverified: a browser write key sent a userId without its proof "
+            "(context.userHash) and without an anonymousId (docs/identity.md)"
+        ),
+    ),
     413: OpenApiResponse(ErrorOutput, description="A call over 32 KB or a batch over 500 KB"),
 }
 

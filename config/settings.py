@@ -17,7 +17,15 @@ import django_stubs_ext
 import environ
 
 from config import embedded
-from config.env import ConfigurationError, database_from_url, env_bool, env_int, env_list, env_str
+from config.env import (
+    ConfigurationError,
+    database_from_url,
+    env_bool,
+    env_int,
+    env_list,
+    env_str,
+    installation_secret_key,
+)
 
 # Django's generic classes (ModelAdmin[Model], ModelForm[Model]) accept type arguments at run
 # time as they do for mypy.
@@ -28,8 +36,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 DEBUG = env_bool("DEBUG", default=True)
 TESTING = env_bool("PATRON_TESTING", default=False)
 
-_DEV_SECRET = "patron-embedded-development-key-not-for-production-use-0123456789"  # noqa: S105  (a public development key, refused when DEBUG is off)
-SECRET_KEY = env_str("SECRET_KEY") or (_DEV_SECRET if DEBUG else "")
+# In DEBUG (the embedded demo, development, tests) a key made once per installation and kept
+# under .patron/; never a constant in the code, which every installation would share.
+SECRET_KEY = env_str("SECRET_KEY") or (installation_secret_key(embedded.STATE_DIR) if DEBUG else "")
 if not SECRET_KEY:
     raise ConfigurationError("SECRET_KEY must be set when DEBUG is off")
 
@@ -314,6 +323,11 @@ PATRON_BROWSE_ABANDONMENT_WINDOW_HOURS = env_int(
 )
 # Shoppers who viewed a product this recently hear about its restock or price drop.
 PATRON_PRODUCT_VIEW_WATCH_DAYS = env_int("PATRON_PRODUCT_VIEW_WATCH_DAYS", 30, minimum=1)
+
+# --- Chat ---------------------------------------------------------------------------------
+# How often an open agent console re-reads the agent's rights: a deactivated agent, or one
+# removed from the agent group, is disconnected within this many seconds.
+PATRON_AGENT_RECHECK_SECONDS = env_int("PATRON_AGENT_RECHECK_SECONDS", 5, minimum=1)
 
 # --- Security (production) ---------------------------------------------------------------
 SESSION_COOKIE_SECURE = not DEBUG
