@@ -32,6 +32,7 @@ from rest_framework.views import APIView
 
 from commerce import tracking
 from commerce.models import WriteKey
+from core import cors
 from core.exceptions import AuthenticationFailed, PayloadTooLarge
 
 # --- Database connections under ASGI ------------------------------------------------------
@@ -194,8 +195,19 @@ class BatchInput(serializers.Serializer):
     writeKey = serializers.CharField(required=False)
 
 
+class _CallErrorOutput(serializers.Serializer):
+    index = serializers.IntegerField(help_text="Position of the call in batch")
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
 class SuccessOutput(serializers.Serializer):
     success = serializers.BooleanField()
+    errors = _CallErrorOutput(
+        many=True,
+        required=False,
+        help_text="Batch calls not stored, by index (the others were stored)",
+    )
 
 
 class _ErrorDetail(serializers.Serializer):
@@ -212,9 +224,18 @@ class ErrorOutput(serializers.Serializer):
 
 
 _ERRORS = {
-    400: OpenApiResponse(ErrorOutput, description="Malformed JSON or an invalid call"),
+    400: OpenApiResponse(
+        ErrorOutput,
+        description="Malformed JSON, an invalid call, or a batch none of whose calls is valid",
+    ),
     401: OpenApiResponse(ErrorOutput, description="Missing, unknown or inactive write key"),
+    403: OpenApiResponse(
+        ErrorOutput, description="A browser call from an origin the write key does not list"
+    ),
     413: OpenApiResponse(ErrorOutput, description="A call over 32 KB or a batch over 500 KB"),
+    503: OpenApiResponse(
+        ErrorOutput, description="A transient failure (database unavailable): retry after"
+    ),
 }
 
 
@@ -234,14 +255,18 @@ class _TrackingView(APIView):
         return super().dispatch(request, *args, **kwargs)
 
     def post(self, request: Request) -> Response:
-        payload, size = request_payload(request)
-        received_at = timezone.now()
-        calls = tracking.calls_normalise(
-            payload=payload, call_type=self.call_type, received_at=received_at, body_bytes=size
-        )
         source = request.auth
         assert isinstance(source, WriteKey)
+        # Every call, not only the preflight: a preflight carries no key to decide with.
+        cors.origin_check(request, allowed_origins=source.allowed_origins or [])
+        payload, size = request_payload(request)
+        received_at = timezone.now()
+        calls, errors = tracking.calls_validate(
+            payload=payload, call_type=self.call_type, received_at=received_at, body_bytes=size
+        )
         tracking.events_ingest(source=source, calls=calls, received_at=received_at)
+        if errors:
+            return Response({"success": True, "errors": [e.as_dict() for e in errors]})
         return Response({"success": True})
 
     def options(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Response:
@@ -263,11 +288,8 @@ class _TrackingView(APIView):
         self, request: Request, response: Response, *args: Any, **kwargs: Any
     ) -> Response:
         response = super().finalize_response(request, response, *args, **kwargs)
-        # Browsers send tracking calls from the shop's own origin.
-        response["Access-Control-Allow-Origin"] = "*"
-        response["Access-Control-Allow-Methods"] = "POST, OPTIONS"
-        response["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Content-Encoding"
-        response["Access-Control-Max-Age"] = "86400"
+        # Browsers send tracking calls from the shop's own origin (core.cors says how).
+        cors.cors_headers_apply(request, response)
         return response
 
 
@@ -334,3 +356,38 @@ class BatchView(_TrackingView):
     @_schema("Send up to 500 KB of calls of any type in one request", BatchInput)
     def post(self, request: Request) -> Response:
         return super().post(request)
+
+
+class MetricsView(APIView):
+    """``POST /m``: the usage metrics Segment's browser library reports about itself.
+
+    Accepted (200 ``{"success": true}``) and not stored: the library posts them without a write
+    key, and answering 404 would only fill the shop's console with failed requests.
+    """
+
+    authentication_classes: list[type[BaseAuthentication]] = []
+    permission_classes = [AllowAny]
+    renderer_classes = [JSONRenderer]
+    throttle_classes = []
+
+    @extend_schema(
+        tags=["tracking"],
+        summary="Accept the browser library's own usage metrics (not stored)",
+        request=None,
+        responses={200: SuccessOutput},
+    )
+    def post(self, request: Request) -> Response:
+        body = request._request.read(int(settings.PATRON_TRACK_MAX_EVENT_BYTES) + 1)
+        if len(body) > int(settings.PATRON_TRACK_MAX_EVENT_BYTES):
+            raise PayloadTooLarge("metrics over 32 KB are not accepted", code="body_too_large")
+        return Response({"success": True})
+
+    def options(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Response:
+        return Response(status=204)
+
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        cors.cors_headers_apply(request, response)
+        return response
