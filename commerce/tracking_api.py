@@ -203,7 +203,8 @@ class _CallErrorOutput(serializers.Serializer):
 
 class SuccessOutput(serializers.Serializer):
     success = serializers.BooleanField()
-    errors = _CallErrorOutput(
+    # As with context above: the declared field does not shadow Serializer.errors at run time.
+    errors = _CallErrorOutput(  # type: ignore[assignment]
         many=True,
         required=False,
         help_text="Batch calls not stored, by index (the others were stored)",

@@ -149,7 +149,9 @@ def _proxy(upstream: str, log: ProxyLog) -> ThreadingHTTPServer:
                     with log.lock:
                         log.calls.append((path, 503, self.headers.get("X-Retry-Count")))
                     return
-            connection = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+            connection = http.client.HTTPConnection(
+                target.hostname or "127.0.0.1", target.port, timeout=30
+            )
             headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
             connection.request(self.command, self.path, body=body, headers=headers)
             response = connection.getresponse()
@@ -291,8 +293,8 @@ def test_segment_browser_library_events_are_stored_exactly_once(
     # Exactly once: nothing else, nothing twice.
     assert events == sorted(zip(message_ids, result["types"], strict=True))
     assert sorted({t for _, t in events}) == ["group", "identify", "page", "track"]
-    assert Event.objects.filter(source=key).values("anonymous_id").distinct().count() == 1
-    assert Event.objects.filter(source=key).first().anonymous_id == result["anonymousId"]
+    anonymous_ids = Event.objects.filter(source=key).values_list("anonymous_id", flat=True)
+    assert sorted(set(anonymous_ids)) == [result["anonymousId"]]
     # The forced failure happened, and the retry (with X-Retry-Count) went through CORS.
     assert [status for _, status, _ in calls].count(503) == 1, calls
     assert any(retry is not None and status == 200 for _, status, retry in calls), calls
