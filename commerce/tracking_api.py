@@ -243,7 +243,34 @@ _ERRORS = {
 # --- Views -------------------------------------------------------------------------------
 
 
-class _TrackingView(APIView):
+class _SegmentView(APIView):
+    """Segment's answer shapes and the CORS headers of every tracking path."""
+
+    def options(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Response:
+        return Response(status=204)
+
+    def handle_exception(self, exc: Exception) -> Response:
+        response = super().handle_exception(exc)
+        error = response.data.get("error") if isinstance(response.data, dict) else None
+        if isinstance(error, dict):
+            response.data = {
+                "success": False,
+                "code": error.get("code"),
+                "message": error.get("message"),
+                "error": error,
+            }
+        return response
+
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        # Browsers send tracking calls from the shop's own origin (core.cors says how).
+        cors.cors_headers_apply(request, response)
+        return response
+
+
+class _TrackingView(_SegmentView):
     authentication_classes = [WriteKeyAuthentication]
     permission_classes = [AllowAny]  # the write key is checked by the authentication
     renderer_classes = [JSONRenderer]
@@ -269,29 +296,6 @@ class _TrackingView(APIView):
         if errors:
             return Response({"success": True, "errors": [e.as_dict() for e in errors]})
         return Response({"success": True})
-
-    def options(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Response:
-        return Response(status=204)
-
-    def handle_exception(self, exc: Exception) -> Response:
-        response = super().handle_exception(exc)
-        error = response.data.get("error") if isinstance(response.data, dict) else None
-        if isinstance(error, dict):
-            response.data = {
-                "success": False,
-                "code": error.get("code"),
-                "message": error.get("message"),
-                "error": error,
-            }
-        return response
-
-    def finalize_response(
-        self, request: Request, response: Response, *args: Any, **kwargs: Any
-    ) -> Response:
-        response = super().finalize_response(request, response, *args, **kwargs)
-        # Browsers send tracking calls from the shop's own origin (core.cors says how).
-        cors.cors_headers_apply(request, response)
-        return response
 
 
 def _schema(summary: str, request: type[serializers.Serializer]) -> Any:
@@ -359,7 +363,7 @@ class BatchView(_TrackingView):
         return super().post(request)
 
 
-class MetricsView(APIView):
+class MetricsView(_SegmentView):
     """``POST /m``: the usage metrics Segment's browser library reports about itself.
 
     Accepted (200 ``{"success": true}``) and not stored: the library posts them without a write
@@ -375,7 +379,7 @@ class MetricsView(APIView):
         tags=["tracking"],
         summary="Accept the browser library's own usage metrics (not stored)",
         request=None,
-        responses={200: SuccessOutput},
+        responses={200: SuccessOutput, 413: _ERRORS[413]},
     )
     def post(self, request: Request) -> Response:
         body = request._request.read(int(settings.PATRON_TRACK_MAX_EVENT_BYTES) + 1)
@@ -383,12 +387,14 @@ class MetricsView(APIView):
             raise PayloadTooLarge("metrics over 32 KB are not accepted", code="body_too_large")
         return Response({"success": True})
 
-    def options(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Response:
-        return Response(status=204)
 
-    def finalize_response(
-        self, request: Request, response: Response, *args: Any, **kwargs: Any
-    ) -> Response:
-        response = super().finalize_response(request, response, *args, **kwargs)
-        cors.cors_headers_apply(request, response)
-        return response
+def unlisted(view: type[_TrackingView]) -> type[_TrackingView]:
+    """``view`` under another path, left out of the OpenAPI schema (an alias, not a new API)."""
+
+    class Unlisted(view):  # type: ignore[valid-type,misc]  # a class made from a parameter
+        @extend_schema(exclude=True)
+        def post(self, request: Request) -> Response:
+            return super().post(request)
+
+    Unlisted.__name__ = Unlisted.__qualname__ = f"{view.__name__}Alias"
+    return Unlisted

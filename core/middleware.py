@@ -13,23 +13,22 @@ from django.utils.decorators import sync_and_async_middleware
 from core.api import error_body
 
 
-def _has_nul(request: HttpRequest) -> bool:
+def _refusal(request: HttpRequest) -> JsonResponse | None:
+    """404 for a NUL in the path (no resource has such a name), 400 for one in the query."""
     if "\x00" in request.path:
-        return True
+        return JsonResponse(error_body("not_found", "not found"), status=404)
     query = request.META.get("QUERY_STRING", "")
-    return "%00" in query or "\x00" in query or b"\x00" in unquote_to_bytes(query)
-
-
-def _refusal() -> JsonResponse:
-    return JsonResponse(
-        error_body("invalid_character", "NUL characters (%00) are not accepted in URLs"),
-        status=400,
-    )
+    if "%00" in query or "\x00" in query or b"\x00" in unquote_to_bytes(query):
+        return JsonResponse(
+            error_body("invalid_character", "NUL characters (%00) are not accepted in URLs"),
+            status=400,
+        )
+    return None
 
 
 @sync_and_async_middleware
 def nul_guard_middleware(get_response: Callable[[HttpRequest], Any]) -> Any:
-    """Answer 400 ``invalid_character`` to a URL whose path or query holds a NUL character.
+    """Refuse a URL whose path (404) or query (400 ``invalid_character``) holds a NUL.
 
     PostgreSQL stores no NUL in text, so a ``%00`` reaching a query (``/products/%00/``) was a
     500 wherever a URL value is looked up; refusing it here covers every view at once.
@@ -37,16 +36,18 @@ def nul_guard_middleware(get_response: Callable[[HttpRequest], Any]) -> Any:
     if iscoroutinefunction(get_response):
 
         async def async_middleware(request: HttpRequest) -> HttpResponseBase:
-            if _has_nul(request):
-                return _refusal()
+            refusal = _refusal(request)
+            if refusal is not None:
+                return refusal
             response: Awaitable[HttpResponseBase] = get_response(request)
             return await response
 
         return async_middleware
 
     def middleware(request: HttpRequest) -> HttpResponseBase:
-        if _has_nul(request):
-            return _refusal()
+        refusal = _refusal(request)
+        if refusal is not None:
+            return refusal
         result: HttpResponseBase = get_response(request)
         return result
 

@@ -12,21 +12,26 @@ tracking API calls it directly. It refuses, as a 4xx and before any other code s
   no real caller nests that deep;
 - numbers that are not finite doubles (``1e9999999``, which Python's ``json`` turns into
   ``inf``, and ``NaN``/``Infinity`` literals) and invalid UTF-8 or JSON (400
-  ``malformed_json``).
+  ``malformed_json``; ``parse_error`` through DRF, DRF's own code for it).
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from typing import IO, Any
 
 import orjson
 from django.conf import settings
+from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser
 
 from core.exceptions import PayloadTooLarge, ValidationError
 
 DEFAULT_MAX_DEPTH = 64
+# A run of 20 digits may be an integer beyond 64 bits (2**64 has 20 digits).
+_LONG_INTEGER = re.compile(rb"\d{20}")
 
 
 def max_depth() -> int:
@@ -64,6 +69,11 @@ def json_loads(data: bytes | str, *, depth_limit: int | None = None) -> Any:
         raise ValidationError(
             f"JSON may nest at most {limit} arrays or objects", code="json_too_deep"
         )
+    if _LONG_INTEGER.search(data if isinstance(data, bytes) else data.encode()):
+        # orjson reads integers beyond 64 bits as floats (10**30 would become 1e+30, and an
+        # integer field would refuse it as "not an integer" instead of "too large"); the
+        # standard library keeps them exact, and is safe here: the depth is checked above.
+        value = json.loads(data)
     return value
 
 
@@ -103,4 +113,10 @@ class JSONParser(BaseParser):
                 length = None
         limit = int(settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 0) or 2**62
         body = body_read(stream, max_bytes=limit, content_length=length)
-        return json_loads(body)
+        try:
+            return json_loads(body)
+        except ValidationError as exc:
+            if exc.code != "malformed_json":
+                raise
+            # DRF's own code for a body that is not JSON, which API clients already know.
+            raise ParseError(exc.message, code="parse_error") from None
