@@ -232,7 +232,7 @@ class Message(models.Model):
         default=False, help_text="A private note, never shown to the shopper"
     )
     # NULL, not "": messages without a client id (bot, system) stay out of the unique index.
-    client_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
+    client_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001  (NULL keeps rows out of the unique index, see above)
     intent = models.CharField(
         max_length=64, blank=True, default="", help_text="Bot: matched intent"
     )

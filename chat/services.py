@@ -287,12 +287,12 @@ def conversation_for_shopper(
 def clean_body(body: Any) -> str:
     if not isinstance(body, str):
         raise ValidationError("body must be text")
-    body = body.strip()
-    if not body:
+    text = body.strip()
+    if not text:
         raise ValidationError("body must not be empty")
-    if len(body) > MAX_BODY:
+    if len(text) > MAX_BODY:
         raise ValidationError(f"body must be at most {MAX_BODY} characters")
-    return body
+    return text
 
 
 def clean_client_id(client_id: Any) -> str | None:

@@ -60,10 +60,10 @@ def _string(value: Any, field: str, *, max_length: int, required: bool = True) -
         if required:
             raise ValidationError(f"{field} is required")
         return ""
-    value = value.strip()
-    if len(value) > max_length:
+    text = value.strip()
+    if len(text) > max_length:
         raise ValidationError(f"{field} is longer than {max_length} characters")
-    return value
+    return text
 
 
 def _quantity(value: Any) -> int:

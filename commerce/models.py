@@ -320,7 +320,7 @@ class Coupon(models.Model):
 
     def save(self, *args: object, **kwargs: object) -> None:
         self.code = self.code.strip().upper()
-        super().save(*args, **kwargs)  # type: ignore[arg-type]
+        super().save(*args, **kwargs)  # type: ignore[arg-type]  # passes Model.save's arguments through unchanged
 
     @staticmethod
     def generate_code(prefix: str = "") -> str:
@@ -386,7 +386,7 @@ class WriteKey(models.Model):
     def save(self, *args: object, **kwargs: object) -> None:
         if not self.key:
             self.key = secrets.token_urlsafe(24)
-        super().save(*args, **kwargs)  # type: ignore[arg-type]
+        super().save(*args, **kwargs)  # type: ignore[arg-type]  # passes Model.save's arguments through unchanged
 
     def allows_origin(self, origin: str) -> bool:
         """Whether a page at ``origin`` (scheme://host[:port]) may use this key in a browser."""

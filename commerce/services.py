@@ -159,7 +159,7 @@ def shopper_update_traits(*, shopper: Shopper, traits: Mapping[str, Any]) -> Sho
                 changed.add(consent_fields[key])
         elif key in _TRAIT_FIELDS and isinstance(value, str):
             field = _TRAIT_FIELDS[key]
-            max_length = Shopper._meta.get_field(field).max_length or 255  # type: ignore[union-attr]
+            max_length = Shopper._meta.get_field(field).max_length or 255  # type: ignore[union-attr]  # trait fields are CharFields, which have max_length
             value = value.strip()[:max_length]
             if field == "email":
                 value = value.lower()

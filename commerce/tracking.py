@@ -410,7 +410,8 @@ def _follow_merges(shoppers: dict[int, tuple[int | None, str | None]]) -> dict[i
 def _rows(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return cursor.fetchall()
+        rows: list[tuple[Any, ...]] = cursor.fetchall()
+        return rows
 
 
 _SHOPPER = Shopper._meta.db_table
@@ -428,7 +429,7 @@ class _Identities:
         # 500 ids among 20,000 shoppers, the first cost of ingestion inside PostgreSQL).
         alias_rows = (
             _rows(
-                "SELECT x.anonymous_id, s.id, s.merged_into_id, s.customer_id "  # noqa: S608
+                "SELECT x.anonymous_id, s.id, s.merged_into_id, s.customer_id "  # noqa: S608  (table names are module constants; values are parameters)
                 "FROM unnest(%s::text[]) AS x(anonymous_id) CROSS JOIN LATERAL ("
                 f"SELECT a.shopper_id FROM {_ALIAS} a "
                 "WHERE a.anonymous_id = x.anonymous_id LIMIT 1) AS a "
@@ -440,7 +441,7 @@ class _Identities:
         )
         customer_rows = (
             _rows(
-                f"SELECT customer_id, id, merged_into_id FROM {_SHOPPER} "  # noqa: S608
+                f"SELECT customer_id, id, merged_into_id FROM {_SHOPPER} "  # noqa: S608  (table names are module constants; values are parameters)
                 "WHERE customer_id = ANY(%s)",
                 [list(user_ids)],
             )
@@ -484,7 +485,7 @@ def _shoppers_insert(customer_ids: Sequence[str | None]) -> list[tuple[int, str 
     return [
         (row[0], row[1])
         for row in _rows(
-            f"INSERT INTO {_SHOPPER} (customer_id, {', '.join(columns)}) "  # noqa: S608
+            f"INSERT INTO {_SHOPPER} (customer_id, {', '.join(columns)}) "  # noqa: S608  (table names are module constants; values are parameters)
             f"SELECT c, {placeholders} FROM unnest(%s::text[]) WITH ORDINALITY AS x(c, n) "
             "ORDER BY n ON CONFLICT DO NOTHING RETURNING id, customer_id",
             [*values, list(customer_ids)],
@@ -500,7 +501,7 @@ def _customers_create(customer_ids: Sequence[str]) -> dict[str, int]:
         shoppers: dict[int, tuple[int | None, str | None]] = {
             pk: (merged_into, c)
             for c, pk, merged_into in _rows(
-                f"SELECT customer_id, id, merged_into_id FROM {_SHOPPER} "  # noqa: S608
+                f"SELECT customer_id, id, merged_into_id FROM {_SHOPPER} "  # noqa: S608  (table names are module constants; values are parameters)
                 "WHERE customer_id = ANY(%s)",
                 [missing],
             )
@@ -524,7 +525,7 @@ def _aliases_create(links: Mapping[str, int | None]) -> dict[str, int]:
     inserted = {
         row[0]
         for row in _rows(
-            f"INSERT INTO {_ALIAS} (anonymous_id, shopper_id, created_at) "  # noqa: S608
+            f"INSERT INTO {_ALIAS} (anonymous_id, shopper_id, created_at) "  # noqa: S608  (table names are module constants; values are parameters)
             "SELECT a, s, now() FROM unnest(%s::text[], %s::bigint[]) AS x(a, s) "
             "ON CONFLICT (anonymous_id) DO NOTHING RETURNING anonymous_id",
             [ordered, [owners[a] for a in ordered]],
@@ -539,9 +540,9 @@ def _aliases_create(links: Mapping[str, int | None]) -> dict[str, int]:
     if orphans:
         with connection.cursor() as cursor:
             # Created in this transaction and referenced by nothing: no cascade to collect.
-            cursor.execute(f"DELETE FROM {_SHOPPER} WHERE id = ANY(%s)", [orphans])  # noqa: S608
+            cursor.execute(f"DELETE FROM {_SHOPPER} WHERE id = ANY(%s)", [orphans])  # noqa: S608  (table names are module constants; values are parameters)
     rows = _rows(
-        f"SELECT a.anonymous_id, s.id, s.merged_into_id, s.customer_id FROM {_ALIAS} a "  # noqa: S608
+        f"SELECT a.anonymous_id, s.id, s.merged_into_id, s.customer_id FROM {_ALIAS} a "  # noqa: S608  (table names are module constants; values are parameters)
         f"JOIN {_SHOPPER} s ON s.id = a.shopper_id WHERE a.anonymous_id = ANY(%s)",
         [lost],
     )

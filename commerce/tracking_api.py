@@ -12,7 +12,7 @@ import base64
 import binascii
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
@@ -46,6 +46,7 @@ from core.exceptions import AuthenticationFailed, PayloadTooLarge
 _DB_THREADS = 4
 _db_executor = ThreadPoolExecutor(max_workers=_DB_THREADS, thread_name_prefix="tracking-db")
 _T = TypeVar("_T")
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _with_persistent_connection(function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
@@ -74,7 +75,7 @@ def request_payload(request: Request) -> tuple[Any, int]:
     """The decoded JSON body and its size, read once, within the endpoint's size limit."""
     cached = getattr(request, "_tracking_payload", None)
     if cached is not None:
-        return cached
+        return cast("tuple[Any, int]", cached)
     max_bytes, code = _limit(request)
     encoding = request.META.get("HTTP_CONTENT_ENCODING", "")
     # A compressed body is never much larger than what it inflates to.
@@ -91,7 +92,7 @@ def request_payload(request: Request) -> tuple[Any, int]:
     decoded = tracking.payload_decode(
         body=body, content_encoding=encoding, max_bytes=max_bytes, too_large_code=code
     )
-    request._tracking_payload = decoded  # type: ignore[attr-defined]
+    request._tracking_payload = decoded  # type: ignore[attr-defined]  # a per-request cache on DRF's Request
     return decoded
 
 
@@ -121,7 +122,7 @@ class WriteKeyAuthentication(BaseAuthentication):
         return 'Basic realm="tracking"'
 
 
-class WriteKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+class WriteKeyAuthenticationScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]  # drf-spectacular's __init_subclass__ is unannotated
     target_class = "commerce.tracking_api.WriteKeyAuthentication"
     name = "writeKey"
 
@@ -136,7 +137,7 @@ class WriteKeyAuthenticationScheme(OpenApiAuthenticationExtension):
 # --- Documented shapes -------------------------------------------------------------------
 
 
-class _CallInput(serializers.Serializer):
+class _CallInput(serializers.Serializer[Any]):
     userId = serializers.CharField(required=False, max_length=255)
     anonymousId = serializers.CharField(required=False, max_length=255)
     messageId = serializers.CharField(
@@ -147,7 +148,7 @@ class _CallInput(serializers.Serializer):
     sentAt = serializers.DateTimeField(required=False)
     # DRF's metaclass moves declared fields off the class, so this does not shadow
     # Serializer.context at run time; the stubs cannot know that.
-    context = serializers.DictField(required=False)  # type: ignore[assignment]
+    context = serializers.DictField(required=False)  # type: ignore[assignment]  # declared field, not Serializer.context: see above
     integrations = serializers.DictField(required=False, help_text="Ignored")
 
 
@@ -185,23 +186,23 @@ class BatchCallInput(_CallInput):
     previousId = serializers.CharField(required=False, max_length=255)
 
 
-class BatchInput(serializers.Serializer):
+class BatchInput(serializers.Serializer[Any]):
     batch = BatchCallInput(many=True)
     # As in _CallInput, the field does not shadow Serializer.context at run time.
-    context = serializers.DictField(  # type: ignore[assignment]
+    context = serializers.DictField(  # type: ignore[assignment]  # declared field, not Serializer.context: see above
         required=False, help_text="Merged into every call's context"
     )
     sentAt = serializers.DateTimeField(required=False)
     writeKey = serializers.CharField(required=False)
 
 
-class _CallErrorOutput(serializers.Serializer):
+class _CallErrorOutput(serializers.Serializer[Any]):
     index = serializers.IntegerField(help_text="Position of the call in batch")
     code = serializers.CharField()
     message = serializers.CharField()
 
 
-class SuccessOutput(serializers.Serializer):
+class SuccessOutput(serializers.Serializer[Any]):
     success = serializers.BooleanField()
     # As with context above: the declared field does not shadow Serializer.errors at run time.
     errors = _CallErrorOutput(  # type: ignore[assignment]
@@ -211,13 +212,13 @@ class SuccessOutput(serializers.Serializer):
     )
 
 
-class _ErrorDetail(serializers.Serializer):
+class _ErrorDetail(serializers.Serializer[Any]):
     code = serializers.CharField()
     message = serializers.CharField()
     detail = serializers.JSONField(required=False)
 
 
-class ErrorOutput(serializers.Serializer):
+class ErrorOutput(serializers.Serializer[Any]):
     success = serializers.BooleanField()
     code = serializers.CharField()
     message = serializers.CharField()
@@ -298,7 +299,7 @@ class _TrackingView(_SegmentView):
         return Response({"success": True})
 
 
-def _schema(summary: str, request: type[serializers.Serializer]) -> Any:
+def _schema(summary: str, request: type[serializers.Serializer[Any]]) -> Callable[[_F], _F]:
     return extend_schema(
         tags=["tracking"],
         summary=summary,
@@ -394,7 +395,8 @@ def unlisted(view: type[_TrackingView]) -> type[_TrackingView]:
     class Unlisted(view):  # type: ignore[valid-type,misc]  # a class made from a parameter
         @extend_schema(exclude=True)
         def post(self, request: Request) -> Response:
-            return super().post(request)
+            response: Response = super().post(request)
+            return response
 
     Unlisted.__name__ = Unlisted.__qualname__ = f"{view.__name__}Alias"
     return Unlisted

@@ -53,7 +53,7 @@ class WriteKeyAuthentication(BaseAuthentication):
         return 'Basic realm="patron"'
 
 
-class WriteKeyScheme(OpenApiAuthenticationExtension):
+class WriteKeyScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]  # drf-spectacular's __init_subclass__ is unannotated
     target_class = "engagement.api.WriteKeyAuthentication"
     name = "engagementWriteKey"
 
@@ -91,7 +91,7 @@ ErrorSerializer = inline_serializer(
 _ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer}
 
 
-class EngagementIdentitySerializer(serializers.Serializer):
+class EngagementIdentitySerializer(serializers.Serializer[Any]):
     anonymous_id = serializers.CharField(max_length=255, required=False, allow_blank=True)
     user_id = serializers.CharField(max_length=255, required=False, allow_blank=True)
 
@@ -114,7 +114,7 @@ class NotifyRequestApi(WidgetApi):
         kind = serializers.ChoiceField(choices=ProductWatch.Kind.choices)
         email = serializers.EmailField(required=False)
 
-    class NotifyRequestOutputSerializer(serializers.Serializer):
+    class NotifyRequestOutputSerializer(serializers.Serializer[Any]):
         id = serializers.IntegerField()
         sku = serializers.CharField()
         kind = serializers.CharField()
@@ -155,7 +155,7 @@ class NotifyRequestApi(WidgetApi):
 
 
 class OnsiteMessagesApi(WidgetApi):
-    class OnsiteMessageOutputSerializer(serializers.Serializer):
+    class OnsiteMessageOutputSerializer(serializers.Serializer[Any]):
         id = serializers.IntegerField()
         title = serializers.CharField(source="subject")
         body = serializers.CharField()
@@ -185,7 +185,7 @@ class OnsiteMessagesApi(WidgetApi):
 
 
 class OnsiteMessageSeenApi(WidgetApi):
-    class OnsiteMessageSeenOutputSerializer(serializers.Serializer):
+    class OnsiteMessageSeenOutputSerializer(serializers.Serializer[Any]):
         seen = serializers.BooleanField()
 
     @extend_schema(
@@ -215,7 +215,7 @@ class PushSubscriptionApi(WidgetApi):
             },
         )
 
-    class PushSubscriptionOutputSerializer(serializers.Serializer):
+    class PushSubscriptionOutputSerializer(serializers.Serializer[Any]):
         id = serializers.IntegerField()
         active = serializers.BooleanField()
 
@@ -250,7 +250,7 @@ class PushKeyApi(APIView):
     authentication_classes: list[type[BaseAuthentication]] = []
     permission_classes = [AllowAny]
 
-    class PushKeyOutputSerializer(serializers.Serializer):
+    class PushKeyOutputSerializer(serializers.Serializer[Any]):
         public_key = serializers.CharField(allow_blank=True)
 
     @extend_schema(

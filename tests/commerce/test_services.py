@@ -114,7 +114,8 @@ def test_order_lines_join_their_product_when_it_is_upserted_later():
             services.LineInput(sku="OTHER", quantity=1, unit_price=Decimal("1.00")),
         ],
     )
-    assert list(order.lines.values_list("sku", "product")) == [("LATE", None), ("OTHER", None)]
+    before: list[tuple[str, int | None]] = list(order.lines.values_list("sku", "product"))
+    assert before == [("LATE", None), ("OTHER", None)]
 
     product, created = services.product_upsert(sku="LATE", defaults={"price": "3.00"})
 
