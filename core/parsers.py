@@ -54,11 +54,16 @@ def json_depth_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
-def json_loads(data: bytes | str, *, depth_limit: int | None = None) -> Any:
+def json_loads(
+    data: bytes | str, *, depth_limit: int | None = None, exact_integers: bool = False
+) -> Any:
     """Decode a JSON document, or raise ``ValidationError`` (400) saying what is wrong.
 
     Codes: ``malformed_json`` (syntax, encoding, a number out of the double range),
     ``json_too_deep`` (more than ``depth_limit`` levels, default ``PATRON_JSON_MAX_DEPTH``).
+    Integers beyond 64 bits come back as floats, as ``orjson`` reads them (and as it can write
+    them again), unless ``exact_integers`` asks for Python ints (for validation that must say
+    "too large" rather than "not an integer").
     """
     try:
         value = orjson.loads(data)
@@ -69,7 +74,7 @@ def json_loads(data: bytes | str, *, depth_limit: int | None = None) -> Any:
         raise ValidationError(
             f"JSON may nest at most {limit} arrays or objects", code="json_too_deep"
         )
-    if _LONG_INTEGER.search(data if isinstance(data, bytes) else data.encode()):
+    if exact_integers and _LONG_INTEGER.search(data if isinstance(data, bytes) else data.encode()):
         # orjson reads integers beyond 64 bits as floats (10**30 would become 1e+30, and an
         # integer field would refuse it as "not an integer" instead of "too large"); the
         # standard library keeps them exact, and is safe here: the depth is checked above.
@@ -114,7 +119,7 @@ class JSONParser(BaseParser):
         limit = int(settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 0) or 2**62
         body = body_read(stream, max_bytes=limit, content_length=length)
         try:
-            return json_loads(body)
+            return json_loads(body, exact_integers=True)
         except ValidationError as exc:
             if exc.code != "malformed_json":
                 raise

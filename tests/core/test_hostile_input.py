@@ -77,8 +77,22 @@ def test_hostile_json_is_a_validation_error(raw, code):
     assert refused.value.code == code
 
 
-def test_integers_beyond_64_bits_stay_exact():
-    assert json_loads(b'{"q": 1000000000000000000000000000000}') == {"q": 10**30}
+def test_integers_beyond_64_bits_stay_exact_only_when_asked():
+    raw = b'{"q": 1000000000000000000000000000000}'
+
+    assert json_loads(raw, exact_integers=True) == {"q": 10**30}
+    assert json_loads(raw) == {"q": 1e30}  # what orjson can store again
+
+
+def test_a_tracked_integer_beyond_64_bits_is_stored_not_a_500(client: Client, key):
+    raw = '{"anonymousId": "a-1", "event": "Big", "properties": {"n": ' + "9" * 30 + "}}"
+
+    response = client.post(
+        "/v1/track", data=raw, content_type="application/json", headers=_basic(key.key)
+    )
+
+    assert response.status_code == 200, response.content[:300]
+    assert Event.objects.get().properties == {"n": 10**30}  # 1e30 as jsonb gives it back
 
 
 def test_json_at_the_depth_limit_is_accepted():
