@@ -162,7 +162,42 @@ def parse_frame(
         raise ProtocolError(
             "protocol_error", "ref must be a string of at most 64 chars.", CLOSE_PROTOCOL
         )
+    for field in MAX_FIELD_CHARS.keys() & frame.keys():
+        value = frame[field]
+        if isinstance(value, str) and len(value) > MAX_FIELD_CHARS[field]:
+            raise ProtocolError(
+                "field_too_long",
+                f"{frame['type']}.{field} is limited to {MAX_FIELD_CHARS[field]} characters.",
+                CLOSE_PROTOCOL,
+            )
+    # PostgreSQL stores no NUL character in text: refused here, not a dropped socket later.
+    if b"\\u0000" in raw and _contains_nul(frame):
+        raise ProtocolError(
+            "invalid_character", "NUL characters (\\u0000) are not accepted.", CLOSE_PROTOCOL
+        )
     return frame
+
+
+# Identifiers a frame carries, at most the length of the columns and keys they end up in.
+MAX_FIELD_CHARS: dict[str, int] = {
+    "write_key": 64,
+    "token": 2048,
+    "anonymous_id": 255,
+    "customer_id": 255,
+    "customer_hash": 128,
+    "client_id": 64,
+    "locale": 64,
+}
+
+
+def _contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in key or _contains_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_contains_nul(item) for item in value)
+    return False
 
 
 class ChatSocket(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ships no type information

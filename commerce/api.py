@@ -34,7 +34,6 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.authentication import BasicAuthentication, SessionAuthentication
 from rest_framework.pagination import LimitOffsetPagination
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -42,6 +41,7 @@ from rest_framework.views import APIView
 from commerce import importers, selectors, services
 from commerce.models import PERSONAL_DATA_PERMISSION, Category, Order, Product, Refund, Shopper
 from core.exceptions import NotFound, ValidationError
+from core.parsers import JSONParser
 from core.permissions import StaffModelPermissions, model_permission
 
 MAX_OFFSET = 10**9

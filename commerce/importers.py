@@ -430,6 +430,7 @@ def catalog_import(*, rows: Sequence[CatalogRow]) -> CatalogImportSummary:
         changed.append(product)
         changed_fields.update(diff)
     Product.objects.bulk_create(new, batch_size=1000)
+    services.order_lines_link(skus=[product.sku for product in new])
     if changed:
         Product.objects.bulk_update(
             changed, fields=[*sorted(changed_fields), "updated_at"], batch_size=1000

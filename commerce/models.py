@@ -19,6 +19,8 @@ from django.db.models import Q
 from django.db.models.functions import Upper
 from django.utils import timezone
 
+from core import cors
+
 ZERO = Decimal("0.00")
 
 # Shoppers' names, email, phone and addresses, wherever staff see them (staff API, the chat
@@ -399,10 +401,7 @@ class WriteKey(models.Model):
 
     def allows_origin(self, origin: str) -> bool:
         """Whether a page at ``origin`` (scheme://host[:port]) may use this key in a browser."""
-        wanted = origin.strip().rstrip("/").lower()
-        return any(
-            wanted == str(allowed).strip().rstrip("/").lower() for allowed in self.allowed_origins
-        )
+        return cors.origin_allowed(origin, self.allowed_origins or [])
 
 
 def new_identity_secret() -> str:

@@ -15,7 +15,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from django.db import IntegrityError, models, transaction
-from django.db.models import Avg, Count, F, Q
+from django.db.models import Avg, Count, F, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from commerce import registry, selectors
@@ -369,11 +369,30 @@ def product_upsert(
             )
     except IntegrityError:
         product, created = Product.objects.get(sku=sku), False
+    if created:
+        order_lines_link(skus=[product.sku])
     if not created and overwrite and values:
         for key, value in values.items():
             setattr(product, key, value)
         product.save(update_fields=[*values.keys(), "updated_at"])
     return product, created
+
+
+def order_lines_link(*, skus: Iterable[str]) -> int:
+    """Point the order lines of these SKUs that have no product at the product with their SKU.
+
+    An order may name a SKU before the catalog knows it (an order event or import that arrives
+    before the product feed); when the product appears, its earlier lines join it, so
+    "bought together", reviews and back-in-stock see them. Returns the number of lines linked.
+    Call in the transaction that created the products.
+    """
+    wanted = sorted({sku for sku in skus if sku})
+    if not wanted:
+        return 0
+    product_id = Product.objects.filter(sku=OuterRef("sku")).values("pk")[:1]
+    return OrderLine.objects.filter(product__isnull=True, sku__in=wanted).update(
+        product_id=Subquery(product_id)
+    )
 
 
 # --- Orders ------------------------------------------------------------------------------

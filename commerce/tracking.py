@@ -1,8 +1,10 @@
 """Ingestion of Segment-compatible tracking calls: decode, validate, resolve shoppers, store.
 
-The path a batch takes is built for throughput: one ``orjson`` parse, one pass of plain-Python
-validation that either accepts every call or rejects the whole request (nothing is stored from
-a rejected request), identity resolution with a constant number of queries per batch, and one
+The path a batch takes is built for throughput: one ``orjson`` parse (``core.parsers``, with its
+depth and number limits), one pass of plain-Python validation that sets invalid calls aside by
+index (a batch stores its valid calls and reports the others, as Segment's API does; a request
+whose every call is invalid stores nothing), identity resolution with a constant number of
+queries per batch, and one
 ``COPY`` of the new rows straight into ``commerce_event``. A replayed ``messageId`` makes the
 ``COPY`` fail on the unique constraint; the batch is then stored with
 ``INSERT ... ON CONFLICT DO NOTHING`` instead, so duplicates are accepted and stored once.
@@ -26,11 +28,13 @@ from django.utils import timezone
 from commerce import selectors, services, tasks
 from commerce.models import Event, Shopper, ShopperAlias, WriteKey
 from core.exceptions import (
+    ApplicationError,
     AuthenticationFailed,
     PayloadTooLarge,
     PermissionDenied,
     ValidationError,
 )
+from core.parsers import json_loads
 from core.transactions import apply_async_on_commit
 
 MAX_ID_LENGTH = 255
@@ -104,10 +108,7 @@ def payload_decode(
         )
     if len(body) > max_bytes:
         raise PayloadTooLarge(f"the body exceeds {max_bytes} bytes", code=too_large_code)
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ValidationError(f"the body is not valid JSON: {exc}", code="malformed_json") from None
+    payload = json_loads(body)
     if b"\\u0000" in body and _contains_nul(payload):
         # PostgreSQL stores neither text nor jsonb with NUL characters.
         raise ValidationError("NUL characters (\\u0000) are not accepted", code="invalid_character")
@@ -154,7 +155,10 @@ def _identifier(message: Mapping[str, Any], key: str) -> str:
         if value is not None:
             raise _Invalid(f"{key} must be a string", "invalid_identity")
         return ""
-    if isinstance(value, (int, float)):
+    if isinstance(value, float) and value.is_integer():
+        # 17850.0 (a spreadsheet's or a JavaScript number) is customer 17850.
+        value = str(int(value))
+    elif isinstance(value, (int, float)):
         value = str(value)
     elif not isinstance(value, str):
         raise _Invalid(f"{key} must be a string", "invalid_identity")
@@ -211,7 +215,9 @@ def _call_timestamp(
 
     With ``sentAt``: ``receivedAt - (sentAt - originalTimestamp)``, where the client's own time
     of the call is ``originalTimestamp`` or else ``timestamp``. Without it, the client's time
-    as given; without any, the time it was received.
+    as given; without any, the time it was received. Never later than ``received_at``: nothing
+    can have happened after Patron received it, and a device whose clock runs a year ahead
+    would otherwise put its events at the top of every "latest first" list for a year.
     """
     original = _date(message.get("originalTimestamp"), "originalTimestamp")
     stated = _date(message.get("timestamp"), "timestamp")
@@ -219,12 +225,12 @@ def _call_timestamp(
     happened = original or stated
     if happened is None:
         return received_at
-    if sent_at is None:
-        return happened
-    try:
-        return received_at - (sent_at - happened)
-    except OverflowError:
-        raise _Invalid("timestamp and sentAt are too far apart", "invalid_timestamp") from None
+    if sent_at is not None:
+        try:
+            happened = received_at - (sent_at - happened)
+        except OverflowError:
+            raise _Invalid("timestamp and sentAt are too far apart", "invalid_timestamp") from None
+    return min(happened, received_at)
 
 
 def _call_from_message(
@@ -376,64 +382,93 @@ def calls_verify(*, source: WriteKey, calls: Sequence[Call]) -> None:
             call.previous_id = ""
 
 
-def calls_normalise(
+@dataclass(frozen=True)
+class CallError:
+    """Why the call at ``index`` of a batch was not stored (``status``: 400 or 413)."""
+
+    index: int
+    code: str
+    message: str
+    status: int = 400
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "code": self.code, "message": self.message}
+
+
+def calls_validate(
     *,
     payload: Any,
     call_type: str | None,
     received_at: dt.datetime,
     body_bytes: int = 0,
-) -> list[Call]:
-    """Validate a decoded request into calls; any invalid call rejects the whole request.
+) -> tuple[list[Call], list[CallError]]:
+    """Validate a decoded request into calls, setting invalid calls of a batch aside.
 
     ``call_type`` is the endpoint's type (``"track"`` for ``/v1/track``) or None for
     ``/v1/batch``, whose body is ``{"batch": [...], "context": {...}, "sentAt": ...}``.
     ``body_bytes`` (the decoded body's size) lets the per-call size check skip batches too
     small to hold an oversized call.
+
+    Returns the valid calls and, for a batch, one ``CallError`` per invalid call, by index in
+    ``batch`` (Segment's clients never retry a 400, so refusing the whole batch for one bad call
+    would lose the good ones for good). Raises ``ValidationError`` (400) or ``PayloadTooLarge``
+    (413) when the request as a whole is wrong, when the one call of a single-call endpoint is
+    invalid, and when no call of a batch is valid (then ``detail.errors`` lists every one).
     """
     max_event = settings.PATRON_TRACK_MAX_EVENT_BYTES
     if not isinstance(payload, dict):
         raise ValidationError("the body must be a JSON object", code="invalid_body")
     if call_type is not None:
-        messages: list[Any] = [payload]
-        batch_context: dict[str, Any] = {}
-        batch_sent_at = None
         if body_bytes > max_event:
             raise PayloadTooLarge(
                 f"a call may not exceed {max_event} bytes", code="event_too_large"
             )
-    else:
-        batch = payload.get("batch")
-        if not isinstance(batch, list):
-            raise ValidationError("batch must be a list of calls", code="invalid_batch")
-        if not batch:
-            raise ValidationError("batch is empty", code="invalid_batch")
-        messages = batch
         try:
-            batch_context = _object(payload, "context")
-            batch_sent_at = _date(payload.get("sentAt"), "sentAt")
+            return [_call_from_message(payload, call_type, {}, None, received_at)], []
         except _Invalid as exc:
             raise ValidationError(exc.message, code=exc.code) from None
-        if body_bytes > max_event:
-            for index, message in enumerate(messages):
-                if len(orjson.dumps(message)) > max_event:
-                    raise PayloadTooLarge(
-                        f"batch[{index}]: a call may not exceed {max_event} bytes",
-                        code="event_too_large",
-                        extra={"index": index},
-                    )
-    calls = []
-    for index, message in enumerate(messages):
+
+    batch = payload.get("batch")
+    if not isinstance(batch, list):
+        raise ValidationError("batch must be a list of calls", code="invalid_batch")
+    if not batch:
+        raise ValidationError("batch is empty", code="invalid_batch")
+    try:
+        batch_context = _object(payload, "context")
+        batch_sent_at = _date(payload.get("sentAt"), "sentAt")
+    except _Invalid as exc:
+        raise ValidationError(exc.message, code=exc.code) from None
+    check_size = body_bytes > max_event
+    calls: list[Call] = []
+    errors: list[CallError] = []
+    for index, message in enumerate(batch):
+        if check_size and len(orjson.dumps(message)) > max_event:
+            errors.append(
+                CallError(
+                    index,
+                    "event_too_large",
+                    f"batch[{index}]: a call may not exceed {max_event} bytes",
+                    status=PayloadTooLarge.status,
+                )
+            )
+            continue
         try:
             calls.append(
-                _call_from_message(message, call_type, batch_context, batch_sent_at, received_at)
+                _call_from_message(message, None, batch_context, batch_sent_at, received_at)
             )
         except _Invalid as exc:
-            if call_type is not None:
-                raise ValidationError(exc.message, code=exc.code) from None
-            raise ValidationError(
-                f"batch[{index}]: {exc.message}", code=exc.code, extra={"index": index}
-            ) from None
-    return calls
+            errors.append(CallError(index, exc.code, f"batch[{index}]: {exc.message}"))
+    if not calls:
+        first = errors[0]
+        error_class: type[ApplicationError] = (
+            PayloadTooLarge if first.status == PayloadTooLarge.status else ValidationError
+        )
+        raise error_class(
+            first.message,
+            code=first.code,
+            extra={"index": first.index, "errors": [e.as_dict() for e in errors]},
+        )
+    return calls, errors
 
 
 # --- Identity resolution -----------------------------------------------------------------

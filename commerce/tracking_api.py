@@ -29,6 +29,7 @@ from rest_framework.views import APIView
 
 from commerce import tracking
 from commerce.models import WriteKey
+from core import cors
 from core.exceptions import AuthenticationFailed, PayloadTooLarge
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -177,8 +178,20 @@ class BatchInput(serializers.Serializer[Any]):
     writeKey = serializers.CharField(required=False)
 
 
+class _CallErrorOutput(serializers.Serializer[Any]):
+    index = serializers.IntegerField(help_text="Position of the call in batch")
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
 class SuccessOutput(serializers.Serializer[Any]):
     success = serializers.BooleanField()
+    # As with context above: the declared field does not shadow Serializer.errors at run time.
+    errors = _CallErrorOutput(  # type: ignore[assignment]
+        many=True,
+        required=False,
+        help_text="Batch calls not stored, by index (the others were stored)",
+    )
 
 
 class _ErrorDetail(serializers.Serializer[Any]):
@@ -195,39 +208,31 @@ class ErrorOutput(serializers.Serializer[Any]):
 
 
 _ERRORS = {
-    400: OpenApiResponse(ErrorOutput, description="Malformed JSON or an invalid call"),
+    400: OpenApiResponse(
+        ErrorOutput,
+        description="Malformed JSON, an invalid call, or a batch none of whose calls is valid",
+    ),
     401: OpenApiResponse(ErrorOutput, description="Missing, unknown or inactive write key"),
     403: OpenApiResponse(
         ErrorOutput,
         description=(
+            "origin_not_allowed: a browser call from an origin the write key does not list; "
             "identity_unverified: a browser write key sent a userId without its proof "
             "(context.userHash) and without an anonymousId (docs/identity.md)"
         ),
     ),
     413: OpenApiResponse(ErrorOutput, description="A call over 32 KB or a batch over 500 KB"),
+    503: OpenApiResponse(
+        ErrorOutput, description="A transient failure (database unavailable): retry after"
+    ),
 }
 
 
 # --- Views -------------------------------------------------------------------------------
 
 
-class _TrackingView(APIView):
-    authentication_classes = [WriteKeyAuthentication]
-    permission_classes = [AllowAny]  # the write key is checked by the authentication
-    renderer_classes = [JSONRenderer]
-    throttle_classes = []
-    call_type: str | None = None
-
-    def post(self, request: Request) -> Response:
-        payload, size = request_payload(request)
-        received_at = timezone.now()
-        calls = tracking.calls_normalise(
-            payload=payload, call_type=self.call_type, received_at=received_at, body_bytes=size
-        )
-        source = request.auth
-        assert isinstance(source, WriteKey)
-        tracking.events_ingest(source=source, calls=calls, received_at=received_at)
-        return Response({"success": True})
+class _SegmentView(APIView):
+    """Segment's answer shapes and the CORS headers of every tracking path."""
 
     def options(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Response:
         return Response(status=204)
@@ -248,12 +253,32 @@ class _TrackingView(APIView):
         self, request: Request, response: Response, *args: Any, **kwargs: Any
     ) -> Response:
         response = super().finalize_response(request, response, *args, **kwargs)
-        # Browsers send tracking calls from the shop's own origin.
-        response["Access-Control-Allow-Origin"] = "*"
-        response["Access-Control-Allow-Methods"] = "POST, OPTIONS"
-        response["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Content-Encoding"
-        response["Access-Control-Max-Age"] = "86400"
+        # Browsers send tracking calls from the shop's own origin (core.cors says how).
+        cors.cors_headers_apply(request, response)
         return response
+
+
+class _TrackingView(_SegmentView):
+    authentication_classes = [WriteKeyAuthentication]
+    permission_classes = [AllowAny]  # the write key is checked by the authentication
+    renderer_classes = [JSONRenderer]
+    throttle_classes = []
+    call_type: str | None = None
+
+    def post(self, request: Request) -> Response:
+        source = request.auth
+        assert isinstance(source, WriteKey)
+        # Every call, not only the preflight: a preflight carries no key to decide with.
+        cors.origin_check(request, allowed_origins=source.allowed_origins or [])
+        payload, size = request_payload(request)
+        received_at = timezone.now()
+        calls, errors = tracking.calls_validate(
+            payload=payload, call_type=self.call_type, received_at=received_at, body_bytes=size
+        )
+        tracking.events_ingest(source=source, calls=calls, received_at=received_at)
+        if errors:
+            return Response({"success": True, "errors": [e.as_dict() for e in errors]})
+        return Response({"success": True})
 
 
 def _schema(summary: str, request: type[serializers.Serializer[Any]]) -> Callable[[_F], _F]:
@@ -319,3 +344,41 @@ class BatchView(_TrackingView):
     @_schema("Send up to 500 KB of calls of any type in one request", BatchInput)
     def post(self, request: Request) -> Response:
         return super().post(request)
+
+
+class MetricsView(_SegmentView):
+    """``POST /m``: the usage metrics Segment's browser library reports about itself.
+
+    Accepted (200 ``{"success": true}``) and not stored: the library posts them without a write
+    key, and answering 404 would only fill the shop's console with failed requests.
+    """
+
+    authentication_classes: list[type[BaseAuthentication]] = []
+    permission_classes = [AllowAny]
+    renderer_classes = [JSONRenderer]
+    throttle_classes = []
+
+    @extend_schema(
+        tags=["tracking"],
+        summary="Accept the browser library's own usage metrics (not stored)",
+        request=None,
+        responses={200: SuccessOutput, 413: _ERRORS[413]},
+    )
+    def post(self, request: Request) -> Response:
+        body = request._request.read(int(settings.PATRON_TRACK_MAX_EVENT_BYTES) + 1)
+        if len(body) > int(settings.PATRON_TRACK_MAX_EVENT_BYTES):
+            raise PayloadTooLarge("metrics over 32 KB are not accepted", code="body_too_large")
+        return Response({"success": True})
+
+
+def unlisted(view: type[_TrackingView]) -> type[_TrackingView]:
+    """``view`` under another path, left out of the OpenAPI schema (an alias, not a new API)."""
+
+    class Unlisted(view):  # type: ignore[valid-type,misc]  # a class made from a parameter
+        @extend_schema(exclude=True)
+        def post(self, request: Request) -> Response:
+            response: Response = super().post(request)
+            return response
+
+    Unlisted.__name__ = Unlisted.__qualname__ = f"{view.__name__}Alias"
+    return Unlisted

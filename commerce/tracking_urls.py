@@ -14,4 +14,15 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("alias", tracking_api.AliasView.as_view()),
     path("batch", tracking_api.BatchView.as_view()),
     path("import", tracking_api.BatchView.as_view()),
+    # Segment's browser library (analytics-next) posts to the first letter of the call type,
+    # batches to ``b`` and its own usage metrics to ``m``.
+    # The same operations as above, so they are left out of the published schema.
+    path("t", tracking_api.unlisted(tracking_api.TrackView).as_view()),
+    path("i", tracking_api.unlisted(tracking_api.IdentifyView).as_view()),
+    path("p", tracking_api.unlisted(tracking_api.PageView).as_view()),
+    path("s", tracking_api.unlisted(tracking_api.ScreenView).as_view()),
+    path("g", tracking_api.unlisted(tracking_api.GroupView).as_view()),
+    path("a", tracking_api.unlisted(tracking_api.AliasView).as_view()),
+    path("b", tracking_api.unlisted(tracking_api.BatchView).as_view()),
+    path("m", tracking_api.MetricsView.as_view()),
 ]

@@ -71,6 +71,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "core.middleware.nul_guard_middleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -259,6 +260,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.BasicAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    # JSON with depth, number and size limits (a 4xx, never a 500, for hostile bodies).
+    "DEFAULT_PARSER_CLASSES": [
+        "core.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
 }
@@ -292,6 +299,8 @@ PATRON_EVENT_RETENTION_DAYS = env_int("PATRON_EVENT_RETENTION_DAYS", 400, minimu
 PATRON_TRACK_MAX_EVENT_BYTES = 32 * 1024
 PATRON_TRACK_MAX_BATCH_BYTES = 500 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
+# Arrays/objects a JSON body may nest (core.parsers); deeper bodies get a 400.
+PATRON_JSON_MAX_DEPTH = 64
 
 # --- Engagement (campaigns and the outbox) ----------------------------------------------
 # Messages claimed per batch, and delivery tasks started at once (match worker concurrency).

@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.views import set_rollback
 
 from core.exceptions import ApplicationError
 
@@ -31,9 +34,30 @@ def _first_message(detail: Any) -> str:
     return str(detail)
 
 
+# Seconds a client should wait before retrying after a transient failure (503).
+TRANSIENT_RETRY_AFTER_S = 5
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Turn any exception a view raises into ``{"error": {code, message, detail}}``.
+
+    Transient database failures (connection lost or refused, a lock or statement timeout,
+    a deadlock: Django's ``OperationalError`` and ``InterfaceError``) are 503
+    ``service_unavailable`` with ``Retry-After``, never a 4xx: clients such as Segment's
+    libraries drop events for good on a 4xx and retry a 5xx. A body over
+    ``DATA_UPLOAD_MAX_MEMORY_SIZE`` is 413 ``payload_too_large``.
+    """
     if isinstance(exc, ApplicationError):
         return Response(error_body(exc.code, exc.message, exc.extra or None), status=exc.status)
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        set_rollback()
+        return Response(
+            error_body("service_unavailable", "temporarily unavailable, retry later"),
+            status=503,
+            headers={"Retry-After": str(TRANSIENT_RETRY_AFTER_S)},
+        )
+    if isinstance(exc, RequestDataTooBig):
+        return Response(error_body("payload_too_large", str(exc)), status=413)
     if isinstance(exc, DjangoValidationError):
         exc = drf_exceptions.ValidationError(detail=getattr(exc, "message_dict", exc.messages))
     elif isinstance(exc, Http404):

@@ -101,3 +101,41 @@ def test_an_order_too_large_to_store_is_refused_not_a_crash():
         services.order_create(number="huge", lines=lines)
 
     assert not Order.objects.filter(number="huge").exists()
+
+
+# --- Order lines and products that arrive later ------------------------------------------
+
+
+def test_order_lines_join_their_product_when_it_is_upserted_later():
+    order, _ = services.order_create(
+        number="L-1",
+        lines=[
+            services.LineInput(sku="LATE", quantity=2, unit_price=Decimal("3.00")),
+            services.LineInput(sku="OTHER", quantity=1, unit_price=Decimal("1.00")),
+        ],
+    )
+    before: list[tuple[str, int | None]] = list(order.lines.values_list("sku", "product"))
+    assert before == [("LATE", None), ("OTHER", None)]
+
+    product, created = services.product_upsert(sku="LATE", defaults={"price": "3.00"})
+
+    assert created is True
+    assert list(order.lines.order_by("sku").values_list("sku", "product")) == [
+        ("LATE", product.pk),
+        ("OTHER", None),
+    ]
+
+
+def test_order_lines_join_products_created_by_a_catalog_import():
+    from commerce import importers
+
+    order, _ = services.order_create(
+        number="L-2", lines=[services.LineInput(sku="IMP", quantity=1, unit_price=Decimal("5"))]
+    )
+
+    importers.catalog_import(
+        rows=importers.catalog_rows_parse(rows=[{"sku": "IMP", "title": "Imp", "price": "5"}])
+    )
+
+    assert order.lines.get().product == Product.objects.get(sku="IMP")
+    assert services.order_lines_link(skus=["IMP"]) == 0  # nothing left to link

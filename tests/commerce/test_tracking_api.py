@@ -161,19 +161,174 @@ def test_offsets_postgresql_cannot_store_are_converted_to_utc(client, key):
     assert Event.objects.get().timestamp == dt.datetime(2024, 5, 2, 10, 3, tzinfo=UTC)
 
 
-def test_far_future_timestamps_are_kept_as_the_client_said(client, key):
-    post(client, "/v1/batch", {"batch": [track("m-1", timestamp="2090-01-01T00:00:00Z")]}, key=key)
+def test_a_future_timestamp_is_stored_as_the_time_received(client, key):
+    # A phone whose clock runs a year ahead, with or without sentAt to correct it.
+    before = dt.datetime.now(UTC)
+    calls = [
+        track("m-1", timestamp="2090-01-01T00:00:00Z"),
+        track("m-2", originalTimestamp="2090-01-01T00:00:00Z", sentAt="2024-05-01T12:00:00Z"),
+    ]
 
-    assert Event.objects.get().timestamp == dt.datetime(2090, 1, 1, tzinfo=UTC)
+    response = post(client, "/v1/batch", {"batch": calls}, key=key)
+
+    assert response.status_code == 200
+    after = dt.datetime.now(UTC)
+    events = list(Event.objects.order_by("message_id"))
+    assert [e.timestamp == e.received_at for e in events] == [True, True]
+    assert all(before <= e.timestamp <= after for e in events)
 
 
-def test_cors_preflight_is_answered_without_credentials(client):
-    response = client.options("/v1/batch", headers={"Origin": "https://shop.example"})
+def test_a_past_timestamp_is_kept_as_the_client_said(client, key):
+    post(client, "/v1/batch", {"batch": [track("m-1", timestamp="2020-01-01T00:00:00Z")]}, key=key)
+
+    assert Event.objects.get().timestamp == dt.datetime(2020, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("user_id", [17850, 17850.0, "17850"], ids=["int", "float", "text"])
+def test_a_whole_number_user_id_is_one_customer_whatever_its_json_type(client, key, user_id):
+    Shopper.objects.create(customer_id="17850")
+
+    post(client, "/v1/identify", {"userId": user_id, "messageId": "m-1"}, key=key)
+
+    assert Event.objects.get().user_id == "17850"
+    assert list(Shopper.objects.values_list("customer_id", flat=True)) == ["17850"]
+
+
+def test_a_fractional_user_id_keeps_its_fraction(client, key):
+    post(client, "/v1/identify", {"userId": 17850.5, "messageId": "m-1"}, key=key)
+
+    assert Event.objects.get().user_id == "17850.5"
+
+
+# --- CORS and origins --------------------------------------------------------------------
+
+SEGMENT_PATHS = ["t", "i", "p", "s", "g", "a", "b", "m"]
+
+
+@pytest.mark.parametrize("prefix", ["/v1/", "/api/v1/"])
+@pytest.mark.parametrize("path", [*SEGMENT_PATHS, "batch", "track"])
+def test_preflights_allow_what_segments_browser_library_sends(client, prefix, path):
+    response = client.options(
+        prefix + path,
+        headers={
+            "Origin": "https://shop.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type,x-retry-count",
+        },
+    )
 
     assert response.status_code == 204
-    assert response["Access-Control-Allow-Origin"] == "*"
-    assert "Authorization" in response["Access-Control-Allow-Headers"]
+    # Echoed with credentials: analytics-next may send credentials: "include".
+    assert response["Access-Control-Allow-Origin"] == "https://shop.example"
+    assert response["Access-Control-Allow-Credentials"] == "true"
+    assert "Origin" in response["Vary"]
+    allowed = {h.strip().lower() for h in response["Access-Control-Allow-Headers"].split(",")}
+    assert {"authorization", "content-type", "x-retry-count"} <= allowed
+    assert "POST" in response["Access-Control-Allow-Methods"]
     _assert_nothing_stored()
+
+
+def test_a_call_without_origin_gets_the_wildcard_and_no_credentials(client, key):
+    response = post(client, "/v1/track", track("m-1"), key=key)
+
+    assert response["Access-Control-Allow-Origin"] == "*"
+    assert not response.has_header("Access-Control-Allow-Credentials")
+
+
+SHORT_CALLS: list[tuple[str, dict[str, Any], str, str]] = [
+    ("t", {"anonymousId": "a-1", "event": "Product Viewed"}, "track", "Product Viewed"),
+    ("i", {"userId": "c-1", "traits": {"plan": "pro"}}, "identify", ""),
+    ("p", {"anonymousId": "a-1", "name": "Home"}, "page", "Home"),
+    ("s", {"anonymousId": "a-1", "name": "Cart"}, "screen", "Cart"),
+    ("g", {"userId": "c-1", "groupId": "acme"}, "group", "acme"),
+    ("a", {"previousId": "a-1", "userId": "c-1"}, "alias", ""),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "kind", "name"), SHORT_CALLS, ids=lambda v: str(v)[:8])
+def test_segment_browser_paths_store_their_call_from_text_plain(
+    client, key, path, body, kind, name
+):
+    # analytics-next sends text/plain (a "simple" content type) with the write key in the body
+    # as well as in Basic auth.
+    body = {**body, "messageId": "m-1", "writeKey": key}
+
+    response = post(client, "/v1/" + path, body, key=key, content_type="text/plain")
+
+    assert response.status_code == 200, response.content
+    assert response["Access-Control-Allow-Origin"] == "*"
+    assert list(Event.objects.values_list("type", "name", "message_id")) == [(kind, name, "m-1")]
+
+
+def test_the_libraries_usage_metrics_are_accepted_and_not_stored(client):
+    response = client.post(
+        "/v1/m",
+        data='{"series": [{"type": "Counter", "metric": "analytics_js.invoke", "value": 1}]}',
+        content_type="text/plain",
+        headers={"Origin": "https://shop.example"},
+    )
+
+    assert response.status_code == 200
+    assert response.json() == {"success": True}
+    assert response["Access-Control-Allow-Origin"] == "https://shop.example"
+    _assert_nothing_stored()
+
+
+@pytest.mark.parametrize("path", ["/v1/b", "/v1/batch", "/api/v1/t", "/v1/track"])
+def test_a_key_that_lists_origins_refuses_calls_from_other_origins(client, path):
+    key = WriteKey.objects.create(name="shop", allowed_origins=["https://shop.example/"])
+    call = track("m-1")
+    body = {"batch": [call]} if path.endswith(("/b", "batch")) else call
+
+    def send(origin: str) -> Any:
+        return client.post(
+            path,
+            data=json.dumps(body),
+            content_type="text/plain",
+            headers={"Authorization": basic_auth(key.key), "Origin": origin},
+        )
+
+    refused = send("https://evil.example")
+    nothing_after_refusal = Event.objects.count()
+    allowed = send("https://SHOP.example")
+
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "origin_not_allowed"
+    assert nothing_after_refusal == 0
+    assert allowed.status_code == 200, allowed.content
+    assert Event.objects.count() == 1
+
+
+def test_a_key_without_origins_takes_calls_from_any_page(client, key):
+    response = client.post(
+        "/v1/t",
+        data=json.dumps(track("m-1")),
+        content_type="text/plain",
+        headers={"Authorization": basic_auth(key), "Origin": "https://any.example"},
+    )
+
+    assert response.status_code == 200
+    assert response["Access-Control-Allow-Origin"] == "https://any.example"
+    assert Event.objects.count() == 1
+
+
+def test_a_transient_database_failure_is_503_with_retry_after(client, key, monkeypatch):
+    from django.db import OperationalError
+
+    from commerce import tracking
+
+    def unavailable(**kwargs: Any) -> None:
+        raise OperationalError("canceling statement due to lock timeout")
+
+    monkeypatch.setattr(tracking, "events_ingest", unavailable)
+
+    response = post(client, "/v1/batch", {"batch": [track("m-1")]}, key=key)
+
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert response.json()["code"] == "service_unavailable"
+    assert "Retry-After" in response["Access-Control-Expose-Headers"]
+    assert Event.objects.count() == 0
 
 
 # --- Deduplication -----------------------------------------------------------------------
@@ -429,13 +584,45 @@ def test_invalid_requests_are_refused_and_store_nothing(client, key, path, body,
     assert _rejected(client, path, body, key=key, raw=raw)[:2] == (status, code)
 
 
-def test_one_invalid_call_rejects_the_whole_batch_naming_its_index(client, key):
-    body = {"batch": [track("m-1"), track("m-2"), track("m-3", timestamp="31/12/2024")]}
+def test_a_batch_stores_its_valid_calls_and_reports_the_invalid_ones_by_index(client, key):
+    body = {
+        "batch": [
+            track("m-1"),
+            track("m-2", timestamp="31/12/2024"),
+            track("m-3"),
+            track("m-4", anonymousId=None),
+            track("m-5", properties={"blob": BIG}),
+        ]
+    }
 
-    status, code, message = _rejected(client, "/v1/batch", body, key=key)
+    response = post(client, "/v1/batch", body, key=key)
 
-    assert (status, code) == (400, "invalid_timestamp")
-    assert message.startswith("batch[2]: timestamp is not an ISO-8601 date")
+    assert response.status_code == 200, response.content
+    payload = response.json()
+    assert payload["success"] is True
+    assert [(e["index"], e["code"]) for e in payload["errors"]] == [
+        (1, "invalid_timestamp"),
+        (3, "missing_identity"),
+        (4, "event_too_large"),
+    ]
+    assert payload["errors"][0]["message"].startswith("batch[1]: timestamp is not an ISO-8601")
+    assert sorted(Event.objects.values_list("message_id", flat=True)) == ["m-1", "m-3"]
+
+
+def test_a_batch_with_no_valid_call_is_refused_listing_every_error(client, key):
+    body = {"batch": [track("m-1", timestamp="soon"), track("m-2", type="purchase")]}
+
+    response = post(client, "/v1/batch", body, key=key)
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid_timestamp"
+    assert error["message"].startswith("batch[0]: ")
+    assert [(e["index"], e["code"]) for e in error["detail"]["errors"]] == [
+        (0, "invalid_timestamp"),
+        (1, "invalid_type"),
+    ]
+    _assert_nothing_stored()
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,107 @@
+"""CORS for Patron's public browser entries (tracking API, widget APIs): one place, one policy.
+
+The Fetch standard's CORS protocol (https://fetch.spec.whatwg.org/#http-cors-protocol):
+
+- A preflight (``OPTIONS`` with ``Access-Control-Request-Method``) carries no credentials, so
+  it cannot say which write key will be used; it is answered for any origin, and the decision
+  is taken at the call itself (``origin_check``), where the key is known.
+- A call sent with ``credentials: "include"`` (Segment's browser library can be configured so)
+  is readable only if ``Access-Control-Allow-Origin`` echoes the page's origin (``*`` is
+  refused for credentialed requests) and ``Access-Control-Allow-Credentials: true`` is set;
+  echoing the origin requires ``Vary: Origin`` so caches keep answers per origin.
+- ``Access-Control-Allow-Headers`` lists every request header a client library sets, or the
+  browser refuses the call before sending it (Segment's retries add ``X-Retry-Count``).
+- ``Retry-After`` is exposed so a page can honour a 429 or 503.
+
+Why not django-cors-headers: its middleware decides from settings alone, before the view runs;
+here a refused origin must also stop the call from being processed, with the write key's own
+list of origins, which only the view knows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from django.http import HttpRequest, HttpResponseBase
+
+from core.exceptions import PermissionDenied
+
+# Request headers browser clients of Patron's public APIs send: Segment's analytics-next
+# (``Authorization``, ``Content-Type``, ``X-Retry-Count``), gzip-compressing clients
+# (``Content-Encoding``), and a shop's own fetch() calls (``X-Requested-With``).
+DEFAULT_ALLOW_HEADERS: tuple[str, ...] = (
+    "Authorization",
+    "Content-Type",
+    "Content-Encoding",
+    "X-Retry-Count",
+    "X-Requested-With",
+)
+DEFAULT_EXPOSE_HEADERS: tuple[str, ...] = ("Retry-After",)
+PREFLIGHT_MAX_AGE_S = 86400
+
+
+def request_origin(request: HttpRequest) -> str:
+    """The ``Origin`` header of the request ('' when absent or ``null``)."""
+    origin = request.headers.get("Origin", "").strip()
+    return "" if origin == "null" else origin
+
+
+def origin_normalise(origin: str) -> str:
+    return origin.strip().rstrip("/").lower()
+
+
+def origin_allowed(origin: str, allowed_origins: Iterable[str]) -> bool:
+    """Whether ``origin`` (scheme://host[:port]) is one of ``allowed_origins`` (exact match)."""
+    wanted = origin_normalise(origin)
+    return any(wanted == origin_normalise(str(allowed)) for allowed in allowed_origins)
+
+
+def origin_check(request: HttpRequest, *, allowed_origins: Sequence[str]) -> None:
+    """Refuse (``PermissionDenied``, 403 ``origin_not_allowed``) a browser call from an origin
+    that a non-empty ``allowed_origins`` does not list.
+
+    An empty list allows every origin; a request without ``Origin`` (a server's HTTP client,
+    not a page) is not a browser call and is allowed. Call it on every call, not only on the
+    preflight: the preflight carries no key.
+    """
+    origin = request_origin(request)
+    if not origin or not allowed_origins:
+        return
+    if not origin_allowed(origin, allowed_origins):
+        raise PermissionDenied(
+            f"this write key may not be used from {origin}", code="origin_not_allowed"
+        )
+
+
+def is_preflight(request: HttpRequest) -> bool:
+    return request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+
+
+def cors_headers_apply(
+    request: HttpRequest,
+    response: HttpResponseBase,
+    *,
+    methods: Sequence[str] = ("POST", "OPTIONS"),
+    allow_headers: Sequence[str] = DEFAULT_ALLOW_HEADERS,
+    expose_headers: Sequence[str] = DEFAULT_EXPOSE_HEADERS,
+) -> HttpResponseBase:
+    """Add the CORS headers of a public browser entry to ``response`` (returned for chaining).
+
+    With an ``Origin`` the origin is echoed, with credentials allowed; without one the answer
+    is ``*`` (no credentials). Per-key origin refusal is ``origin_check``'s job, at the call.
+    """
+    origin = request_origin(request)
+    if origin:
+        response["Access-Control-Allow-Origin"] = origin
+        response["Access-Control-Allow-Credentials"] = "true"
+        vary = response.get("Vary", "")
+        if "origin" not in vary.lower():
+            response["Vary"] = f"{vary}, Origin" if vary else "Origin"
+    else:
+        response["Access-Control-Allow-Origin"] = "*"
+    response["Access-Control-Allow-Methods"] = ", ".join(methods)
+    response["Access-Control-Allow-Headers"] = ", ".join(allow_headers)
+    if expose_headers:
+        response["Access-Control-Expose-Headers"] = ", ".join(expose_headers)
+    response["Access-Control-Max-Age"] = str(PREFLIGHT_MAX_AGE_S)
+    return response
