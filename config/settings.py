@@ -138,6 +138,12 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
 # Apps add their periodic tasks here (name -> {"task", "schedule"}); beat reads it.
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    # Events whose processing task was lost (dead worker, Redis restart) are swept every
+    # minute; the sweeper takes only events stored more than two minutes ago.
+    "commerce-events-process-pending": {
+        "task": "commerce.tasks.events_process_pending",
+        "schedule": 60.0,
+    },
     "commerce-events-retention": {
         "task": "commerce.tasks.events_purge_expired",
         "schedule": 3600.0,
@@ -241,6 +247,9 @@ PATRON_OUTBOX_BATCH_SIZE = env_int("PATRON_OUTBOX_BATCH_SIZE", 100, minimum=1)
 PATRON_OUTBOX_PARALLELISM = env_int("PATRON_OUTBOX_PARALLELISM", 2, minimum=1)
 # A message in "sending" longer than this is treated as left behind by a dead worker.
 PATRON_OUTBOX_LEASE_SECONDS = env_int("PATRON_OUTBOX_LEASE_SECONDS", 600, minimum=0)
+# A fetch of a tracked link or pixel this soon after the message was handed over is a mail
+# gateway's scanner (Safe Links, Proofpoint, ...), not the shopper: it records nothing.
+PATRON_LINK_SCANNER_SECONDS = env_int("PATRON_LINK_SCANNER_SECONDS", 10, minimum=0)
 PATRON_OUTBOX_MAX_ATTEMPTS = env_int("PATRON_OUTBOX_MAX_ATTEMPTS", 8, minimum=1)
 PATRON_OUTBOX_RETRY_BASE_SECONDS = env_int("PATRON_OUTBOX_RETRY_BASE_SECONDS", 30, minimum=0)
 # SMTP connections a delivery process keeps open; messages are handed over in groups this size.

@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import random
+import re
 import socket
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -1059,11 +1060,64 @@ def message_cancel(*, message: Message, reason: str = "cancelled by staff") -> b
 # --- Opens, clicks, unsubscribes, preferences, NPS ---------------------------------------
 
 
-def message_open_record(*, token: str) -> bool:
-    """Record the first open of a message; returns whether this call recorded it."""
+# Link scanners: mail security gateways (Microsoft Defender Safe Links, Proofpoint URL
+# Defense, Mimecast, Barracuda, Cisco/IronPort), image proxies and link previewers fetch every
+# link of a message, usually within seconds of delivery and often with HEAD. The rule:
+# a fetch records an open or a click only when it is a GET, from a browser-like user agent
+# (``Mozilla/``) that names no known scanner, made more than PATRON_LINK_SCANNER_SECONDS after
+# the message was handed to the provider (scanners fetch on delivery; people take longer).
+# Any other fetch still gets its pixel or redirect, and records nothing. NPS answers are never
+# recorded by a fetch at all: the score link opens a page the shopper confirms (POST).
+_SCANNER_AGENTS = re.compile(
+    r"bot\b|crawler|spider|preview|scanner|safelinks|safe links|microsoft office|"
+    r"ms-office|outlook-|proofpoint|mimecast|barracuda|ironport|symantec|forcepoint|"
+    r"trendmicro|sophos|fortiguard|zscaler|headless|python|curl|wget|go-http|java/|"
+    r"okhttp|libwww|httpclient|axios|node-fetch",
+    re.IGNORECASE,
+)
+# Gmail and Yahoo fetch images through their proxies when the reader opens the message, so
+# for the open pixel these are people; they never fetch links.
+_IMAGE_PROXIES = re.compile(r"GoogleImageProxy|YahooMailProxy", re.IGNORECASE)
+
+
+def link_fetch_is_human(
+    *, method: str, user_agent: str, handed_at: dt.datetime | None, image: bool = False
+) -> bool:
+    """Whether a fetch of a tracked link or pixel counts as the shopper's (see the rule above).
+
+    ``handed_at`` is when the message went to the provider (None: unknown, no time test).
+    """
+    if method.upper() != "GET":
+        return False
+    if image and _IMAGE_PROXIES.search(user_agent):
+        return True
+    if not user_agent.startswith("Mozilla/") or _SCANNER_AGENTS.search(user_agent):
+        return False
+    if handed_at is not None:
+        quiet = dt.timedelta(seconds=settings.PATRON_LINK_SCANNER_SECONDS)
+        if timezone.now() < handed_at + quiet:
+            return False
+    return True
+
+
+def message_open_record(*, token: str, method: str = "GET", user_agent: str = "") -> bool:
+    """Record the first open of a message; returns whether this call recorded it.
+
+    ``NotFound`` for a bad token. A fetch that ``link_fetch_is_human`` refuses records nothing.
+    """
     message_id = tokens.read("open", token)
     if not isinstance(message_id, int):
         raise NotFound("this link is not valid", code="bad_token")
+    message = Message.objects.filter(pk=message_id).only("pk", "handed_at", "sent_at").first()
+    if message is None:
+        raise NotFound("this link is not valid", code="bad_token")
+    if not link_fetch_is_human(
+        method=method,
+        user_agent=user_agent,
+        handed_at=message.handed_at or message.sent_at,
+        image=True,
+    ):
+        return False
     return bool(
         Message.objects.filter(pk=message_id, opened_at__isnull=True).update(
             opened_at=timezone.now()
@@ -1071,14 +1125,23 @@ def message_open_record(*, token: str) -> bool:
     )
 
 
-def message_click_record(*, token: str) -> str:
-    """Record the first click of a message (and its open); returns the URL to redirect to."""
+def message_click_record(*, token: str, method: str = "GET", user_agent: str = "") -> str:
+    """Record the first click of a message (and its open); returns the URL to redirect to.
+
+    ``NotFound`` for a bad token. The redirect is given to every fetch; the click is recorded
+    only for one that ``link_fetch_is_human`` accepts.
+    """
     value = tokens.read("click", token)
     if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], int)):
         raise NotFound("this link is not valid", code="bad_token")
     message_id, url = value
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise NotFound("this link is not valid", code="bad_token")
+    message = Message.objects.filter(pk=message_id).only("pk", "handed_at", "sent_at").first()
+    if message is None or not link_fetch_is_human(
+        method=method, user_agent=user_agent, handed_at=message.handed_at or message.sent_at
+    ):
+        return url
     now = timezone.now()
     Message.objects.filter(pk=message_id, clicked_at__isnull=True).update(
         clicked_at=now, clicked_url=url[:2000]
