@@ -1072,7 +1072,7 @@ _SCANNER_AGENTS = re.compile(
     r"bot\b|crawler|spider|preview|scanner|safelinks|safe links|microsoft office|"
     r"ms-office|outlook-|proofpoint|mimecast|barracuda|ironport|symantec|forcepoint|"
     r"trendmicro|sophos|fortiguard|zscaler|headless|python|curl|wget|go-http|java/|"
-    r"okhttp|libwww|httpclient|axios|node-fetch",
+    r"okhttp|libwww|httpclient|axios|node-fetch|imageproxy|mailproxy",
     re.IGNORECASE,
 )
 # Gmail and Yahoo fetch images through their proxies when the reader opens the message, so

@@ -139,7 +139,7 @@ def preferences(request: HttpRequest, token: str) -> HttpResponse:
 
 
 @never_cache
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def nps(request: HttpRequest, token: str) -> HttpResponse:
     """The page an NPS score link opens: GET shows the score pre-selected and records nothing
     (a link scanner fetches all eleven links); the shopper's POST (with CSRF) records it."""
@@ -147,7 +147,7 @@ def nps(request: HttpRequest, token: str) -> HttpResponse:
         message = services.nps_message(token=token)
     except NotFound as exc:
         raise Http404(exc.message) from None
-    if request.method == "GET":
+    if request.method != "POST":
         raw = request.GET.get("score", "")
         selected = int(raw) if raw.isdigit() and int(raw) <= 10 else None
         return render(
