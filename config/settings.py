@@ -150,7 +150,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     },
     # engagement: due messages (delayed steps, retries), lost workers, time-based triggers.
     "engagement-outbox-dispatch": {"task": "engagement.tasks.outbox_dispatch", "schedule": 5.0},
-    "engagement-outbox-sweep": {"task": "engagement.tasks.outbox_sweep", "schedule": 60.0},
+    "engagement-outbox-sweep": {"task": "engagement.tasks.outbox_sweep", "schedule": 15.0},
     "engagement-triggers-scan": {"task": "engagement.tasks.triggers_scan", "schedule": 300.0},
     "engagement-product-changes": {
         "task": "engagement.tasks.product_changes_detect",
@@ -246,7 +246,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
 PATRON_OUTBOX_BATCH_SIZE = env_int("PATRON_OUTBOX_BATCH_SIZE", 100, minimum=1)
 PATRON_OUTBOX_PARALLELISM = env_int("PATRON_OUTBOX_PARALLELISM", 2, minimum=1)
 # A message in "sending" longer than this is treated as left behind by a dead worker.
-PATRON_OUTBOX_LEASE_SECONDS = env_int("PATRON_OUTBOX_LEASE_SECONDS", 600, minimum=0)
+# A delivering worker renews the lease on its claimed messages every third of this; the
+# sweeper (every 15 s) takes back the messages of a worker that stopped renewing (killed).
+PATRON_OUTBOX_LEASE_SECONDS = env_int("PATRON_OUTBOX_LEASE_SECONDS", 30, minimum=3)
+# A broadcast being enrolled is taken over by another run after this long without finishing.
+PATRON_BROADCAST_LEASE_SECONDS = env_int("PATRON_BROADCAST_LEASE_SECONDS", 600, minimum=60)
 # A fetch of a tracked link or pixel this soon after the message was handed over is a mail
 # gateway's scanner (Safe Links, Proofpoint, ...), not the shopper: it records nothing.
 PATRON_LINK_SCANNER_SECONDS = env_int("PATRON_LINK_SCANNER_SECONDS", 10, minimum=0)

@@ -30,6 +30,7 @@ import os
 import random
 import re
 import socket
+import threading
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.core.validators import validate_email
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Max, Q
 from django.template import TemplateSyntaxError
 from django.utils import timezone
@@ -306,6 +307,47 @@ def trigger_fire(
     return created
 
 
+def _offer_coupons_issue(approved: Sequence[_Approved], now: dt.datetime) -> None:
+    """Issue the offer coupon of each approved broadcast message whose run has none yet.
+
+    Call inside the claim transaction, after the send-time checks: a coupon exists only for a
+    shopper whose message is about to go. The coupon is kept on the run (``data["coupon"]``,
+    what templates read), so a later step or a retry reuses it.
+    """
+    by_campaign: dict[int, list[Message]] = defaultdict(list)
+    for item in approved:
+        message = item.message
+        if "broadcast_id" in message.run.data and "coupon" not in message.run.data:
+            by_campaign[message.campaign_id].append(message)
+    for messages in by_campaign.values():
+        runs = {m.run_id: m.run for m in messages}
+        owners = [run.shopper for run in runs.values()]
+        coupons = _coupon_for_offer(messages[0].campaign, owners, now)
+        for run, coupon in zip(runs.values(), coupons, strict=True):
+            run.data = {
+                **run.data,
+                "coupon": {
+                    "code": coupon.code,
+                    "kind": coupon.kind,
+                    "value": str(coupon.value),
+                    "valid_until": coupon.valid_until.isoformat() if coupon.valid_until else None,
+                },
+            }
+            Run.objects.filter(pk=run.pk).update(data=run.data)
+
+
+def _offer_coupon_withdraw(message: Message) -> None:
+    """A broadcast message failed for good: its coupon goes unless the run sent another one."""
+    code = (message.run.data.get("coupon") or {}).get("code")
+    if not code:
+        return
+    sent = Message.objects.filter(run_id=message.run_id, state=Message.State.SENT).exists()
+    if not sent:
+        Coupon.objects.filter(code=code, owner_id=message.shopper_id, times_used=0).update(
+            active=False
+        )
+
+
 def _coupon_for_offer(
     campaign: Campaign, owners: Sequence[Shopper], now: dt.datetime
 ) -> list[Coupon]:
@@ -342,19 +384,11 @@ def _broadcast_chunk(*, broadcast: Broadcast, campaign: Campaign, shopper_ids: l
         for s in shoppers
         if in_control_group(campaign=campaign, shopper_id=s.pk, occurrence_key=occurrence_key)
     }
-    treated = [s for s in shoppers if s.pk not in held]
-    coupons = {c.owner_id: c for c in _coupon_for_offer(campaign, treated, now)}
+    # The offer's coupons are issued at send time, to the shoppers whose message is approved
+    # (consent, unsubscribes, suppressions and caps decided), not to everyone enrolled here.
     runs = []
     for shopper in shoppers:
         data: dict[str, Any] = {"broadcast_id": broadcast.pk}
-        coupon = coupons.get(shopper.pk)
-        if coupon is not None:
-            data["coupon"] = {
-                "code": coupon.code,
-                "kind": coupon.kind,
-                "value": str(coupon.value),
-                "valid_until": coupon.valid_until.isoformat() if coupon.valid_until else None,
-            }
         runs.append(
             Run(
                 campaign=campaign,
@@ -391,7 +425,7 @@ def broadcast_send(*, broadcast_id: int, chunk_size: int = 1000) -> int:
         Broadcast.objects.filter(pk=broadcast_id, finished_at__isnull=True, send_at__lte=now)
         .filter(
             Q(started_at__isnull=True)
-            | Q(started_at__lt=now - dt.timedelta(seconds=settings.PATRON_OUTBOX_LEASE_SECONDS))
+            | Q(started_at__lt=now - dt.timedelta(seconds=settings.PATRON_BROADCAST_LEASE_SECONDS))
         )
         .update(started_at=now)
     )
@@ -747,6 +781,7 @@ def outbox_claim(*, worker: str, limit: int) -> list[_Approved]:
                 ),
             )
         )
+    _offer_coupons_issue(approved, now)
     return approved
 
 
@@ -835,7 +870,10 @@ def _delivery_failed(
             last_error=str(error)[:2000],
         )
         return Message.State.SCHEDULED
-    mine.update(state=Message.State.FAILED, reason=str(error)[:200], last_error=str(error)[:2000])
+    if mine.update(
+        state=Message.State.FAILED, reason=str(error)[:200], last_error=str(error)[:2000]
+    ):
+        _offer_coupon_withdraw(message)
     return Message.State.FAILED
 
 
@@ -967,16 +1005,66 @@ def outbox_deliver_batch(*, worker: str | None = None, limit: int | None = None)
     return dict(totals)
 
 
+class LeaseKeeper:
+    """Renews the lease on the messages ``worker`` has claimed, from a thread, while it lives.
+
+    Every ``PATRON_OUTBOX_LEASE_SECONDS / 3`` seconds it sets ``claimed_at`` to now on this
+    worker's ``sending`` rows, on its own database connection. A worker that is killed stops
+    renewing, and ``outbox_sweep`` (beat, every 15 s) takes its messages back once the lease
+    has run out: a SIGKILLed worker's messages go out again within about lease + 15 s, while a
+    live worker waiting on a slow server keeps them. Use as a context manager around delivery.
+    """
+
+    def __init__(self, worker: str, *, interval: float | None = None) -> None:
+        self.worker = worker
+        self.interval = (
+            interval if interval is not None else max(settings.PATRON_OUTBOX_LEASE_SECONDS / 3, 0.5)
+        )
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="outbox-lease", daemon=True)
+        self.renewals = 0
+
+    def renew(self) -> int:
+        """Extend this worker's leases now; returns how many messages it holds."""
+        return Message.objects.filter(claimed_by=self.worker, state=Message.State.SENDING).update(
+            claimed_at=timezone.now()
+        )
+
+    def _run(self) -> None:
+        try:
+            while not self.stopped.wait(self.interval):
+                try:
+                    self.renew()
+                    self.renewals += 1
+                except DatabaseError:  # the database is away: try again at the next beat
+                    logger.warning("outbox lease renewal for %s failed", self.worker, exc_info=True)
+                    connection.close()
+        finally:
+            connection.close()  # this thread's own connection
+
+    def __enter__(self) -> LeaseKeeper:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+
 def outbox_deliver(*, max_seconds: float = 50.0, limit: int | None = None) -> int:
-    """Deliver batches until nothing is due or ``max_seconds`` pass; returns messages sent."""
+    """Deliver batches until nothing is due or ``max_seconds`` pass; returns messages sent.
+
+    Holds a ``LeaseKeeper`` for this process's claims while it works.
+    """
     worker = worker_name()
     deadline = timezone.now() + dt.timedelta(seconds=max_seconds)
     sent = 0
-    while timezone.now() < deadline:
-        totals = outbox_deliver_batch(worker=worker, limit=limit)
-        sent += totals.get("sent", 0)
-        if not totals.get("claimed"):
-            break
+    with LeaseKeeper(worker):
+        while timezone.now() < deadline:
+            totals = outbox_deliver_batch(worker=worker, limit=limit)
+            sent += totals.get("sent", 0)
+            if not totals.get("claimed"):
+                break
     return sent
 
 
@@ -985,7 +1073,10 @@ def outbox_due_count() -> int:
 
 
 def outbox_sweep(*, lease_seconds: int | None = None, limit: int = 1000) -> dict[str, int]:
-    """Resolve messages a dead worker left in ``sending`` for longer than the lease.
+    """Resolve messages a dead worker left in ``sending``: their lease was not renewed in time.
+
+    Live workers renew their leases (``LeaseKeeper``) every third of the lease, so a claim
+    older than ``PATRON_OUTBOX_LEASE_SECONDS`` belongs to a worker that is gone.
 
     Never handed over (no ``handed_at``): back to ``scheduled``, sent again. Possibly handed
     over: sent again only on an idempotent channel (the provider deduplicates by our key);
