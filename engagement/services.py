@@ -29,6 +29,7 @@ import math
 import os
 import random
 import re
+import secrets
 import socket
 import threading
 from collections import defaultdict
@@ -97,8 +98,20 @@ def _json(data: Mapping[str, Any] | None) -> dict[str, Any]:
     return result
 
 
+_process_tokens: dict[int, str] = {}
+
+
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This process's name on its claims: host, pid and a token drawn once per process.
+
+    The token keeps a new process that reuses a killed one's pid (common in containers) from
+    renewing or finishing the dead process's claims.
+    """
+    pid = os.getpid()
+    token = _process_tokens.get(pid)
+    if token is None:
+        token = _process_tokens[pid] = secrets.token_hex(4)
+    return f"{socket.gethostname()[:150]}:{pid}:{token}"
 
 
 # --- Quiet hours and control groups ------------------------------------------------------
