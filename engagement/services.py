@@ -1433,6 +1433,69 @@ def product_for_properties(properties: Mapping[str, Any]) -> Product | None:
     return None
 
 
+_PRODUCT_KEYS = ("sku", "product_id", "productId", "id")
+
+
+def products_for_properties(
+    properties: Sequence[Mapping[str, Any]],
+) -> list[Product | None]:
+    """``product_for_properties`` for many events in one query, in the same order."""
+    wanted = {
+        str(p.get(key)) for p in properties for key in _PRODUCT_KEYS if p.get(key) not in (None, "")
+    }
+    known = {product.sku: product for product in Product.objects.filter(sku__in=wanted)}
+    found: list[Product | None] = []
+    for p in properties:
+        product = None
+        for key in _PRODUCT_KEYS:
+            value = p.get(key)
+            if value not in (None, "") and str(value) in known:
+                product = known[str(value)]
+                break
+        found.append(product)
+    return found
+
+
+_VIEWS_SQL = """
+INSERT INTO engagement_productview (shopper_id, product_id, views, first_viewed_at, last_viewed_at)
+SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::int[], %s::timestamptz[], %s::timestamptz[])
+ON CONFLICT (shopper_id, product_id) DO UPDATE
+SET views = engagement_productview.views + EXCLUDED.views,
+    last_viewed_at = GREATEST(engagement_productview.last_viewed_at, EXCLUDED.last_viewed_at)
+"""
+
+
+def product_views_record_many(*, views: Sequence[tuple[int, int, dt.datetime]]) -> None:
+    """Count many views, ``(shopper_id, product_id, at)`` each, in one statement.
+
+    Rows are written in (shopper, product) order, so two workers recording overlapping views
+    lock them in the same order (no deadlock).
+    """
+    totals: dict[tuple[int, int], list[Any]] = {}
+    for shopper_id, product_id, at in views:
+        row = totals.get((shopper_id, product_id))
+        if row is None:
+            totals[(shopper_id, product_id)] = [1, at, at]
+        else:
+            row[0] += 1
+            row[1] = min(row[1], at)
+            row[2] = max(row[2], at)
+    if not totals:
+        return
+    keys = sorted(totals)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _VIEWS_SQL,
+            [
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [totals[k][0] for k in keys],
+                [totals[k][1] for k in keys],
+                [totals[k][2] for k in keys],
+            ],
+        )
+
+
 def product_views_record(*, shopper: Shopper, product: Product, at: dt.datetime) -> None:
     """Count a view (kept for back-in-stock and price-drop audiences)."""
     with connection.cursor() as cursor:
