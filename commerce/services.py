@@ -35,6 +35,7 @@ from commerce.models import (
     Review,
     Shopper,
     ShopperAlias,
+    WriteKey,
 )
 from core.exceptions import Conflict, NotFound, ValidationError
 
@@ -678,9 +679,13 @@ def events_process(*, event_ids: Sequence[int], include_failed: bool = False) ->
     )
     if not include_failed:
         events = events.filter(failure__isnull=True)
-    claimed = list(events.select_related("shopper", "source").order_by("id"))
+    claimed = list(events.select_related("shopper").order_by("id"))
     if not claimed:
         return 0
+    # A batch comes from one or two write keys: load each once, not joined into every row.
+    sources = WriteKey.objects.in_bulk({event.source_id for event in claimed})
+    for event in claimed:
+        event.source = sources[event.source_id]
     by_key: dict[str, list[Event]] = {}
     for event in claimed:
         by_key.setdefault(event_handler_key(event), []).append(event)

@@ -176,6 +176,11 @@ def email_address_clean(value: str, *, field: str) -> str:
     return address
 
 
+def trigger_has_active_campaigns(*, trigger: str) -> bool:
+    """Whether any campaign of ``trigger`` is active (a cheap guard before per-event work)."""
+    return Campaign.objects.filter(trigger=trigger, status=Campaign.Status.ACTIVE).exists()
+
+
 def _active_campaigns(trigger: str, when: dt.datetime) -> list[Campaign]:
     return list(
         Campaign.objects.filter(trigger=trigger, status=Campaign.Status.ACTIVE)

@@ -191,14 +191,15 @@ def on_identify(events: Sequence[Event]) -> None:
     Traits and consent are applied by commerce's own identify handler, which runs first and
     takes consent only from server-side write keys.
     """
-    for event in events:
-        if event.shopper_id is None:
-            continue
+    candidates = [e for e in events if e.shopper_id is not None and e.user_id]
+    # Without an active welcome campaign nothing could be sent: skip the per-event checks.
+    if not candidates or not services.trigger_has_active_campaigns(trigger="welcome"):
+        return
+    shoppers = Shopper.objects.in_bulk({e.shopper_id for e in candidates})
+    for event in candidates:
         traits = _traits(event)
-        if not event.user_id:
-            continue
-        shopper = Shopper.objects.get(pk=event.shopper_id)
-        if not (shopper.email or traits.get("email")):
+        shopper = shoppers.get(event.shopper_id)  # type: ignore[arg-type] (candidates have one)
+        if shopper is None or not (shopper.email or traits.get("email")):
             continue
         earlier = Event.objects.filter(
             shopper_id=event.shopper_id, type=Event.Type.IDENTIFY, id__lt=event.id
