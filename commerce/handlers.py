@@ -129,6 +129,7 @@ def _from_server(event: Event) -> bool:
 
 
 def order_completed(events: Sequence[Event]) -> None:
+    services.event_shoppers_load(events)
     for event in events:
         if _from_server(event):
             with _each(event):
@@ -269,6 +270,7 @@ def products_seen(events: Sequence[Event]) -> None:
 
 
 def product_reviewed(events: Sequence[Event]) -> None:
+    services.event_shoppers_load(events)
     for event in events:
         with _each(event):
             _review_from_event(event)
@@ -307,6 +309,7 @@ def _review_from_event(event: Event) -> None:
 
 def traits_identified(events: Sequence[Event]) -> None:
     """Apply identify traits to the shopper, in the order the calls happened."""
+    services.event_shoppers_load(events)
     by_shopper: dict[int, tuple[Shopper, dict[str, Any]]] = {}
     for event in sorted(events, key=lambda e: (e.timestamp, e.pk)):
         shopper = _shopper(event)

@@ -603,6 +603,12 @@ def coupons_issue(
 # --- Tracked events ----------------------------------------------------------------------
 
 
+def event_shoppers_load(events: Sequence[Event]) -> None:
+    """Load the shoppers of these events in one query (call in a handler that reads
+    ``event.shopper``; ``events_process`` does not join them)."""
+    models.prefetch_related_objects(list(events), "shopper")
+
+
 def event_handler_key(event: Event) -> str:
     """The registry key an event is delivered under: its name for track, ``$type`` otherwise."""
     return event.name if event.type == Event.Type.TRACK else f"${event.type}"
@@ -679,10 +685,12 @@ def events_process(*, event_ids: Sequence[int], include_failed: bool = False) ->
     )
     if not include_failed:
         events = events.filter(failure__isnull=True)
-    claimed = list(events.select_related("shopper").order_by("id"))
+    claimed = list(events.order_by("id"))
     if not claimed:
         return 0
     # A batch comes from one or two write keys: load each once, not joined into every row.
+    # Shoppers are not joined either: most handlers need only ``shopper_id``; those that need
+    # the row load their events' shoppers in one query (``event_shoppers_load``).
     sources = WriteKey.objects.in_bulk({event.source_id for event in claimed})
     for event in claimed:
         event.source = sources[event.source_id]
