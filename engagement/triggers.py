@@ -191,24 +191,22 @@ def on_identify(events: Sequence[Event]) -> None:
     Traits and consent are applied by commerce's own identify handler, which runs first and
     takes consent only from server-side write keys.
     """
-    candidates = [e for e in events if e.shopper_id is not None and e.user_id]
+    candidates = [(e.shopper_id, e) for e in events if e.shopper_id is not None and e.user_id]
     # Without an active welcome campaign nothing could be sent: skip the per-event checks.
     if not candidates or not services.trigger_has_active_campaigns(trigger="welcome"):
         return
-    shoppers = Shopper.objects.in_bulk({e.shopper_id for e in candidates})
-    for event in candidates:
+    shoppers = Shopper.objects.in_bulk({shopper_id for shopper_id, _ in candidates})
+    for shopper_id, event in candidates:
         traits = _traits(event)
-        shopper = shoppers.get(event.shopper_id)  # type: ignore[arg-type] (candidates have one)
+        shopper = shoppers.get(shopper_id)
         if shopper is None or not (shopper.email or traits.get("email")):
             continue
         earlier = Event.objects.filter(
-            shopper_id=event.shopper_id, type=Event.Type.IDENTIFY, id__lt=event.id
+            shopper_id=shopper_id, type=Event.Type.IDENTIFY, id__lt=event.id
         ).exclude(user_id="")
         if (
             earlier.exists()
-            or Order.objects.filter(
-                shopper_id=event.shopper_id, placed_at__lt=event.timestamp
-            ).exists()
+            or Order.objects.filter(shopper_id=shopper_id, placed_at__lt=event.timestamp).exists()
         ):
             continue
         services.trigger_fire(

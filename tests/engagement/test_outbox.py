@@ -389,6 +389,7 @@ def test_the_lease_keeper_renews_only_its_own_workers_claims_while_it_runs():
     theirs.refresh_from_db()
     assert renewals >= 2
     assert keeper.renewals == renewals  # it stops with its worker
+    assert mine.claimed_at is not None
     assert old + dt.timedelta(seconds=25) <= mine.claimed_at <= stopped_at
     assert theirs.claimed_at == old
     assert not keeper.thread.is_alive()
