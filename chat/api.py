@@ -4,6 +4,13 @@ One thin view per operation. Each has nested input serializers (query or body) a
 serializer that both renders the response and describes it in ``/api/schema/``; every status
 code a view can answer is listed in its ``extend_schema``. Errors have the one shape of
 ``core.api.exception_handler``.
+
+Permissions (``core.permissions.StaffModelPermissions``): every view needs an active staff user
+with ``chat.answer_conversations`` and, per view, ``chat.view_conversation`` (inbox, context
+panel), ``chat.view_message`` (messages, transcript), ``chat.view_cannedresponse``,
+``chat.view_agentstatus`` (agents) or ``chat.view_chat_metrics`` (metrics). The "Agents" group
+holds all but the last. Shoppers' names, emails and phones show in the conversations assigned
+to the agent, elsewhere only with ``commerce.view_shopper_personal_data``.
 """
 
 from __future__ import annotations
@@ -17,42 +24,41 @@ from django.utils.cache import patch_vary_headers
 from django.utils.dateparse import parse_date, parse_datetime
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
-from rest_framework.permissions import AllowAny, BasePermission
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chat import metrics, selectors, services
-from chat.models import AgentStatus, Conversation, Message
+from chat.models import AgentStatus, CannedResponse, Conversation, Message
 from commerce import selectors as commerce_selectors
 from core.exceptions import NotFound
+from core.permissions import StaffModelPermissions
 
 TAGS = ["chat"]
 # PostgreSQL's integer: seqs, offsets and ids beyond it cannot exist.
 MAX_INT = 2**31 - 1
 
 
-class IsAgent(BasePermission):
-    message = "Only agents (staff with the answer_conversations permission) may use this."
-
-    def has_permission(self, request: Request, view: Any) -> bool:
-        return selectors.is_agent(request.user)
-
-
 class AgentView(APIView):
-    permission_classes = [IsAgent]
+    """An agent-console endpoint: the agent permission plus the view's model permission."""
+
+    permission_classes = [StaffModelPermissions]
+    required_permissions: tuple[str, ...] = (selectors.AGENT_PERMISSION,)
+    permission_model: type[Any] | None = None
+    method_permissions: dict[str, tuple[str, ...]] = {}
 
 
 # --- Shapes shared by several responses ---------------------------------------------------
 
 
-class ChatErrorBodySerializer(serializers.Serializer):
+class ChatErrorBodySerializer(serializers.Serializer[Any]):
     code = serializers.CharField()
     message = serializers.CharField()
     detail = serializers.JSONField(required=False)
 
 
-class ChatErrorSerializer(serializers.Serializer):
+class ChatErrorSerializer(serializers.Serializer[Any]):
     error = ChatErrorBodySerializer()
 
 
@@ -60,23 +66,26 @@ def _error(description: str) -> OpenApiResponse:
     return OpenApiResponse(ChatErrorSerializer, description=description)
 
 
-FORBIDDEN = _error("Not signed in, or not an agent (staff with chat.answer_conversations)")
+FORBIDDEN = _error(
+    "Not signed in, or not an agent (staff with chat.answer_conversations) holding the view's "
+    "permission"
+)
 INVALID = _error("Invalid parameters")
 NO_CONVERSATION = _error("No such conversation")
 
 
-class ChatAgentRefSerializer(serializers.Serializer):
+class ChatAgentRefSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     name = serializers.CharField()
 
 
-class ChatAuthorSerializer(serializers.Serializer):
+class ChatAuthorSerializer(serializers.Serializer[Any]):
     kind = serializers.ChoiceField(choices=Message.Author.choices)
     name = serializers.CharField(allow_blank=True)
     id = serializers.IntegerField(allow_null=True, help_text="The agent's user id, else null")
 
 
-class ChatMessageSerializer(serializers.Serializer):
+class ChatMessageSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     conversation_id = serializers.IntegerField()
     seq = serializers.IntegerField()
@@ -87,21 +96,21 @@ class ChatMessageSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
-class ChatShopperBriefSerializer(serializers.Serializer):
+class ChatShopperBriefSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     name = serializers.CharField(allow_blank=True)
     email = serializers.CharField(allow_blank=True)
     customer_id = serializers.CharField(allow_null=True)
 
 
-class ChatLastMessageSerializer(serializers.Serializer):
+class ChatLastMessageSerializer(serializers.Serializer[Any]):
     seq = serializers.IntegerField()
     author_kind = serializers.ChoiceField(choices=Message.Author.choices)
     body = serializers.CharField()
     created_at = serializers.DateTimeField()
 
 
-class ChatConversationSummarySerializer(serializers.Serializer):
+class ChatConversationSummarySerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     state = serializers.ChoiceField(choices=Conversation.State.choices)
     channel = serializers.ChoiceField(choices=Conversation.Channel.choices)
@@ -120,7 +129,9 @@ class ChatConversationSummarySerializer(serializers.Serializer):
 
 
 class ConversationListApi(AgentView):
-    class FilterSerializer(serializers.Serializer):
+    permission_model = Conversation
+
+    class FilterSerializer(serializers.Serializer[Any]):
         view = serializers.ChoiceField(choices=["unassigned", "mine", "all"], default="all")
         state = serializers.ChoiceField(choices=Conversation.State.choices, required=False)
         q = serializers.CharField(
@@ -132,7 +143,7 @@ class ConversationListApi(AgentView):
         limit = serializers.IntegerField(required=False, min_value=1, max_value=200, default=50)
         offset = serializers.IntegerField(required=False, min_value=0, max_value=MAX_INT, default=0)
 
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         count = serializers.IntegerField()
         next = serializers.URLField(allow_null=True)
         previous = serializers.URLField(allow_null=True)
@@ -151,12 +162,20 @@ class ConversationListApi(AgentView):
         params = self.FilterSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         data = params.validated_data
+        sees_all = selectors.sees_all_personal_data(request.user)
         qs = selectors.inbox_queryset(
-            view=data["view"], agent_id=request.user.pk, state=data.get("state"), q=data.get("q")
+            view=data["view"],
+            agent_id=request.user.pk,
+            state=data.get("state"),
+            q=data.get("q"),
+            personal=sees_all,
         )
         count = qs.count()
         limit, offset = data["limit"], data["offset"]
-        rows = selectors.summaries(qs[offset : offset + limit])
+        rows = [
+            selectors.summary_for_viewer(row, viewer_id=request.user.pk, sees_all=sees_all)
+            for row in selectors.summaries(qs[offset : offset + limit])
+        ]
         base = request.build_absolute_uri(request.path)
 
         def page(at: int) -> str:
@@ -191,7 +210,9 @@ CONVERSATION_ID = OpenApiParameter(
 
 
 class MessageListApi(AgentView):
-    class FilterSerializer(serializers.Serializer):
+    permission_model = Message
+
+    class FilterSerializer(serializers.Serializer[Any]):
         after_seq = serializers.IntegerField(
             required=False,
             min_value=0,
@@ -228,12 +249,14 @@ class MessageListApi(AgentView):
 
 
 class ContextApi(AgentView):
-    class OutputSerializer(serializers.Serializer):
+    permission_model = Conversation
+
+    class OutputSerializer(serializers.Serializer[Any]):
         key = serializers.CharField()
         title = serializers.CharField()
         # "data" is the protocol's key. DRF's metaclass moves declared fields out of the class,
         # so this does not shadow Serializer.data at runtime; the stubs cannot know that.
-        data = serializers.DictField(  # type: ignore[assignment]
+        data = serializers.DictField(  # type: ignore[assignment]  # declared field, not Serializer.data: see above
             child=serializers.JSONField(), help_text="Flat; its shape belongs to the section"
         )
         error = serializers.ChoiceField(
@@ -253,12 +276,22 @@ class ContextApi(AgentView):
         responses={200: OutputSerializer(many=True), 403: FORBIDDEN, 404: NO_CONVERSATION},
     )
     def get(self, request: Request, conversation_id: int) -> Response:
-        sections = selectors.conversation_context(_conversation(conversation_id))
+        conversation = _conversation(conversation_id)
+        personal = selectors.personal_data_visible(
+            viewer_id=request.user.pk,
+            sees_all=selectors.sees_all_personal_data(request.user),
+            assigned_agent_id=conversation.assigned_agent_id,
+        )
+        sections = selectors.context_for_viewer(
+            selectors.conversation_context(conversation), personal=personal
+        )
         return Response(self.OutputSerializer(sections, many=True).data)
 
 
 class TranscriptApi(AgentView):
-    class InputSerializer(serializers.Serializer):
+    method_permissions = {"POST": ("chat.view_message",)}
+
+    class InputSerializer(serializers.Serializer[Any]):
         email = serializers.EmailField(
             required=False,
             allow_blank=True,
@@ -268,7 +301,7 @@ class TranscriptApi(AgentView):
         class Meta:
             ref_name = "ChatTranscriptRequest"
 
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         conversation_id = serializers.IntegerField()
         email = serializers.EmailField()
 
@@ -300,7 +333,9 @@ class TranscriptApi(AgentView):
 
 
 class CannedResponseListApi(AgentView):
-    class OutputSerializer(serializers.Serializer):
+    permission_model = CannedResponse
+
+    class OutputSerializer(serializers.Serializer[Any]):
         id = serializers.IntegerField()
         shortcut = serializers.CharField()
         title = serializers.CharField()
@@ -319,7 +354,9 @@ class CannedResponseListApi(AgentView):
 
 
 class AgentListApi(AgentView):
-    class OutputSerializer(serializers.Serializer):
+    permission_model = AgentStatus
+
+    class OutputSerializer(serializers.Serializer[Any]):
         id = serializers.IntegerField()
         name = serializers.CharField()
         status = serializers.ChoiceField(choices=AgentStatus.Status.choices)
@@ -348,7 +385,7 @@ class _Bound(serializers.CharField):
     """A date (midnight UTC) or an ISO 8601 date-time (naive: UTC)."""
 
     # Parses the text to an aware datetime: the value is not text any more.
-    def to_internal_value(self, data: Any) -> dt.datetime:  # type: ignore[override]
+    def to_internal_value(self, data: Any) -> dt.datetime:  # type: ignore[override]  # returns the parsed datetime, see above
         text = super().to_internal_value(data)
         try:
             parsed = parse_datetime(text)
@@ -367,7 +404,7 @@ class _Bound(serializers.CharField):
         return parsed
 
 
-class _FiguresSerializer(serializers.Serializer):
+class _FiguresSerializer(serializers.Serializer[Any]):
     conversations = serializers.IntegerField(help_text="Created in the period")
     resolved = serializers.IntegerField()
     handed_off = serializers.IntegerField()
@@ -395,7 +432,12 @@ class ChatAgentFiguresSerializer(_FiguresSerializer):
 
 
 class MetricsApi(AgentView):
-    class FilterSerializer(serializers.Serializer):
+    method_permissions = {
+        "GET": (selectors.METRICS_PERMISSION,),
+        "HEAD": (selectors.METRICS_PERMISSION,),
+    }
+
+    class FilterSerializer(serializers.Serializer[Any]):
         since = _Bound(required=False, help_text="Default: 30 days before until")
         until = _Bound(required=False, help_text="Default: now")
 
@@ -409,7 +451,7 @@ class MetricsApi(AgentView):
                 raise serializers.ValidationError("since must be before until")
             return {"since": since, "until": until}
 
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         since = serializers.DateTimeField()
         until = serializers.DateTimeField()
         overall = ChatOverallFiguresSerializer()
@@ -445,10 +487,10 @@ class WidgetConfigApi(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list[Any] = []
 
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(serializers.Serializer[Any]):
         write_key = serializers.CharField(max_length=64)
 
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         greeting = serializers.CharField()
         business_hours_open = serializers.BooleanField()
         languages = serializers.ListField(child=serializers.CharField())

@@ -24,13 +24,22 @@ from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import DatabaseError
 from redis.exceptions import RedisError
 
 from chat import selectors, services
+from chat.models import Conversation
 from chat.origins import scope_origin
 from chat.threads import db
 from chat.writer import writer
-from core.exceptions import ApplicationError, PermissionDenied
+from core.exceptions import (
+    ApplicationError,
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    ValidationError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +165,7 @@ def parse_frame(
     return frame
 
 
-class ChatSocket(AsyncWebsocketConsumer):
+class ChatSocket(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ships no type information
     """What both sockets share: framing, errors, groups and exactly-once ordered delivery."""
 
     frames: dict[str, Schema] = {}
@@ -409,7 +418,7 @@ class ShopperConsumer(ChatSocket):
         """Join the conversation's group, then read what the client has not seen."""
         await self.join(services.conversation_group(conversation_id))
         self.conversation_id = conversation_id
-        history = await db(selectors.messages_after)(
+        history: list[dict[str, Any]] = await db(selectors.messages_after)(
             conversation_id=conversation_id, after_seq=last_seq or 0, include_internal=False
         )
         self.delivered[conversation_id] = max([m["seq"] for m in history] + [last_seq or 0])
@@ -482,7 +491,7 @@ class ShopperConsumer(ChatSocket):
             )
             try:
                 posted = await self.writer.post(request, sender=self.channel_name)
-            except services.Conflict:
+            except Conflict:
                 pass  # resolved: shopper_message_post below reopens it
             else:
                 await self.acknowledge(cid, frame, posted)
@@ -579,7 +588,7 @@ class ShopperConsumer(ChatSocket):
 
     async def on_csat_submit(self, frame: dict[str, Any]) -> None:
         if self.conversation_id is None:
-            raise services.Conflict("There is no conversation to rate.", code="conflict")
+            raise Conflict("There is no conversation to rate.", code="conflict")
         await db(services.csat_record)(
             shopper=self.shopper,
             conversation_id=self.conversation_id,
@@ -589,7 +598,7 @@ class ShopperConsumer(ChatSocket):
 
     async def on_transcript_request(self, frame: dict[str, Any]) -> None:
         if self.conversation_id is None:
-            raise services.Conflict("There is no conversation yet.", code="conflict")
+            raise Conflict("There is no conversation yet.", code="conflict")
         address = await db(services.transcript_send)(
             conversation_id=self.conversation_id, email=frame.get("email"), shopper=self.shopper
         )
@@ -624,7 +633,14 @@ class ShopperConsumer(ChatSocket):
 
 
 class AgentConsumer(ChatSocket):
-    """``/ws/console/``: a staff user with ``chat.answer_conversations``."""
+    """``/ws/console/``: a staff user with ``chat.answer_conversations``.
+
+    The agent's rights are read again from the database every
+    ``PATRON_AGENT_RECHECK_SECONDS`` while the socket is open: an agent deactivated, deleted or
+    removed from the agent group (in the admin, by a management command, by any process) is
+    closed with 4003 within that time, and a change of their personal-data permission applies
+    to the frames sent after it.
+    """
 
     frames = AGENT_FRAMES
     include_internal = True
@@ -635,36 +651,67 @@ class AgentConsumer(ChatSocket):
             await self.close()  # before accept: the handshake is refused with HTTP 403
             return
         self.user = user
+        self.sees_all = await db(selectors.sees_all_personal_data)(user)
         self.opened: set[int] = set()
         self.online = False
         await super().connect()
+        self.rights_watch = asyncio.ensure_future(self._watch_rights())
         await self.join(services.CONSOLE_GROUP, services.agent_group(user.pk))
         await db(services.agent_connect)(user=user)
         self.online = True
         for cid in await db(selectors.conversations_for_agent)(agent_id=user.pk):
             await self.subscribe(cid, history_after=None)
         await self.send_json(
-            await db(selectors.inbox_snapshot)(view="unassigned", agent_id=user.pk)
+            await db(selectors.inbox_snapshot)(
+                view="unassigned", agent_id=user.pk, personal=self.sees_all
+            )
         )
         await self.send_json(
             {"type": "canned.list", "responses": await db(selectors.canned_responses)()}
         )
 
     async def disconnect(self, code: int) -> None:
+        watch = getattr(self, "rights_watch", None)
+        if watch is not None and watch is not asyncio.current_task():
+            watch.cancel()
         if getattr(self, "online", False):
             self.online = False
             await db(services.agent_disconnect)(user=self.user)
         if hasattr(self, "groups_joined"):
             await super().disconnect(code)
 
+    async def _watch_rights(self) -> None:
+        """Close the socket once the user is no longer an agent (see the class docstring).
+
+        One primary-key read of the user and their permissions per interval and socket; a
+        database error skips a round rather than closing a working console.
+        """
+        interval = settings.PATRON_AGENT_RECHECK_SECONDS
+        while not self.closed:
+            await asyncio.sleep(interval)
+            try:
+                allowed, sees_all = await db(selectors.agent_rights)(user_id=self.user.pk)
+            except DatabaseError as exc:
+                logger.warning("console: could not re-check agent %s: %r", self.user.pk, exc)
+                continue
+            if allowed:
+                self.sees_all = sees_all
+                continue
+            async with self.dispatch_lock:
+                if not self.closed:
+                    logger.info("console: agent %s lost their rights, closing", self.user.pk)
+                    with contextlib.suppress(RedisError, OSError):
+                        await self.fail(
+                            "forbidden", "Your agent access was withdrawn.", CLOSE_FORBIDDEN
+                        )
+            return
+
     async def before_frame(self, frame: dict[str, Any]) -> None:
         if frame["type"] == "ping":
             await db(services.agent_heartbeat)(user=self.user)
 
     def _last_seq(self, conversation_id: int) -> int:
-        return int(
-            services.Conversation.objects.values_list("last_seq", flat=True).get(pk=conversation_id)
-        )
+        return int(Conversation.objects.values_list("last_seq", flat=True).get(pk=conversation_id))
 
     async def subscribe(
         self, conversation_id: int, *, history_after: int | None
@@ -676,7 +723,7 @@ class AgentConsumer(ChatSocket):
             if conversation_id not in self.delivered:
                 self.delivered[conversation_id] = await db(self._last_seq)(conversation_id)
             return []
-        history = await db(selectors.messages_after)(
+        history: list[dict[str, Any]] = await db(selectors.messages_after)(
             conversation_id=conversation_id, after_seq=history_after, include_internal=True
         )
         self.delivered[conversation_id] = max(
@@ -691,12 +738,12 @@ class AgentConsumer(ChatSocket):
         self.delivered.pop(conversation_id, None)
 
     def _conversation_exists(self, conversation_id: int) -> bool:
-        return services.Conversation.objects.filter(pk=conversation_id).exists()
+        return Conversation.objects.filter(pk=conversation_id).exists()
 
     async def on_inbox_query(self, frame: dict[str, Any]) -> None:
         view = frame["view"]
         if view not in ("unassigned", "mine", "all"):
-            raise services.ValidationError("view must be unassigned, mine or all")
+            raise ValidationError("view must be unassigned, mine or all")
         limit = min(max(frame.get("limit") or 50, 1), 200)
         snapshot = await db(selectors.inbox_snapshot)(
             view=view,
@@ -704,6 +751,7 @@ class AgentConsumer(ChatSocket):
             state=frame.get("state"),
             q=frame.get("q"),
             limit=limit,
+            personal=self.sees_all,
         )
         if frame.get("ref") is not None:
             snapshot["ref"] = frame["ref"]
@@ -712,7 +760,7 @@ class AgentConsumer(ChatSocket):
     async def on_conversation_open(self, frame: dict[str, Any]) -> None:
         cid = frame["conversation_id"]
         if not await db(self._conversation_exists)(cid):
-            raise services.NotFound("No such conversation.")
+            raise NotFound("No such conversation.")
         self.opened.add(cid)
         # Re-opening resends from last_seq; drop the socket's cursor so nothing is skipped.
         last_seq = frame.get("last_seq") or 0
@@ -723,8 +771,16 @@ class AgentConsumer(ChatSocket):
             # What this socket pushed after the client's last_seq reaches the client ahead of
             # this answer, on the same socket: sending it again would show it twice.
             messages = [m for m in messages if m["seq"] not in pushed]
-        summary = await db(selectors.summary_by_id)(cid)
-        context = await db(self._context)(cid)
+        summary = selectors.summary_for_viewer(
+            await db(selectors.summary_by_id)(cid), viewer_id=self.user.pk, sees_all=self.sees_all
+        )
+        agent = summary.get("assigned_agent") or {}
+        context = selectors.context_for_viewer(
+            await db(self._context)(cid),
+            personal=selectors.personal_data_visible(
+                viewer_id=self.user.pk, sees_all=self.sees_all, assigned_agent_id=agent.get("id")
+            ),
+        )
         opened = {
             "type": "conversation.opened",
             "conversation": summary,
@@ -736,9 +792,7 @@ class AgentConsumer(ChatSocket):
         await self.send_json(opened)
 
     def _context(self, conversation_id: int) -> list[dict[str, Any]]:
-        conversation = services.Conversation.objects.select_related("shopper").get(
-            pk=conversation_id
-        )
+        conversation = Conversation.objects.select_related("shopper").get(pk=conversation_id)
         return selectors.conversation_context(conversation)
 
     async def on_conversation_leave(self, frame: dict[str, Any]) -> None:
@@ -767,11 +821,11 @@ class AgentConsumer(ChatSocket):
                 holder_id=None if internal else self.user.pk,
                 # A reply in an email follow-up is emailed, in the reply's transaction: that
                 # is agent_message_post's, not a batch's.
-                channel=None if internal else services.Conversation.Channel.CHAT,
+                channel=None if internal else Conversation.Channel.CHAT,
             )
             try:
                 posted = await self.writer.post(request, sender=self.channel_name)
-            except services.Conflict:
+            except Conflict:
                 pass
             else:
                 await self.acknowledge(cid, frame, posted)
@@ -819,7 +873,7 @@ class AgentConsumer(ChatSocket):
             return self.user
         agent = selectors.agents_queryset().filter(pk=user_id).first()
         if agent is None:
-            raise services.NotFound("No such agent.")
+            raise NotFound("No such agent.")
         return agent
 
     async def on_conversation_assign(self, frame: dict[str, Any]) -> None:
@@ -871,4 +925,12 @@ class AgentConsumer(ChatSocket):
                 await self.unsubscribe(cid)
         if event["type"] == "typing" and (event.get("author") or {}).get("id") == self.user.pk:
             return
+        summary = event.get("conversation")
+        if isinstance(summary, dict) and "shopper" in summary:
+            event = {
+                **event,
+                "conversation": selectors.summary_for_viewer(
+                    summary, viewer_id=self.user.pk, sees_all=self.sees_all
+                ),
+            }
         await self.send_json(event)

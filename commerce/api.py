@@ -3,7 +3,23 @@
 One thin view per operation with its own input and output serializers; the work is done by
 ``commerce.importers`` (imports, upserts, order recording), ``commerce.services`` (refunds,
 product updates) and ``commerce.selectors`` (reads). Staff sign in with the admin session or
-HTTP Basic (username and password). Errors use the project's one error body
+HTTP Basic (username and password).
+
+Each view needs Django model permissions (``core.permissions.StaffModelPermissions``):
+
+| endpoint                              | GET                     | POST / PATCH                      |
+|---------------------------------------|-------------------------|-----------------------------------|
+| products/, products/<sku>/            | view_product            | add_product + change_product      |
+|                                       |                         | (upsert); PATCH: change_product   |
+| products/import/                      |                         | add_product + change_product      |
+| categories/                           | view_category           |                                   |
+| orders/, orders/<number>/             | view_order              | add_order                         |
+| orders/import/                        |                         | add_order                         |
+| orders/<number>/refunds/              |                         | add_refund                        |
+| shoppers/, shoppers/<id>/             | view_shopper + view_shopper_personal_data                   |
+
+Orders carry the buyer's email: without ``commerce.view_shopper_personal_data`` it is given as
+``""`` (the order's and its shopper's). Errors use the project's one error body
 ``{"error": {"code", "message", "detail"}}``.
 """
 
@@ -19,14 +35,14 @@ from rest_framework import serializers, status
 from rest_framework.authentication import BasicAuthentication, SessionAuthentication
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import JSONParser
-from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from commerce import importers, selectors, services
-from commerce.models import Order, Product, Refund, Shopper
+from commerce.models import PERSONAL_DATA_PERMISSION, Category, Order, Product, Refund, Shopper
 from core.exceptions import NotFound, ValidationError
+from core.permissions import StaffModelPermissions, model_permission
 
 MAX_OFFSET = 10**9
 MAX_AMOUNT = importers.MAX_AMOUNT
@@ -67,13 +83,13 @@ def _amount_input(**kwargs: Any) -> serializers.DecimalField:
 # --- Shared pieces -----------------------------------------------------------------------
 
 
-class ErrorDetailSerializer(serializers.Serializer):
+class ErrorDetailSerializer(serializers.Serializer[Any]):
     code = serializers.CharField()
     message = serializers.CharField()
     detail = serializers.JSONField(required=False)
 
 
-class ErrorSerializer(serializers.Serializer):
+class ErrorSerializer(serializers.Serializer[Any]):
     error = ErrorDetailSerializer()
 
 
@@ -101,7 +117,9 @@ PAGE_PARAMETERS = [
 ]
 
 
-def _page_of(child: type[serializers.Serializer], name: str) -> type[serializers.Serializer]:
+def _page_of(
+    child: type[serializers.Serializer[Any]], name: str
+) -> type[serializers.Serializer[Any]]:
     """The paginated envelope of a list of ``child`` items, for the schema."""
     return type(
         name,
@@ -116,19 +134,30 @@ def _page_of(child: type[serializers.Serializer], name: str) -> type[serializers
 
 
 class StaffApi(APIView):
-    """Base of every view here: staff only, JSON bodies."""
+    """Base of every view here: staff with the model permissions the view names, JSON bodies."""
 
     authentication_classes = [BasicAuthentication, SessionAuthentication]
-    permission_classes = [IsAdminUser]
+    permission_classes = [StaffModelPermissions]
     parser_classes = [JSONParser]
+    permission_model: type[Any] | None = None
+    method_permissions: Mapping[str, Sequence[str]] = {}
+    required_permissions: Sequence[str] = ()
+
+    def personal_data_visible(self) -> bool:
+        return bool(self.request.user.has_perm(PERSONAL_DATA_PERMISSION))
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        return {"personal_data": self.personal_data_visible()}
 
     def paginate(
-        self, queryset: QuerySet[Any], serializer_class: type[serializers.Serializer]
+        self, queryset: QuerySet[Any], serializer_class: type[serializers.Serializer[Any]]
     ) -> Response:
         paginator = Pagination()
         page = paginator.paginate_queryset(queryset, self.request, view=self)
         assert page is not None
-        return paginator.get_paginated_response(serializer_class(page, many=True).data)
+        return paginator.get_paginated_response(
+            serializer_class(page, many=True, context=self.get_serializer_context()).data
+        )
 
 
 def _lookup(value: str) -> str:
@@ -138,7 +167,9 @@ def _lookup(value: str) -> str:
     return value
 
 
-def _filters(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
+def _filters(
+    serializer_class: type[serializers.Serializer[Any]], request: Request
+) -> dict[str, Any]:
     serializer = serializer_class(data=request.query_params)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
@@ -154,7 +185,7 @@ def _row_errors(errors: Any) -> str:
 
 
 def _validate_rows(
-    serializer_class: type[serializers.Serializer], data: Any
+    serializer_class: type[serializers.Serializer[Any]], data: Any
 ) -> list[dict[str, Any]]:
     """Validate a JSON array row by row; the first bad row is named (1-based) in the error."""
     if not isinstance(data, list):
@@ -177,12 +208,12 @@ def _validate_rows(
 # --- Output serializers ------------------------------------------------------------------
 
 
-class CategoryRefSerializer(serializers.Serializer):
+class CategoryRefSerializer(serializers.Serializer[Any]):
     slug = serializers.CharField()
     name = serializers.CharField()
 
 
-class ProductOutputSerializer(serializers.Serializer):
+class ProductOutputSerializer(serializers.Serializer[Any]):
     sku = serializers.CharField()
     title = serializers.CharField()
     description = serializers.CharField()
@@ -199,7 +230,7 @@ class ProductOutputSerializer(serializers.Serializer):
     updated_at = serializers.DateTimeField()
 
 
-class CategoryOutputSerializer(serializers.Serializer):
+class CategoryOutputSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     name = serializers.CharField()
     slug = serializers.CharField()
@@ -207,13 +238,28 @@ class CategoryOutputSerializer(serializers.Serializer):
     product_count = serializers.IntegerField()
 
 
-class ShopperRefSerializer(serializers.Serializer):
+class PersonalDataSerializer(serializers.Serializer[Any]):
+    """Blanks ``personal_fields`` unless the context says ``personal_data`` may be shown."""
+
+    personal_fields: tuple[str, ...] = ()
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        data = dict(super().to_representation(instance))
+        if not self.context.get("personal_data", False):
+            for name in self.personal_fields:
+                if name in data:
+                    data[name] = ""
+        return data
+
+
+class ShopperRefSerializer(PersonalDataSerializer):
+    personal_fields = ("email",)
     id = serializers.IntegerField()
     customer_id = serializers.CharField(allow_null=True)
     email = serializers.CharField()
 
 
-class OrderLineOutputSerializer(serializers.Serializer):
+class OrderLineOutputSerializer(serializers.Serializer[Any]):
     sku = serializers.CharField()
     title = serializers.CharField()
     quantity = serializers.IntegerField()
@@ -222,18 +268,19 @@ class OrderLineOutputSerializer(serializers.Serializer):
     refunded_quantity = serializers.IntegerField()
 
 
-class RefundRefSerializer(serializers.Serializer):
+class RefundRefSerializer(serializers.Serializer[Any]):
     number = serializers.CharField()
     amount = _amount()
     reason = serializers.CharField()
     refunded_at = serializers.DateTimeField()
 
 
-class OrderOutputSerializer(serializers.Serializer):
+class OrderOutputSerializer(PersonalDataSerializer):
+    personal_fields = ("email",)
     number = serializers.CharField()
     status = serializers.ChoiceField(choices=Order.Status.choices)
     # The order's "source" field; the name shadows Field.source only for mypy.
-    source = serializers.ChoiceField(choices=Order.Source.choices)  # type: ignore[assignment]
+    source = serializers.ChoiceField(choices=Order.Source.choices)  # type: ignore[assignment]  # declared field, not Field.source: see above
     shopper = ShopperRefSerializer(allow_null=True)
     email = serializers.CharField()
     currency = serializers.CharField()
@@ -251,13 +298,13 @@ class OrderOutputSerializer(serializers.Serializer):
     refunds = RefundRefSerializer(many=True)
 
 
-class RefundLineOutputSerializer(serializers.Serializer):
+class RefundLineOutputSerializer(serializers.Serializer[Any]):
     sku = serializers.CharField(source="order_line.sku")
     quantity = serializers.IntegerField()
     amount = _amount()
 
 
-class RefundOutputSerializer(serializers.Serializer):
+class RefundOutputSerializer(serializers.Serializer[Any]):
     number = serializers.CharField()
     order = serializers.CharField(source="order.number")
     amount = _amount()
@@ -266,7 +313,7 @@ class RefundOutputSerializer(serializers.Serializer):
     lines = RefundLineOutputSerializer(many=True)
 
 
-class ShopperOutputSerializer(serializers.Serializer):
+class ShopperOutputSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     customer_id = serializers.CharField(allow_null=True)
     email = serializers.CharField()
@@ -285,14 +332,14 @@ class ShopperOutputSerializer(serializers.Serializer):
     total_spent = serializers.DecimalField(max_digits=14, decimal_places=2)
 
 
-class CatalogImportOutputSerializer(serializers.Serializer):
+class CatalogImportOutputSerializer(serializers.Serializer[Any]):
     products_created = serializers.IntegerField()
     products_updated = serializers.IntegerField()
     products_unchanged = serializers.IntegerField()
     categories_created = serializers.IntegerField()
 
 
-class OrdersImportOutputSerializer(serializers.Serializer):
+class OrdersImportOutputSerializer(serializers.Serializer[Any]):
     orders_created = serializers.IntegerField()
     orders_existing = serializers.IntegerField()
     lines_created = serializers.IntegerField()
@@ -312,7 +359,7 @@ def _text(max_length: int, **kwargs: Any) -> serializers.CharField:
     return serializers.CharField(max_length=max_length, **kwargs)
 
 
-class ProductInputSerializer(serializers.Serializer):
+class ProductInputSerializer(serializers.Serializer[Any]):
     """A catalog row: a new product needs title and price; a missing field keeps its value."""
 
     sku = _text(64)
@@ -334,7 +381,7 @@ class ProductInputSerializer(serializers.Serializer):
     active = serializers.BooleanField(required=False)
 
 
-class ProductPatchSerializer(serializers.Serializer):
+class ProductPatchSerializer(serializers.Serializer[Any]):
     title = _text(300, required=False)
     description = _text(20_000, required=False, allow_blank=True)
     category = serializers.CharField(
@@ -352,14 +399,14 @@ class ProductPatchSerializer(serializers.Serializer):
     active = serializers.BooleanField(required=False)
 
 
-class LineInputSerializer(serializers.Serializer):
+class LineInputSerializer(serializers.Serializer[Any]):
     sku = _text(64)
     title = _text(300, required=False, allow_blank=True)
     quantity = serializers.IntegerField(min_value=1, max_value=importers.MAX_QUANTITY)
     unit_price = _amount_input(min_value=Decimal("0"))
 
 
-class OrderInputSerializer(serializers.Serializer):
+class OrderInputSerializer(serializers.Serializer[Any]):
     number = _text(64)
     customer_id = _text(255, required=False, help_text="The store's customer id.")
     email = serializers.EmailField(max_length=254, required=False, allow_blank=True)
@@ -370,12 +417,12 @@ class OrderInputSerializer(serializers.Serializer):
     lines = serializers.ListField(child=LineInputSerializer(), min_length=1, max_length=1000)
 
 
-class RefundLineInputSerializer(serializers.Serializer):
+class RefundLineInputSerializer(serializers.Serializer[Any]):
     sku = _text(64)
     quantity = serializers.IntegerField(min_value=1, max_value=INT32_MAX)
 
 
-class RefundInputSerializer(serializers.Serializer):
+class RefundInputSerializer(serializers.Serializer[Any]):
     number = _text(64, help_text="The credit note or refund id; a retry returns the refund.")
     lines = serializers.ListField(
         child=RefundLineInputSerializer(), required=False, max_length=1000
@@ -412,14 +459,20 @@ def _catalog_rows(rows: Sequence[Mapping[str, Any]]) -> list[importers.CatalogRo
 # --- Products and categories -------------------------------------------------------------
 
 
-class ProductFilterSerializer(serializers.Serializer):
+class ProductFilterSerializer(serializers.Serializer[Any]):
     category = serializers.SlugField(required=False, help_text="A category slug (with children).")
     active = serializers.BooleanField(required=False, allow_null=True, default=None)
     in_stock = serializers.BooleanField(required=False, allow_null=True, default=None)
     q = _text(200, required=False, help_text="Words in the title, or the exact SKU.")
 
 
+_PRODUCT_UPSERT = (model_permission(Product, "add"), model_permission(Product, "change"))
+
+
 class ProductListApi(StaffApi):
+    permission_model = Product
+    method_permissions = {"POST": _PRODUCT_UPSERT}
+
     @extend_schema(
         operation_id="products_list",
         parameters=[ProductFilterSerializer, *PAGE_PARAMETERS],
@@ -447,6 +500,8 @@ class ProductListApi(StaffApi):
 
 
 class ProductDetailApi(StaffApi):
+    permission_model = Product
+
     def _get(self, sku: str) -> Product:
         product = selectors.product_get(sku=_lookup(sku))
         if product is None:
@@ -480,6 +535,9 @@ class ProductDetailApi(StaffApi):
 
 
 class ProductImportApi(StaffApi):
+    permission_model = Product
+    method_permissions = {"POST": _PRODUCT_UPSERT}
+
     @extend_schema(
         operation_id="products_import",
         request=ProductInputSerializer(many=True),
@@ -496,6 +554,8 @@ class ProductImportApi(StaffApi):
 
 
 class CategoryListApi(StaffApi):
+    permission_model = Category
+
     @extend_schema(
         operation_id="categories_list",
         parameters=PAGE_PARAMETERS,
@@ -508,11 +568,11 @@ class CategoryListApi(StaffApi):
 # --- Orders and refunds ------------------------------------------------------------------
 
 
-class OrderFilterSerializer(serializers.Serializer):
+class OrderFilterSerializer(serializers.Serializer[Any]):
     customer_id = _text(255, required=False)
     status = serializers.ChoiceField(choices=Order.Status.choices, required=False)
     # The query parameter is called "source"; the name shadows Field.source only for mypy.
-    source = serializers.ChoiceField(  # type: ignore[assignment]
+    source = serializers.ChoiceField(  # type: ignore[assignment]  # declared field, not Field.source: see above
         choices=Order.Source.choices, required=False
     )
     placed_after = serializers.DateTimeField(required=False)
@@ -520,6 +580,8 @@ class OrderFilterSerializer(serializers.Serializer):
 
 
 class OrderListApi(StaffApi):
+    permission_model = Order
+
     @extend_schema(
         operation_id="orders_list",
         parameters=[OrderFilterSerializer, *PAGE_PARAMETERS],
@@ -545,12 +607,16 @@ class OrderListApi(StaffApi):
             order=_order_input(serializer.validated_data), source=Order.Source.API
         )
         return Response(
-            OrderOutputSerializer(selectors.order_get(number=order.number)).data,
+            OrderOutputSerializer(
+                selectors.order_get(number=order.number), context=self.get_serializer_context()
+            ).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
 
 class OrderImportApi(StaffApi):
+    permission_model = Order
+
     @extend_schema(
         operation_id="orders_import",
         request=OrderInputSerializer(many=True),
@@ -569,6 +635,8 @@ class OrderImportApi(StaffApi):
 
 
 class OrderDetailApi(StaffApi):
+    permission_model = Order
+
     @extend_schema(
         operation_id="orders_retrieve", responses={200: OrderOutputSerializer, **ONE_ERRORS}
     )
@@ -576,10 +644,12 @@ class OrderDetailApi(StaffApi):
         order = selectors.order_get(number=_lookup(number))
         if order is None:
             raise NotFound(f"no order {number}")
-        return Response(OrderOutputSerializer(order).data)
+        return Response(OrderOutputSerializer(order, context=self.get_serializer_context()).data)
 
 
 class OrderRefundApi(StaffApi):
+    permission_model = Refund
+
     @extend_schema(
         operation_id="orders_refunds_create",
         request=RefundInputSerializer,
@@ -625,12 +695,15 @@ class OrderRefundApi(StaffApi):
 # --- Shoppers ----------------------------------------------------------------------------
 
 
-class ShopperFilterSerializer(serializers.Serializer):
+class ShopperFilterSerializer(serializers.Serializer[Any]):
     customer_id = _text(255, required=False)
     email = _text(254, required=False)
 
 
 class ShopperListApi(StaffApi):
+    permission_model = Shopper
+    required_permissions = (PERSONAL_DATA_PERMISSION,)
+
     @extend_schema(
         operation_id="shoppers_list",
         parameters=[ShopperFilterSerializer, *PAGE_PARAMETERS],
@@ -642,6 +715,9 @@ class ShopperListApi(StaffApi):
 
 
 class ShopperDetailApi(StaffApi):
+    permission_model = Shopper
+    required_permissions = (PERSONAL_DATA_PERMISSION,)
+
     @extend_schema(
         operation_id="shoppers_retrieve",
         parameters=[OpenApiParameter("id", int, OpenApiParameter.PATH)],

@@ -1,7 +1,9 @@
 """Patron's one settings module: every value comes from the environment.
 
-With nothing set, Patron runs in embedded mode: a real PostgreSQL and a real Redis started
-from wheels under ``.patron/`` (see ``config/embedded.py``), DEBUG on, mail written to files.
+With nothing set, Patron runs in embedded mode: a real PostgreSQL and a real Redis from wheels
+under ``.patron/`` (see ``config/embedded.py``), DEBUG on, mail written to files. Importing
+this module starts nothing: it only names where the embedded servers listen; the commands that
+serve or need a database start them (``embedded.ensure_started``).
 In production set at least ``DEBUG=0``, ``SECRET_KEY``, ``ALLOWED_HOSTS``, ``DATABASE_URL``,
 ``REDIS_URL`` and ``EMAIL_URL``.
 """
@@ -10,18 +12,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import django_stubs_ext
 import environ
 
 from config import embedded
-from config.env import ConfigurationError, database_from_url, env_bool, env_int, env_list, env_str
+from config.env import (
+    ConfigurationError,
+    database_from_url,
+    env_bool,
+    env_int,
+    env_list,
+    env_str,
+    installation_secret_key,
+)
+
+# Django's generic classes (ModelAdmin[Model], ModelForm[Model]) accept type arguments at run
+# time as they do for mypy.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEBUG = env_bool("DEBUG", default=True)
 TESTING = env_bool("PATRON_TESTING", default=False)
 
-_DEV_SECRET = "patron-embedded-development-key-not-for-production-use-0123456789"  # noqa: S105
-SECRET_KEY = env_str("SECRET_KEY") or (_DEV_SECRET if DEBUG else "")
+# In DEBUG (the embedded demo, development, tests) a key made once per installation and kept
+# under .patron/; never a constant in the code, which every installation would share.
+SECRET_KEY = env_str("SECRET_KEY") or (installation_secret_key(embedded.STATE_DIR) if DEBUG else "")
 if not SECRET_KEY:
     raise ConfigurationError("SECRET_KEY must be set when DEBUG is off")
 
@@ -84,6 +100,7 @@ TEMPLATES = [
 
 # --- Data stores -------------------------------------------------------------------------
 _database_url = env_str("DATABASE_URL") or embedded.database_url()
+# True when the database is the embedded PostgreSQL (the run command then shares it and Redis).
 EMBEDDED = not env_str("DATABASE_URL")
 DATABASES = {"default": database_from_url(_database_url)}
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
@@ -124,7 +141,12 @@ CHANNEL_LAYERS = {
 }
 
 # --- Celery ------------------------------------------------------------------------------
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL
+# Kombu spells a Redis unix socket (the embedded one) ``redis+socket:///path``.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or (
+    "redis+socket://" + REDIS_URL.removeprefix("unix://").split("?", 1)[0]
+    if REDIS_URL.startswith("unix://")
+    else REDIS_URL
+)
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
@@ -278,6 +300,11 @@ PATRON_BROWSE_ABANDONMENT_WINDOW_HOURS = env_int(
 )
 # Shoppers who viewed a product this recently hear about its restock or price drop.
 PATRON_PRODUCT_VIEW_WATCH_DAYS = env_int("PATRON_PRODUCT_VIEW_WATCH_DAYS", 30, minimum=1)
+
+# --- Chat ---------------------------------------------------------------------------------
+# How often an open agent console re-reads the agent's rights: a deactivated agent, or one
+# removed from the agent group, is disconnected within this many seconds.
+PATRON_AGENT_RECHECK_SECONDS = env_int("PATRON_AGENT_RECHECK_SECONDS", 5, minimum=1)
 
 # --- Security (production) ---------------------------------------------------------------
 SESSION_COOKIE_SECURE = not DEBUG

@@ -14,7 +14,10 @@ from django.utils import timezone
 
 from chat import services
 from chat.models import AgentStatus, BotIntent, ChatSettings, Conversation, KnowledgeArticle
-from commerce.models import Shopper, WriteKey
+from chat.selectors import AGENT_GROUP_PERMISSIONS
+from commerce import selectors as commerce_selectors
+from commerce.models import Shopper, StoreSettings, WriteKey
+from tests.support.permissions import permissions
 
 HANDOFF = [
     "human",
@@ -38,11 +41,12 @@ def chat_settings(db: Any) -> Iterator[ChatSettings]:
         defaults={
             "handoff_phrases": HANDOFF,
             "languages": ["en", "lv", "tr"],
-            "identity_secret": "s3cret",
             "bot_confidence_threshold": 0.55,
             "bot_max_failures": 2,
         },
     )
+    StoreSettings.objects.update_or_create(pk=1, defaults={"identity_secret": "s3cret"})
+    commerce_selectors.identity_secret_invalidate()
     KnowledgeArticle.objects.update_or_create(
         slug="shipping",
         language="en",
@@ -121,7 +125,8 @@ def make_agent(username: str, *, capacity: int = 5, online: bool = True, **extra
     user = get_user_model().objects.create_user(
         username=username, is_staff=True, first_name=username.title(), **extra
     )
-    user.user_permissions.add(agent_permission())
+    # What the "Agents" group holds (chat migration 0009).
+    user.user_permissions.add(agent_permission(), *permissions(*AGENT_GROUP_PERMISSIONS[1:]))
     user = get_user_model().objects.get(pk=user.pk)  # drop the permission cache
     AgentStatus.objects.create(
         user=user,
