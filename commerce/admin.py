@@ -200,7 +200,7 @@ class EventStateFilter(admin.SimpleListFilter):
 
 
 @admin.register(EventFailure)
-class EventFailureAdmin(admin.ModelAdmin):
+class EventFailureAdmin(admin.ModelAdmin[EventFailure]):
     """Events whose processing failed on their own data, with the reason; retry after a fix."""
 
     list_display = ("event", "event_name", "error_type", "reason", "attempts", "last_failed_at")

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('commerce', '0003_write_key_allowed_origins'),
+        ('commerce', '0005_shopper_personal_data_permission'),
     ]
 
     operations = [

@@ -305,7 +305,7 @@ def _nps_links(shopper: Shopper) -> list[str]:
     services.trigger_fire(trigger="nps_survey", shopper=shopper, occurrence_key="order:1")
     services.outbox_deliver_batch()
     links = re.findall(r'href="([^"]+/e/c/[^"]+)"', html_of(mail.outbox[0]))
-    targets = [services.tokens.read("click", link.rsplit("/", 1)[1])[1] for link in links]
+    targets = [tokens.read("click", link.rsplit("/", 1)[1])[1] for link in links]
     return [t for t in targets if "/e/nps/" in t]
 
 
