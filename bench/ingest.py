@@ -5,14 +5,17 @@ returning visitors (untimed warm-up), then Segment-style batches of track, page 
 calls (95 % from returning visitors, a third of them logged in, 5 % from new ones) from
 concurrent keep-alive clients, and reports the events stored per second. Then it COPYs the very rows the server
 stored into a table of the same shape (same columns and indexes) and reports that rate and
-the ratio. The last line printed is one JSON object.
+the ratio. Last, a real Celery worker (``--processes``, default 2) processes every stored event
+with all registered handlers, and it reports those events per second (``processed_per_s``).
+The last line printed is one JSON object.
 
     python bench/ingest.py [--events 200000] [--batch-size 500] [--clients 8] [--workers 2]
 
 Uses DATABASE_URL (or the embedded PostgreSQL when unset); the database it creates is named
 after that one with a ``_bench_ingest_<pid>`` suffix and is dropped at the end. The server's
 Celery broker is in-memory, so the processing tasks it queues go nowhere (no worker competes
-for the CPU, and no other Redis user finds stray tasks).
+for the CPU, and no other Redis user finds stray tasks); the processing phase then queues its
+own tasks on a queue of its own on REDIS_URL.
 """
 
 from __future__ import annotations
@@ -270,6 +273,79 @@ def copy_reference(database_url: str) -> tuple[int, float]:
         return rows, time.perf_counter() - started
 
 
+# --- Processing --------------------------------------------------------------------------
+
+
+def redis_url() -> str:
+    url = os.environ.get("REDIS_URL")
+    if url:
+        return url
+    from config import embedded
+
+    return embedded.redis_url()
+
+
+def process_stored(
+    database_url: str, *, batch_size: int, concurrency: int, timeout: float = 900.0
+) -> tuple[int, float]:
+    """Process every stored event with a real Celery worker; returns (events, seconds).
+
+    The worker (prefork, ``concurrency`` processes) runs Patron's own ``events_process`` task
+    with every registered handler (commerce records, engagement triggers, ...). Its tasks are
+    queued the way ingestion queues them, one per stored request of ``batch_size`` events, on a
+    queue of this run's own on Redis; the clock runs from the first task queued to the last
+    event processed.
+    """
+    from celery import Celery
+
+    from core.servers import celery_worker_command
+
+    queue = f"bench_ingest_{os.getpid()}"
+    broker = redis_url()
+    env = server_env(database_url)
+    env.update(CELERY_BROKER_URL=broker, REDIS_URL=broker)
+    with psycopg2.connect(dsn(database_url)) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT id FROM commerce_event WHERE processed_at IS NULL ORDER BY id")
+        ids = [row[0] for row in cursor.fetchall()]
+    app = Celery("bench", broker=broker)
+    hostname = f"{queue}@%h"
+    worker = subprocess.Popen(
+        celery_worker_command(
+            concurrency=concurrency, hostname=hostname, queues=[queue], quiet=True
+        ),
+        cwd=ROOT,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not any(queue in next(iter(r)) for r in app.control.ping(timeout=0.5) or []):
+            if worker.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the Celery worker did not start")
+        started = time.perf_counter()
+        for i in range(0, len(ids), batch_size):
+            app.send_task(
+                "commerce.tasks.events_process", args=[ids[i : i + batch_size]], queue=queue
+            )
+        with psycopg2.connect(dsn(database_url)) as conn:
+            conn.autocommit = True
+            with conn.cursor() as cursor:
+                while True:
+                    cursor.execute("SELECT count(*) FROM commerce_event WHERE processed_at IS NULL")
+                    left = cursor.fetchone()[0]
+                    if left == 0:
+                        break
+                    if time.perf_counter() - started > timeout:
+                        raise SystemExit(f"{left} events still unprocessed after {timeout} s")
+                    time.sleep(0.1)
+        seconds = time.perf_counter() - started
+    finally:
+        stop(worker)
+        import redis
+
+        redis.Redis.from_url(broker).delete(queue)  # tasks left by a run that timed out
+    return len(ids), seconds
+
+
 # --- Main --------------------------------------------------------------------------------
 
 
@@ -279,6 +355,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--processes", type=int, default=2, help="Celery worker processes")
     args = parser.parse_args()
     random.seed(20261122)
 
@@ -325,6 +402,9 @@ def main() -> None:
         if stored != expected:
             raise SystemExit(f"stored {stored} events, expected {expected}")
         copy_rows, copy_seconds = copy_reference(database_url)
+        processed, process_seconds = process_stored(
+            database_url, batch_size=args.batch_size, concurrency=args.processes
+        )
 
     events = len(batches) * args.batch_size
     events_per_s = events / elapsed
@@ -346,6 +426,11 @@ def main() -> None:
             latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, 1
         ),
         "copy_rows": copy_rows,
+        "processed_per_s": round(processed / process_seconds),
+        "processed": processed,
+        "process_seconds": round(process_seconds, 2),
+        "processed_to_ingest_ratio": round(processed / process_seconds / events_per_s, 3),
+        "worker_processes": args.processes,
     }
     print(
         f"HTTP ingestion: {events} events in {len(batches)} batches of {args.batch_size} "
@@ -358,6 +443,12 @@ def main() -> None:
         f"{copy_seconds:.2f} s, {copy_rows_per_s:,.0f} rows/s"
     )
     print(f"ratio (HTTP events/s over COPY rows/s): {result['ratio']}")
+    print(
+        f"Processing (Celery worker, {args.processes} processes, every handler): {processed} "
+        f"events stored to processed in {process_seconds:.2f} s, "
+        f"{result['processed_per_s']:,} events/s, "
+        f"{result['processed_to_ingest_ratio']} of the ingestion rate"
+    )
     print(json.dumps(result))
 
 

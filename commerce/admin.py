@@ -13,6 +13,7 @@ from commerce.models import (
     Coupon,
     CouponRedemption,
     Event,
+    EventFailure,
     Order,
     OrderLine,
     Product,
@@ -177,6 +178,66 @@ class WriteKeyAdmin(admin.ModelAdmin[WriteKey]):
     list_filter = ("active",)
 
 
+class EventStateFilter(admin.SimpleListFilter):
+    """Processed, waiting (not yet processed) or failed (an ``EventFailure`` says why)."""
+
+    title = "processing"
+    parameter_name = "processing"
+
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Event]
+    ) -> list[tuple[str, str]]:
+        return [("processed", "processed"), ("waiting", "waiting"), ("failed", "failed")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Event]) -> QuerySet[Event]:
+        if self.value() == "processed":
+            return queryset.filter(processed_at__isnull=False)
+        if self.value() == "waiting":
+            return queryset.filter(processed_at__isnull=True, failure__isnull=True)
+        if self.value() == "failed":
+            return queryset.filter(processed_at__isnull=True, failure__isnull=False)
+        return queryset
+
+
+@admin.register(EventFailure)
+class EventFailureAdmin(admin.ModelAdmin[EventFailure]):
+    """Events whose processing failed on their own data, with the reason; retry after a fix."""
+
+    list_display = ("event", "event_name", "error_type", "reason", "attempts", "last_failed_at")
+    list_filter = ("error_type", "event__name")
+    list_select_related = ("event",)
+    search_fields = ("reason", "event__message_id", "event__name")
+    raw_id_fields = ("event",)
+    readonly_fields = (
+        "event",
+        "error_type",
+        "reason",
+        "attempts",
+        "first_failed_at",
+        "last_failed_at",
+    )
+    date_hierarchy = "last_failed_at"
+    actions = ["retry"]
+
+    @admin.display(description="event name", ordering="event__name")
+    def event_name(self, obj: EventFailure) -> str:
+        return obj.event.name
+
+    @admin.action(description="Process the selected events again", permissions=["change"])
+    def retry(self, request: HttpRequest, queryset: QuerySet[EventFailure]) -> None:
+        result = services.event_failures_retry(
+            event_ids=list(queryset.values_list("event_id", flat=True))
+        )
+        self.message_user(
+            request,
+            f"{result['processed']} processed, {result['failed']} failed again.",
+            messages.SUCCESS if not result["failed"] else messages.WARNING,
+        )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
 @admin.register(Event)
 class EventAdmin(admin.ModelAdmin[Event]):
     list_display = (
@@ -190,7 +251,7 @@ class EventAdmin(admin.ModelAdmin[Event]):
         "received_at",
         "processed_at",
     )
-    list_filter = ("type",)
+    list_filter = ("type", EventStateFilter)
     search_fields = ("name", "message_id", "anonymous_id", "user_id")
     raw_id_fields = ("shopper",)
     readonly_fields = [f.name for f in Event._meta.fields]

@@ -4,8 +4,8 @@ Registered in ``CommerceConfig.ready``; ``services.events_process`` calls them w
 in id order, inside its transaction. Every handler is idempotent (an event may be handed over
 again after a worker dies): orders are keyed by ``order_id``, refunds by ``refund_id`` (or the
 event), reviews by ``review_id`` (or the event), and products are only created, never
-overwritten. An event whose data cannot make a record is logged and skipped, in a savepoint,
-so one bad event never blocks the others in its batch.
+overwritten. An event whose data cannot make a record is rolled back in its own savepoint and
+recorded as failed (``EventFailure``), so one bad event never blocks the others in its batch.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from django.db import transaction
 
 from commerce import registry, services
 from commerce.models import ZERO, Event, Order, Product, Shopper
-from core.exceptions import ApplicationError, ValidationError
+from core.exceptions import ValidationError
 
 logger = logging.getLogger(__name__)
 
@@ -38,14 +38,20 @@ _NUMBER_LENGTH = Order._meta.get_field("number").max_length or 64
 
 @contextmanager
 def _each(event: Event) -> Iterator[None]:
-    """Run one event's work in a savepoint; bad data is logged and skipped, not retried."""
+    """Run one event's work in a savepoint; an error of its own is recorded, the batch goes on.
+
+    Bad data (``ApplicationError``, a value the database refuses, a handler bug) rolls back
+    this event's savepoint and is recorded as the event's failure (``EventFailure``, visible in
+    the admin); a transient error (connection lost, deadlock) propagates so the whole batch is
+    retried.
+    """
     try:
         with transaction.atomic():
             yield
-    except ApplicationError as exc:
-        logger.warning(
-            "tracking event %s (%s %r) skipped: %s", event.pk, event.type, event.name, exc.message
-        )
+    except services.TRANSIENT_ERRORS:
+        raise
+    except Exception as exc:
+        services.event_failure_note(event=event, error=exc)
 
 
 def _shopper(event: Event) -> Shopper | None:
@@ -123,6 +129,7 @@ def _from_server(event: Event) -> bool:
 
 
 def order_completed(events: Sequence[Event]) -> None:
+    services.event_shoppers_load(events)
     for event in events:
         if _from_server(event):
             with _each(event):
@@ -263,6 +270,7 @@ def products_seen(events: Sequence[Event]) -> None:
 
 
 def product_reviewed(events: Sequence[Event]) -> None:
+    services.event_shoppers_load(events)
     for event in events:
         with _each(event):
             _review_from_event(event)
@@ -301,6 +309,7 @@ def _review_from_event(event: Event) -> None:
 
 def traits_identified(events: Sequence[Event]) -> None:
     """Apply identify traits to the shopper, in the order the calls happened."""
+    services.event_shoppers_load(events)
     by_shopper: dict[int, tuple[Shopper, dict[str, Any]]] = {}
     for event in sorted(events, key=lambda e: (e.timestamp, e.pk)):
         shopper = _shopper(event)

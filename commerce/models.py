@@ -504,3 +504,29 @@ class Event(models.Model):
 def anonymize_key(value: str) -> str:
     """A stable, non-reversible stand-in for an identifier (used when erasing a shopper)."""
     return hashlib.sha256(value.encode()).hexdigest()[:32]
+
+
+class EventFailure(models.Model):
+    """An event whose processing failed on its own data: kept out of the sweeper, shown to staff.
+
+    Written by ``services.events_process`` when a handler raised a non-transient error for this
+    event (the rest of its batch was processed); the event stays unprocessed until staff retry
+    it (``services.event_failures_retry``), which deletes this row on success.
+    """
+
+    event = models.OneToOneField(
+        Event, on_delete=models.CASCADE, primary_key=True, related_name="failure"
+    )
+    error_type = models.CharField(max_length=100, help_text="The exception class, e.g. DataError")
+    reason = models.TextField(help_text="What went wrong, as the handler reported it")
+    attempts = models.PositiveIntegerField(default=1)
+    first_failed_at = models.DateTimeField(default=timezone.now)
+    last_failed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["-last_failed_at"], name="commerce_eventfail_last"),
+        ]
+
+    def __str__(self) -> str:
+        return f"event {self.event_id}: {self.error_type}"

@@ -26,12 +26,17 @@ def events_process(event_ids: list[int]) -> int:
 
 @shared_task(acks_late=True, expires=300)
 def events_process_pending(older_than_seconds: int = 120, batch_size: int = 1000) -> int:
-    """Sweep events whose processing task was lost (a dead worker, a Redis restart)."""
+    """Beat: sweep events whose processing task was lost (a dead worker, a Redis restart).
+
+    Events recorded as failed (``EventFailure``) are left for staff to retry.
+    """
     cutoff = timezone.now() - dt.timedelta(seconds=older_than_seconds)
     processed = 0
     while True:
         ids = list(
-            Event.objects.filter(processed_at__isnull=True, received_at__lt=cutoff)
+            Event.objects.filter(
+                processed_at__isnull=True, received_at__lt=cutoff, failure__isnull=True
+            )
             .order_by("id")
             .values_list("id", flat=True)[:batch_size]
         )
@@ -45,7 +50,7 @@ def events_process_pending(older_than_seconds: int = 120, batch_size: int = 1000
 
 @shared_task(acks_late=True, expires=3600)
 def events_purge_expired(batch_size: int = 10_000) -> int:
-    """Delete tracked events older than PATRON_EVENT_RETENTION_DAYS, in batches."""
+    """Beat: delete tracked events older than PATRON_EVENT_RETENTION_DAYS, in batches."""
     days = settings.PATRON_EVENT_RETENTION_DAYS
     if not days:
         return 0

@@ -197,13 +197,19 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
 # Apps add their periodic tasks here (name -> {"task", "schedule"}); beat reads it.
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    # Events whose processing task was lost (dead worker, Redis restart) are swept every
+    # minute; the sweeper takes only events stored more than two minutes ago.
+    "commerce-events-process-pending": {
+        "task": "commerce.tasks.events_process_pending",
+        "schedule": 60.0,
+    },
     "commerce-events-retention": {
         "task": "commerce.tasks.events_purge_expired",
         "schedule": 3600.0,
     },
     # engagement: due messages (delayed steps, retries), lost workers, time-based triggers.
     "engagement-outbox-dispatch": {"task": "engagement.tasks.outbox_dispatch", "schedule": 5.0},
-    "engagement-outbox-sweep": {"task": "engagement.tasks.outbox_sweep", "schedule": 60.0},
+    "engagement-outbox-sweep": {"task": "engagement.tasks.outbox_sweep", "schedule": 15.0},
     "engagement-triggers-scan": {"task": "engagement.tasks.triggers_scan", "schedule": 300.0},
     "engagement-product-changes": {
         "task": "engagement.tasks.product_changes_detect",
@@ -307,7 +313,14 @@ PATRON_JSON_MAX_DEPTH = 64
 PATRON_OUTBOX_BATCH_SIZE = env_int("PATRON_OUTBOX_BATCH_SIZE", 100, minimum=1)
 PATRON_OUTBOX_PARALLELISM = env_int("PATRON_OUTBOX_PARALLELISM", 2, minimum=1)
 # A message in "sending" longer than this is treated as left behind by a dead worker.
-PATRON_OUTBOX_LEASE_SECONDS = env_int("PATRON_OUTBOX_LEASE_SECONDS", 600, minimum=0)
+# A delivering worker renews the lease on its claimed messages every third of this; the
+# sweeper (every 15 s) takes back the messages of a worker that stopped renewing (killed).
+PATRON_OUTBOX_LEASE_SECONDS = env_int("PATRON_OUTBOX_LEASE_SECONDS", 30, minimum=3)
+# A broadcast being enrolled is taken over by another run after this long without finishing.
+PATRON_BROADCAST_LEASE_SECONDS = env_int("PATRON_BROADCAST_LEASE_SECONDS", 600, minimum=60)
+# A fetch of a tracked link or pixel this soon after the message was handed over is a mail
+# gateway's scanner (Safe Links, Proofpoint, ...), not the shopper: it records nothing.
+PATRON_LINK_SCANNER_SECONDS = env_int("PATRON_LINK_SCANNER_SECONDS", 10, minimum=0)
 PATRON_OUTBOX_MAX_ATTEMPTS = env_int("PATRON_OUTBOX_MAX_ATTEMPTS", 8, minimum=1)
 PATRON_OUTBOX_RETRY_BASE_SECONDS = env_int("PATRON_OUTBOX_RETRY_BASE_SECONDS", 30, minimum=0)
 # SMTP connections a delivery process keeps open; messages are handed over in groups this size.

@@ -28,7 +28,10 @@ import logging
 import math
 import os
 import random
+import re
+import secrets
 import socket
+import threading
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,7 +43,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.core.validators import validate_email
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Max, Q
 from django.template import TemplateSyntaxError
 from django.utils import timezone
@@ -95,8 +98,20 @@ def _json(data: Mapping[str, Any] | None) -> dict[str, Any]:
     return result
 
 
+_process_tokens: dict[int, str] = {}
+
+
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This process's name on its claims: host, pid and a token drawn once per process.
+
+    The token keeps a new process that reuses a killed one's pid (common in containers) from
+    renewing or finishing the dead process's claims.
+    """
+    pid = os.getpid()
+    token = _process_tokens.get(pid)
+    if token is None:
+        token = _process_tokens[pid] = secrets.token_hex(4)
+    return f"{socket.gethostname()[:150]}:{pid}:{token}"
 
 
 # --- Quiet hours and control groups ------------------------------------------------------
@@ -159,6 +174,11 @@ def email_address_clean(value: str, *, field: str) -> str:
     if len(address) > 254:
         raise ValidationError(f"{field} is longer than 254 characters", code="invalid")
     return address
+
+
+def trigger_has_active_campaigns(*, trigger: str) -> bool:
+    """Whether any campaign of ``trigger`` is active (a cheap guard before per-event work)."""
+    return Campaign.objects.filter(trigger=trigger, status=Campaign.Status.ACTIVE).exists()
 
 
 def _active_campaigns(trigger: str, when: dt.datetime) -> list[Campaign]:
@@ -305,6 +325,47 @@ def trigger_fire(
     return created
 
 
+def _offer_coupons_issue(approved: Sequence[_Approved], now: dt.datetime) -> None:
+    """Issue the offer coupon of each approved broadcast message whose run has none yet.
+
+    Call inside the claim transaction, after the send-time checks: a coupon exists only for a
+    shopper whose message is about to go. The coupon is kept on the run (``data["coupon"]``,
+    what templates read), so a later step or a retry reuses it.
+    """
+    by_campaign: dict[int, list[Message]] = defaultdict(list)
+    for item in approved:
+        message = item.message
+        if "broadcast_id" in message.run.data and "coupon" not in message.run.data:
+            by_campaign[message.campaign_id].append(message)
+    for messages in by_campaign.values():
+        runs = {m.run_id: m.run for m in messages}
+        owners = [run.shopper for run in runs.values()]
+        coupons = _coupon_for_offer(messages[0].campaign, owners, now)
+        for run, coupon in zip(runs.values(), coupons, strict=True):
+            run.data = {
+                **run.data,
+                "coupon": {
+                    "code": coupon.code,
+                    "kind": coupon.kind,
+                    "value": str(coupon.value),
+                    "valid_until": coupon.valid_until.isoformat() if coupon.valid_until else None,
+                },
+            }
+            Run.objects.filter(pk=run.pk).update(data=run.data)
+
+
+def _offer_coupon_withdraw(message: Message) -> None:
+    """A broadcast message failed for good: its coupon goes unless the run sent another one."""
+    code = (message.run.data.get("coupon") or {}).get("code")
+    if not code:
+        return
+    sent = Message.objects.filter(run_id=message.run_id, state=Message.State.SENT).exists()
+    if not sent:
+        Coupon.objects.filter(code=code, owner_id=message.shopper_id, times_used=0).update(
+            active=False
+        )
+
+
 def _coupon_for_offer(
     campaign: Campaign, owners: Sequence[Shopper], now: dt.datetime
 ) -> list[Coupon]:
@@ -341,19 +402,11 @@ def _broadcast_chunk(*, broadcast: Broadcast, campaign: Campaign, shopper_ids: l
         for s in shoppers
         if in_control_group(campaign=campaign, shopper_id=s.pk, occurrence_key=occurrence_key)
     }
-    treated = [s for s in shoppers if s.pk not in held]
-    coupons = {c.owner_id: c for c in _coupon_for_offer(campaign, treated, now)}
+    # The offer's coupons are issued at send time, to the shoppers whose message is approved
+    # (consent, unsubscribes, suppressions and caps decided), not to everyone enrolled here.
     runs = []
     for shopper in shoppers:
         data: dict[str, Any] = {"broadcast_id": broadcast.pk}
-        coupon = coupons.get(shopper.pk)
-        if coupon is not None:
-            data["coupon"] = {
-                "code": coupon.code,
-                "kind": coupon.kind,
-                "value": str(coupon.value),
-                "valid_until": coupon.valid_until.isoformat() if coupon.valid_until else None,
-            }
         runs.append(
             Run(
                 campaign=campaign,
@@ -390,7 +443,7 @@ def broadcast_send(*, broadcast_id: int, chunk_size: int = 1000) -> int:
         Broadcast.objects.filter(pk=broadcast_id, finished_at__isnull=True, send_at__lte=now)
         .filter(
             Q(started_at__isnull=True)
-            | Q(started_at__lt=now - dt.timedelta(seconds=settings.PATRON_OUTBOX_LEASE_SECONDS))
+            | Q(started_at__lt=now - dt.timedelta(seconds=settings.PATRON_BROADCAST_LEASE_SECONDS))
         )
         .update(started_at=now)
     )
@@ -746,6 +799,7 @@ def outbox_claim(*, worker: str, limit: int) -> list[_Approved]:
                 ),
             )
         )
+    _offer_coupons_issue(approved, now)
     return approved
 
 
@@ -834,7 +888,10 @@ def _delivery_failed(
             last_error=str(error)[:2000],
         )
         return Message.State.SCHEDULED
-    mine.update(state=Message.State.FAILED, reason=str(error)[:200], last_error=str(error)[:2000])
+    if mine.update(
+        state=Message.State.FAILED, reason=str(error)[:200], last_error=str(error)[:2000]
+    ):
+        _offer_coupon_withdraw(message)
     return Message.State.FAILED
 
 
@@ -966,16 +1023,66 @@ def outbox_deliver_batch(*, worker: str | None = None, limit: int | None = None)
     return dict(totals)
 
 
+class LeaseKeeper:
+    """Renews the lease on the messages ``worker`` has claimed, from a thread, while it lives.
+
+    Every ``PATRON_OUTBOX_LEASE_SECONDS / 3`` seconds it sets ``claimed_at`` to now on this
+    worker's ``sending`` rows, on its own database connection. A worker that is killed stops
+    renewing, and ``outbox_sweep`` (beat, every 15 s) takes its messages back once the lease
+    has run out: a SIGKILLed worker's messages go out again within about lease + 15 s, while a
+    live worker waiting on a slow server keeps them. Use as a context manager around delivery.
+    """
+
+    def __init__(self, worker: str, *, interval: float | None = None) -> None:
+        self.worker = worker
+        self.interval = (
+            interval if interval is not None else max(settings.PATRON_OUTBOX_LEASE_SECONDS / 3, 0.5)
+        )
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="outbox-lease", daemon=True)
+        self.renewals = 0
+
+    def renew(self) -> int:
+        """Extend this worker's leases now; returns how many messages it holds."""
+        return Message.objects.filter(claimed_by=self.worker, state=Message.State.SENDING).update(
+            claimed_at=timezone.now()
+        )
+
+    def _run(self) -> None:
+        try:
+            while not self.stopped.wait(self.interval):
+                try:
+                    self.renew()
+                    self.renewals += 1
+                except DatabaseError:  # the database is away: try again at the next beat
+                    logger.warning("outbox lease renewal for %s failed", self.worker, exc_info=True)
+                    connection.close()
+        finally:
+            connection.close()  # this thread's own connection
+
+    def __enter__(self) -> LeaseKeeper:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+
 def outbox_deliver(*, max_seconds: float = 50.0, limit: int | None = None) -> int:
-    """Deliver batches until nothing is due or ``max_seconds`` pass; returns messages sent."""
+    """Deliver batches until nothing is due or ``max_seconds`` pass; returns messages sent.
+
+    Holds a ``LeaseKeeper`` for this process's claims while it works.
+    """
     worker = worker_name()
     deadline = timezone.now() + dt.timedelta(seconds=max_seconds)
     sent = 0
-    while timezone.now() < deadline:
-        totals = outbox_deliver_batch(worker=worker, limit=limit)
-        sent += totals.get("sent", 0)
-        if not totals.get("claimed"):
-            break
+    with LeaseKeeper(worker):
+        while timezone.now() < deadline:
+            totals = outbox_deliver_batch(worker=worker, limit=limit)
+            sent += totals.get("sent", 0)
+            if not totals.get("claimed"):
+                break
     return sent
 
 
@@ -984,7 +1091,10 @@ def outbox_due_count() -> int:
 
 
 def outbox_sweep(*, lease_seconds: int | None = None, limit: int = 1000) -> dict[str, int]:
-    """Resolve messages a dead worker left in ``sending`` for longer than the lease.
+    """Resolve messages a dead worker left in ``sending``: their lease was not renewed in time.
+
+    Live workers renew their leases (``LeaseKeeper``) every third of the lease, so a claim
+    older than ``PATRON_OUTBOX_LEASE_SECONDS`` belongs to a worker that is gone.
 
     Never handed over (no ``handed_at``): back to ``scheduled``, sent again. Possibly handed
     over: sent again only on an idempotent channel (the provider deduplicates by our key);
@@ -1059,11 +1169,64 @@ def message_cancel(*, message: Message, reason: str = "cancelled by staff") -> b
 # --- Opens, clicks, unsubscribes, preferences, NPS ---------------------------------------
 
 
-def message_open_record(*, token: str) -> bool:
-    """Record the first open of a message; returns whether this call recorded it."""
+# Link scanners: mail security gateways (Microsoft Defender Safe Links, Proofpoint URL
+# Defense, Mimecast, Barracuda, Cisco/IronPort), image proxies and link previewers fetch every
+# link of a message, usually within seconds of delivery and often with HEAD. The rule:
+# a fetch records an open or a click only when it is a GET, from a browser-like user agent
+# (``Mozilla/``) that names no known scanner, made more than PATRON_LINK_SCANNER_SECONDS after
+# the message was handed to the provider (scanners fetch on delivery; people take longer).
+# Any other fetch still gets its pixel or redirect, and records nothing. NPS answers are never
+# recorded by a fetch at all: the score link opens a page the shopper confirms (POST).
+_SCANNER_AGENTS = re.compile(
+    r"bot\b|crawler|spider|preview|scanner|safelinks|safe links|microsoft office|"
+    r"ms-office|outlook-|proofpoint|mimecast|barracuda|ironport|symantec|forcepoint|"
+    r"trendmicro|sophos|fortiguard|zscaler|headless|python|curl|wget|go-http|java/|"
+    r"okhttp|libwww|httpclient|axios|node-fetch|imageproxy|mailproxy",
+    re.IGNORECASE,
+)
+# Gmail and Yahoo fetch images through their proxies when the reader opens the message, so
+# for the open pixel these are people; they never fetch links.
+_IMAGE_PROXIES = re.compile(r"GoogleImageProxy|YahooMailProxy", re.IGNORECASE)
+
+
+def link_fetch_is_human(
+    *, method: str, user_agent: str, handed_at: dt.datetime | None, image: bool = False
+) -> bool:
+    """Whether a fetch of a tracked link or pixel counts as the shopper's (see the rule above).
+
+    ``handed_at`` is when the message went to the provider (None: unknown, no time test).
+    """
+    if method.upper() != "GET":
+        return False
+    if image and _IMAGE_PROXIES.search(user_agent):
+        return True
+    if not user_agent.startswith("Mozilla/") or _SCANNER_AGENTS.search(user_agent):
+        return False
+    if handed_at is not None:
+        quiet = dt.timedelta(seconds=settings.PATRON_LINK_SCANNER_SECONDS)
+        if timezone.now() < handed_at + quiet:
+            return False
+    return True
+
+
+def message_open_record(*, token: str, method: str = "GET", user_agent: str = "") -> bool:
+    """Record the first open of a message; returns whether this call recorded it.
+
+    ``NotFound`` for a bad token. A fetch that ``link_fetch_is_human`` refuses records nothing.
+    """
     message_id = tokens.read("open", token)
     if not isinstance(message_id, int):
         raise NotFound("this link is not valid", code="bad_token")
+    message = Message.objects.filter(pk=message_id).only("pk", "handed_at", "sent_at").first()
+    if message is None:
+        raise NotFound("this link is not valid", code="bad_token")
+    if not link_fetch_is_human(
+        method=method,
+        user_agent=user_agent,
+        handed_at=message.handed_at or message.sent_at,
+        image=True,
+    ):
+        return False
     return bool(
         Message.objects.filter(pk=message_id, opened_at__isnull=True).update(
             opened_at=timezone.now()
@@ -1071,14 +1234,23 @@ def message_open_record(*, token: str) -> bool:
     )
 
 
-def message_click_record(*, token: str) -> str:
-    """Record the first click of a message (and its open); returns the URL to redirect to."""
+def message_click_record(*, token: str, method: str = "GET", user_agent: str = "") -> str:
+    """Record the first click of a message (and its open); returns the URL to redirect to.
+
+    ``NotFound`` for a bad token. The redirect is given to every fetch; the click is recorded
+    only for one that ``link_fetch_is_human`` accepts.
+    """
     value = tokens.read("click", token)
     if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], int)):
         raise NotFound("this link is not valid", code="bad_token")
     message_id, url = value
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise NotFound("this link is not valid", code="bad_token")
+    message = Message.objects.filter(pk=message_id).only("pk", "handed_at", "sent_at").first()
+    if message is None or not link_fetch_is_human(
+        method=method, user_agent=user_agent, handed_at=message.handed_at or message.sent_at
+    ):
+        return url
     now = timezone.now()
     Message.objects.filter(pk=message_id, clicked_at__isnull=True).update(
         clicked_at=now, clicked_url=url[:2000]
@@ -1264,6 +1436,69 @@ def product_for_properties(properties: Mapping[str, Any]) -> Product | None:
             if product is not None:
                 return product
     return None
+
+
+_PRODUCT_KEYS = ("sku", "product_id", "productId", "id")
+
+
+def products_for_properties(
+    properties: Sequence[Mapping[str, Any]],
+) -> list[Product | None]:
+    """``product_for_properties`` for many events in one query, in the same order."""
+    wanted = {
+        str(p.get(key)) for p in properties for key in _PRODUCT_KEYS if p.get(key) not in (None, "")
+    }
+    known = {product.sku: product for product in Product.objects.filter(sku__in=wanted)}
+    found: list[Product | None] = []
+    for p in properties:
+        product = None
+        for key in _PRODUCT_KEYS:
+            value = p.get(key)
+            if value not in (None, "") and str(value) in known:
+                product = known[str(value)]
+                break
+        found.append(product)
+    return found
+
+
+_VIEWS_SQL = """
+INSERT INTO engagement_productview (shopper_id, product_id, views, first_viewed_at, last_viewed_at)
+SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::int[], %s::timestamptz[], %s::timestamptz[])
+ON CONFLICT (shopper_id, product_id) DO UPDATE
+SET views = engagement_productview.views + EXCLUDED.views,
+    last_viewed_at = GREATEST(engagement_productview.last_viewed_at, EXCLUDED.last_viewed_at)
+"""
+
+
+def product_views_record_many(*, views: Sequence[tuple[int, int, dt.datetime]]) -> None:
+    """Count many views, ``(shopper_id, product_id, at)`` each, in one statement.
+
+    Rows are written in (shopper, product) order, so two workers recording overlapping views
+    lock them in the same order (no deadlock).
+    """
+    totals: dict[tuple[int, int], list[Any]] = {}
+    for shopper_id, product_id, at in views:
+        row = totals.get((shopper_id, product_id))
+        if row is None:
+            totals[(shopper_id, product_id)] = [1, at, at]
+        else:
+            row[0] += 1
+            row[1] = min(row[1], at)
+            row[2] = max(row[2], at)
+    if not totals:
+        return
+    keys = sorted(totals)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _VIEWS_SQL,
+            [
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [totals[k][0] for k in keys],
+                [totals[k][1] for k in keys],
+                [totals[k][2] for k in keys],
+            ],
+        )
 
 
 def product_views_record(*, shopper: Shopper, product: Product, at: dt.datetime) -> None:

@@ -53,4 +53,5 @@ def triggers_scan() -> dict[str, int]:
 
 @shared_task(acks_late=True, expires=120, ignore_result=True)
 def product_changes_detect(product_ids: list[int] | None = None) -> int:
+    """Beat: notify watchers of price drops and restocks since the last look."""
     return len(services.product_changes_detect(product_ids=product_ids))

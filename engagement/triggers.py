@@ -191,23 +191,22 @@ def on_identify(events: Sequence[Event]) -> None:
     Traits and consent are applied by commerce's own identify handler, which runs first and
     takes consent only from server-side write keys.
     """
-    for event in events:
-        if event.shopper_id is None:
-            continue
+    candidates = [(e.shopper_id, e) for e in events if e.shopper_id is not None and e.user_id]
+    # Without an active welcome campaign nothing could be sent: skip the per-event checks.
+    if not candidates or not services.trigger_has_active_campaigns(trigger="welcome"):
+        return
+    shoppers = Shopper.objects.in_bulk({shopper_id for shopper_id, _ in candidates})
+    for shopper_id, event in candidates:
         traits = _traits(event)
-        if not event.user_id:
-            continue
-        shopper = Shopper.objects.get(pk=event.shopper_id)
-        if not (shopper.email or traits.get("email")):
+        shopper = shoppers.get(shopper_id)
+        if shopper is None or not (shopper.email or traits.get("email")):
             continue
         earlier = Event.objects.filter(
-            shopper_id=event.shopper_id, type=Event.Type.IDENTIFY, id__lt=event.id
+            shopper_id=shopper_id, type=Event.Type.IDENTIFY, id__lt=event.id
         ).exclude(user_id="")
         if (
             earlier.exists()
-            or Order.objects.filter(
-                shopper_id=event.shopper_id, placed_at__lt=event.timestamp
-            ).exists()
+            or Order.objects.filter(shopper_id=shopper_id, placed_at__lt=event.timestamp).exists()
         ):
             continue
         services.trigger_fire(
@@ -220,17 +219,26 @@ def on_identify(events: Sequence[Event]) -> None:
 
 def on_product_viewed(events: Sequence[Event]) -> None:
     """Remember views; fire browse abandonment when a product was viewed often enough."""
+    # A few queries per batch, not per event: this runs for half of all tracked events.
+    products = services.products_for_properties([event.properties or {} for event in events])
+    seen: list[tuple[int, Event, Product]] = [
+        (event.shopper_id, event, product)
+        for event, product in zip(events, products, strict=True)
+        if product is not None and event.shopper_id is not None
+    ]
+    services.product_views_record_many(
+        views=[(shopper_id, product.pk, event.timestamp) for shopper_id, event, product in seen]
+    )
     campaigns = list(
         Campaign.objects.filter(trigger="browse_abandoned", status=Campaign.Status.ACTIVE)
     )
-    for event in events:
-        if event.shopper_id is None:
+    if not campaigns or not seen:
+        return
+    shoppers = Shopper.objects.in_bulk({shopper_id for shopper_id, _, _ in seen})
+    for shopper_id, event, product in seen:
+        shopper = shoppers.get(shopper_id)
+        if shopper is None:
             continue
-        product = services.product_for_properties(event.properties or {})
-        if product is None:
-            continue
-        shopper = Shopper.objects.get(pk=event.shopper_id)
-        services.product_views_record(shopper=shopper, product=product, at=event.timestamp)
         for campaign in campaigns:
             _browse_check(campaign, shopper, product, event)
 

@@ -17,6 +17,11 @@ from core.exceptions import NotFound, ValidationError
 from engagement import services, tokens
 from engagement.models import SUBSCRIBABLE_CHANNELS, Channel, Preference, Topic, Unsubscribe
 
+
+def _user_agent(request: HttpRequest) -> str:
+    return str(request.headers.get("User-Agent", ""))[:500]
+
+
 _PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 
 
@@ -24,7 +29,9 @@ _PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBR
 @require_http_methods(["GET", "HEAD"])
 def open_pixel(request: HttpRequest, token: str) -> HttpResponse:
     try:
-        services.message_open_record(token=token)
+        services.message_open_record(
+            token=token, method=request.method or "", user_agent=_user_agent(request)
+        )
     except NotFound as exc:
         raise Http404(exc.message) from None
     return HttpResponse(_PIXEL, content_type="image/gif")
@@ -34,7 +41,9 @@ def open_pixel(request: HttpRequest, token: str) -> HttpResponse:
 @require_http_methods(["GET", "HEAD"])
 def click(request: HttpRequest, token: str) -> HttpResponse:
     try:
-        url = services.message_click_record(token=token)
+        url = services.message_click_record(
+            token=token, method=request.method or "", user_agent=_user_agent(request)
+        )
     except NotFound as exc:
         raise Http404(exc.message) from None
     return HttpResponseRedirect(url)
@@ -130,31 +139,39 @@ def preferences(request: HttpRequest, token: str) -> HttpResponse:
 
 
 @never_cache
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def nps(request: HttpRequest, token: str) -> HttpResponse:
-    raw = request.POST.get("score") or request.GET.get("score", "")
+    """The page an NPS score link opens: GET shows the score pre-selected and records nothing
+    (a link scanner fetches all eleven links); the shopper's POST (with CSRF) records it."""
     try:
-        if not raw.isdigit():
-            message = services.nps_message(token=token)
-            return render(
-                request,
-                "engagement/nps.html",
-                {
-                    "scores": range(11),
-                    "answered": None,
-                    "token": token,
-                    "campaign": message.campaign,
-                },
-                status=200,
-            )
-        comment = request.POST.get("comment") if request.method == "POST" else None
-        response = services.nps_record(token=token, score=int(raw), comment=comment)
+        message = services.nps_message(token=token)
     except NotFound as exc:
         raise Http404(exc.message) from None
+    if request.method != "POST":
+        raw = request.GET.get("score", "")
+        selected = int(raw) if raw.isdigit() and int(raw) <= 10 else None
+        return render(
+            request,
+            "engagement/nps.html",
+            {
+                "scores": range(11),
+                "selected": selected,
+                "answered": None,
+                "token": token,
+                "campaign": message.campaign,
+            },
+            status=200 if selected is not None or not raw else 400,
+        )
+    raw = request.POST.get("score", "")
+    comment = request.POST.get("comment")
+    try:
+        if not raw.isdigit():
+            raise ValidationError("choose a score from 0 to 10")
+        response = services.nps_record(token=token, score=int(raw), comment=comment)
     except ValidationError as exc:
         return HttpResponse(exc.message, status=400, content_type="text/plain")
     return render(
         request,
         "engagement/nps.html",
-        {"answered": response, "token": token, "commented": comment is not None},
+        {"answered": response, "token": token, "commented": bool(comment)},
     )

@@ -97,7 +97,11 @@ def test_a_bad_order_event_is_skipped_without_blocking_its_batch(send):
     send(bad, _order_completed("m-2", order_id="1002"))
 
     assert list(Order.objects.values_list("number", flat=True)) == ["1002"]
-    assert Event.objects.filter(processed_at__isnull=True).count() == 0
+    # The bad one is not lost as "processed": it is recorded as failed, with its reason.
+    unprocessed = Event.objects.filter(processed_at__isnull=True)
+    assert list(unprocessed.values_list("message_id", "failure__reason")) == [
+        ("m-1", "order_id is required")
+    ]
 
 
 def test_order_refunded_by_products_refunds_those_lines(send):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -349,6 +350,50 @@ def test_sweeper_leaves_fresh_claims_alone():
     assert services.outbox_sweep() == {"requeued": 0, "unconfirmed": 0}
     message.refresh_from_db()
     assert message.state == "sending"
+
+
+def test_a_claim_is_taken_back_once_its_thirty_second_lease_is_not_renewed():
+    shopper = make_shopper()
+    _, message = _fire(shopper)
+    Message.objects.filter(pk=message.pk).update(
+        state="sending", claimed_by="dead:1", claimed_at=timezone.now() - dt.timedelta(seconds=29)
+    )
+    assert services.outbox_sweep() == {"requeued": 0, "unconfirmed": 0}
+
+    Message.objects.filter(pk=message.pk).update(
+        claimed_at=timezone.now() - dt.timedelta(seconds=31)
+    )
+    assert services.outbox_sweep() == {"requeued": 1, "unconfirmed": 0}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_lease_keeper_renews_only_its_own_workers_claims_while_it_runs():
+    shopper = make_shopper()
+    make_campaign(steps=[{"subject": "one"}, {"subject": "two"}])
+    services.trigger_fire(trigger="welcome", shopper=shopper, occurrence_key="w")
+    mine, theirs = Message.objects.order_by("step__position")
+    old = timezone.now() - dt.timedelta(seconds=25)
+    Message.objects.filter(pk=mine.pk).update(state="sending", claimed_by="me:1", claimed_at=old)
+    Message.objects.filter(pk=theirs.pk).update(
+        state="sending", claimed_by="other:2", claimed_at=old
+    )
+
+    with services.LeaseKeeper("me:1", interval=0.05) as keeper:
+        deadline = timezone.now() + dt.timedelta(seconds=10)
+        while keeper.renewals < 2 and timezone.now() < deadline:
+            time.sleep(0.05)
+    stopped_at = timezone.now()
+    renewals = keeper.renewals
+    time.sleep(0.3)
+
+    mine.refresh_from_db()
+    theirs.refresh_from_db()
+    assert renewals >= 2
+    assert keeper.renewals == renewals  # it stops with its worker
+    assert mine.claimed_at is not None
+    assert old + dt.timedelta(seconds=25) <= mine.claimed_at <= stopped_at
+    assert theirs.claimed_at == old
+    assert not keeper.thread.is_alive()
 
 
 def test_a_claim_taken_back_is_not_handed_over(monkeypatch):

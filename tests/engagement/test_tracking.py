@@ -7,6 +7,7 @@ import re
 
 import pytest
 from django.core import mail
+from django.test import Client
 from django.utils import timezone
 
 from commerce.models import Shopper
@@ -15,6 +16,17 @@ from engagement.models import Message, NpsResponse, Preference, Topic, Unsubscri
 from tests.engagement.conftest import html_of, make_campaign, make_shopper, search
 
 pytestmark = pytest.mark.django_db
+
+BROWSER = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0.0.0 Safari/537.36"
+)
+
+
+@pytest.fixture
+def client() -> Client:
+    """A shopper's browser (scanners and bare HTTP clients record nothing: see the tests below)."""
+    return Client(headers={"User-Agent": BROWSER})
 
 
 def _sent_email(body: str = '<p><a href="https://shop.example/sale?a=1&amp;b=2">Sale</a></p>'):
@@ -25,6 +37,9 @@ def _sent_email(body: str = '<p><a href="https://shop.example/sale?a=1&amp;b=2">
     services.trigger_fire(trigger="welcome", shopper=shopper, occurrence_key="welcome")
     services.outbox_deliver_batch()
     message = Message.objects.get(state="sent")
+    # Handed over a minute ago: past the window in which gateways scan links on delivery.
+    minute_ago = timezone.now() - dt.timedelta(minutes=1)
+    Message.objects.filter(pk=message.pk).update(handed_at=minute_ago, sent_at=minute_ago)
     return shopper, message, mail.outbox[-1]
 
 
@@ -197,3 +212,135 @@ def test_unsubscribed_shopper_is_never_resubscribed_by_a_second_click(client):
     )
     assert Unsubscribe.objects.count() == 1
     assert Shopper.objects.get(pk=shopper.pk).email_consent is False
+
+
+SCANNERS = [
+    "",  # no user agent at all
+    "python-requests/2.31.0",
+    "Mozilla/5.0 (compatible; Microsoft Office SafeLinks)",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Proofpoint URL Defense",
+    "Mozilla/5.0 (compatible; Barracuda Sentinel (EE))",
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+]
+
+
+@pytest.mark.parametrize("user_agent", SCANNERS)
+def test_a_scanner_gets_the_redirect_and_the_pixel_and_records_nothing(user_agent):
+    _, message, email = _sent_email()
+    link = search(r'href="([^"]+/e/c/[^"]+)"', html_of(email))
+    pixel = search(r'src="([^"]+/e/o/[^"]+)"', html_of(email))
+    scanner = Client(headers={"User-Agent": user_agent} if user_agent else {})
+
+    clicked = scanner.get(_path(link))
+    opened = scanner.get(_path(pixel))
+
+    assert clicked.status_code == 302
+    assert clicked["Location"] == "https://shop.example/sale?a=1&b=2"
+    assert opened.status_code == 200
+    message.refresh_from_db()
+    assert (message.opened_at, message.clicked_at, message.clicked_url) == (None, None, "")
+
+
+def test_head_requests_never_record_an_open_or_a_click(client):
+    _, message, email = _sent_email()
+    link = search(r'href="([^"]+/e/c/[^"]+)"', html_of(email))
+    pixel = search(r'src="([^"]+/e/o/[^"]+)"', html_of(email))
+
+    clicked = client.head(_path(link))
+    opened = client.head(_path(pixel))
+
+    assert clicked.status_code == 302
+    assert opened.status_code == 200
+    message.refresh_from_db()
+    assert (message.opened_at, message.clicked_at) == (None, None)
+
+
+def test_a_browser_like_fetch_right_after_delivery_is_a_scanner(client, settings):
+    settings.PATRON_LINK_SCANNER_SECONDS = 10
+    _, message, email = _sent_email()
+    link = search(r'href="([^"]+/e/c/[^"]+)"', html_of(email))
+    Message.objects.filter(pk=message.pk).update(handed_at=timezone.now())
+
+    assert client.get(_path(link)).status_code == 302
+    message.refresh_from_db()
+    assert (message.opened_at, message.clicked_at) == (None, None)
+
+    Message.objects.filter(pk=message.pk).update(
+        handed_at=timezone.now() - dt.timedelta(seconds=11)
+    )
+    client.get(_path(link))
+    message.refresh_from_db()
+    assert message.clicked_at is not None
+
+
+def test_gmail_image_proxy_counts_as_an_open_but_not_as_a_click():
+    _, message, email = _sent_email()
+    link = search(r'href="([^"]+/e/c/[^"]+)"', html_of(email))
+    pixel = search(r'src="([^"]+/e/o/[^"]+)"', html_of(email))
+    proxy = Client(
+        headers={
+            "User-Agent": "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
+        }
+    )
+
+    proxy.get(_path(link))
+    message.refresh_from_db()
+    assert message.clicked_at is None
+    proxy.get(_path(pixel))
+    message.refresh_from_db()
+    assert message.opened_at is not None
+    assert message.clicked_at is None
+
+
+def _nps_links(shopper: Shopper) -> list[str]:
+    make_campaign(
+        "nps_survey",
+        steps=[
+            {
+                "subject": "How did we do?",
+                "body": '{% for l in nps_links %}<a href="{{ l.url }}">{{ l.score }}</a>{% endfor %}',
+            }
+        ],
+    )
+    services.trigger_fire(trigger="nps_survey", shopper=shopper, occurrence_key="order:1")
+    services.outbox_deliver_batch()
+    links = re.findall(r'href="([^"]+/e/c/[^"]+)"', html_of(mail.outbox[0]))
+    targets = [tokens.read("click", link.rsplit("/", 1)[1])[1] for link in links]
+    return [t for t in targets if "/e/nps/" in t]
+
+
+def test_a_scanner_fetching_all_eleven_score_links_records_no_answer(client):
+    shopper = make_shopper()
+    targets = _nps_links(shopper)
+    assert len(targets) == 11
+
+    pages = [client.get(_path(target)) for target in targets]
+    heads = [client.head(_path(target)) for target in targets]
+
+    assert [p.status_code for p in pages] == [200] * 11
+    assert [h.status_code for h in heads] == [200] * 11
+    assert NpsResponse.objects.count() == 0
+    # The page pre-selects the score the shopper chose and asks them to confirm it.
+    assert 'value="7" checked' in pages[7].content.decode()
+    assert pages[7].content.decode().count(" checked") == 1
+    assert 'method="post"' in pages[7].content.decode()
+
+
+def test_the_nps_answer_is_recorded_by_the_confirming_post_with_csrf(client):
+    shopper = make_shopper()
+    target = _path(_nps_links(shopper)[7])
+    guarded = Client(enforce_csrf_checks=True, headers={"User-Agent": BROWSER})
+
+    page = guarded.get(target)
+    token = search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.content.decode())
+    forged = guarded.post(target, {"score": "0"})
+    assert forged.status_code == 403
+    assert NpsResponse.objects.count() == 0
+
+    answered = guarded.post(target, {"score": "8", "comment": "", "csrfmiddlewaretoken": token})
+
+    assert answered.status_code == 200
+    answer = NpsResponse.objects.get()
+    assert (answer.shopper_id, answer.score, answer.comment) == (shopper.pk, 8, "")
+    assert guarded.post(target, {"score": "11", "csrfmiddlewaretoken": token}).status_code == 400
+    assert NpsResponse.objects.get().score == 8

@@ -12,7 +12,14 @@ from django.utils import timezone
 from commerce import services as commerce_services
 from commerce.models import Coupon, Order, Product, Shopper
 from engagement import registry, services
-from engagement.models import Broadcast, Message, ProductChange, ProductWatch, Run
+from engagement.models import (
+    Broadcast,
+    Message,
+    ProductChange,
+    ProductWatch,
+    Run,
+    Suppression,
+)
 from tests.engagement.conftest import make_campaign, make_shopper, process, track
 
 pytestmark = pytest.mark.django_db
@@ -227,7 +234,7 @@ def test_birthday_scan_once_a_year_and_leap_day_birthdays_on_the_28th():
     assert not Run.objects.filter(shopper=other).exists()
 
 
-def test_limited_offer_broadcast_issues_expiring_coupons_once_per_shopper():
+def test_limited_offer_broadcast_issues_expiring_coupons_once_per_shopper_sent_to():
     campaign = make_campaign(
         "limited_offer",
         trigger_options={
@@ -236,14 +243,21 @@ def test_limited_offer_broadcast_issues_expiring_coupons_once_per_shopper():
         steps=[{"subject": "15% off", "body": "<p>Use {{ coupon.code }}</p>"}],
     )
     shoppers = [make_shopper() for _ in range(3)]
+    bounced = make_shopper()
+    Suppression.objects.create(channel="email", address=bounced.email, reason="bounce")
+    no_address = make_shopper(email="")
     broadcast = Broadcast.objects.create(campaign=campaign)
 
-    assert services.broadcast_send(broadcast_id=broadcast.pk) == 3
+    assert services.broadcast_send(broadcast_id=broadcast.pk) == 5
     assert services.broadcast_send(broadcast_id=broadcast.pk) == 0
+    assert Coupon.objects.count() == 0  # enrolled is not sent: no coupon yet
+
+    services.outbox_deliver_batch()
+    services.outbox_deliver_batch()
 
     coupons = list(Coupon.objects.order_by("owner_id"))
     assert [c.owner_id for c in coupons] == [s.pk for s in shoppers]
-    assert all(c.code.startswith("LTO") and c.usage_limit == 1 for c in coupons)
+    assert all(c.code.startswith("LTO") and c.usage_limit == 1 and c.active for c in coupons)
     for coupon in coupons:
         assert coupon.valid_until is not None
         assert (
@@ -251,10 +265,18 @@ def test_limited_offer_broadcast_issues_expiring_coupons_once_per_shopper():
             < coupon.valid_until
             < timezone.now() + dt.timedelta(hours=25)
         )
-    services.outbox_deliver_batch()
     bodies = {m.to[0]: m.body for m in mail.outbox}
+    assert sorted(bodies) == sorted(s.email for s in shoppers)
     for shopper, coupon in zip(shoppers, coupons, strict=True):
         assert coupon.code in bodies[shopper.email]
+        run = Run.objects.get(shopper=shopper)
+        assert run.data["coupon"]["code"] == coupon.code
+    skipped = dict(
+        Message.objects.filter(shopper__in=[bounced, no_address]).values_list(
+            "shopper_id", "reason"
+        )
+    )
+    assert skipped == {bounced.pk: "suppressed (bounce)", no_address.pk: "no email address"}
 
 
 def test_other_apps_register_triggers_with_their_context_and_end_events(write_key):

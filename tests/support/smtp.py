@@ -3,7 +3,10 @@
 ``SMTPSink`` runs in a thread of the calling process. It can be told to stall: the message
 that matches ``stall_when`` is recorded (the server has taken it) and then the reply to the
 client is held until ``release()`` — the moment a worker has handed a message over and waits
-for the ``250``, which is where a kill is the hardest for exactly-once delivery.
+for the ``250``, which is where a kill is the hardest for exactly-once delivery. ``stall_rcpt``
+holds the replies to RCPT instead (a worker waiting there has sent no data), ``refuse_with``
+answers the end of data with a 4xx or 5xx, and ``drop_after_data`` takes a message and breaks
+the connection before replying.
 """
 
 from __future__ import annotations
@@ -59,9 +62,29 @@ class _Handler:
         if stall:
             while not self.sink.released.is_set():
                 await asyncio.sleep(0.02)
+        if self.sink.drop_after_data:
+            # The server has the message and the connection breaks before its reply.
+            server.transport.abort()
+            return "250 2.0.0 OK queued (never seen by the client)"
         if self.sink.refuse_with:
-            return self.sink.refuse_with
+            refusal = self.sink.refuse_with
+            if self.sink.refuse_times is not None:
+                self.sink.refuse_times -= 1
+                if self.sink.refuse_times <= 0:
+                    self.sink.refuse_with, self.sink.refuse_times = "", None
+            return refusal
         return "250 2.0.0 OK queued"
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
+        if self.sink.stall_rcpt:
+            # Before the end of data: the client waits for this reply with its DATA unsent.
+            self.sink.rcpt_stalled.set()
+            while not self.sink.released.is_set():
+                await asyncio.sleep(0.02)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
 
 class SMTPSink:
@@ -73,7 +96,11 @@ class SMTPSink:
         self.stall_all = False  # keep stalling every later message too, until release()
         self.stalled = threading.Event()
         self.released = threading.Event()
-        self.refuse_with = ""
+        self.refuse_with = ""  # e.g. "451 4.3.0 try later": the reply to the end of data
+        self.refuse_times: int | None = None  # refuse this many messages, then accept (None: all)
+        self.drop_after_data = False  # record the message, then break the connection unreplied
+        self.stall_rcpt = False  # hold every RCPT reply until release() (before the data)
+        self.rcpt_stalled = threading.Event()
         self.controller = Controller(
             _Handler(self), hostname="127.0.0.1", port=self.port, data_size_limit=10_000_000
         )
