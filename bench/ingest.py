@@ -304,7 +304,7 @@ def process_stored(
     broker = redis_url()
     env = server_env(database_url)
     env.update(CELERY_BROKER_URL=broker, REDIS_URL=broker)
-    with psycopg2.connect(dsn(database_url)) as conn, conn.cursor() as cursor:
+    with psycopg.connect(dsn(database_url)) as conn, conn.cursor() as cursor:
         cursor.execute("SELECT id FROM commerce_event WHERE processed_at IS NULL ORDER BY id")
         ids = [row[0] for row in cursor.fetchall()]
     app = Celery("bench", broker=broker)
@@ -326,17 +326,19 @@ def process_stored(
             app.send_task(
                 "commerce.tasks.events_process", args=[ids[i : i + batch_size]], queue=queue
             )
-        with psycopg2.connect(dsn(database_url)) as conn:
-            conn.autocommit = True
-            with conn.cursor() as cursor:
-                while True:
-                    cursor.execute("SELECT count(*) FROM commerce_event WHERE processed_at IS NULL")
-                    left = cursor.fetchone()[0]
-                    if left == 0:
-                        break
-                    if time.perf_counter() - started > timeout:
-                        raise SystemExit(f"{left} events still unprocessed after {timeout} s")
-                    time.sleep(0.1)
+        with (
+            psycopg.connect(dsn(database_url), autocommit=True) as conn,
+            conn.cursor() as cursor,
+        ):
+            while True:
+                cursor.execute("SELECT count(*) FROM commerce_event WHERE processed_at IS NULL")
+                row = cursor.fetchone()
+                left = row[0] if row else 0
+                if left == 0:
+                    break
+                if time.perf_counter() - started > timeout:
+                    raise SystemExit(f"{left} events still unprocessed after {timeout} s")
+                time.sleep(0.1)
         seconds = time.perf_counter() - started
     finally:
         stop(worker)
