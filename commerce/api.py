@@ -16,7 +16,7 @@ from typing import Any
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.authentication import BasicAuthentication, SessionAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAdminUser
@@ -27,6 +27,7 @@ from rest_framework.views import APIView
 from commerce import importers, selectors, services
 from commerce.models import Order, Product, Refund, Shopper
 from core.exceptions import NotFound, ValidationError
+from core.logins import BasicAuthentication
 
 MAX_OFFSET = 10**9
 MAX_AMOUNT = importers.MAX_AMOUNT
@@ -118,6 +119,7 @@ def _page_of(child: type[serializers.Serializer], name: str) -> type[serializers
 class StaffApi(APIView):
     """Base of every view here: staff only, JSON bodies."""
 
+    # Basic auth with login attempts limited (django-axes), as in REST_FRAMEWORK's defaults.
     authentication_classes = [BasicAuthentication, SessionAuthentication]
     permission_classes = [IsAdminUser]
     parser_classes = [JSONParser]

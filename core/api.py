@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from core.exceptions import ApplicationError
+from core.ratelimit import RateLimited
 
 
 def error_body(code: str, message: str, detail: Any = None) -> dict[str, Any]:
@@ -33,7 +34,10 @@ def _first_message(detail: Any) -> str:
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ApplicationError):
-        return Response(error_body(exc.code, exc.message, exc.extra or None), status=exc.status)
+        answer = Response(error_body(exc.code, exc.message, exc.extra or None), status=exc.status)
+        if isinstance(exc, RateLimited):
+            answer["Retry-After"] = str(exc.retry_after)
+        return answer
     if isinstance(exc, DjangoValidationError):
         exc = drf_exceptions.ValidationError(detail=getattr(exc, "message_dict", exc.messages))
     elif isinstance(exc, Http404):
