@@ -203,6 +203,10 @@ class NotifyRequestApi(WidgetApi):
         serializer = self.NotifyRequestInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        if data.get("email"):
+            # A typed address will be mailed: limited per sender and per recipient.
+            rate_limit_hit(scope="email_sender", key=(request_client_address(request.META),))
+            rate_limit_hit(scope="email_recipient", key=(data["email"].strip().lower(),))
         product = Product.objects.filter(sku=data["sku"].strip(), active=True).first()
         if product is None:
             raise NotFound(f"no product with sku {data['sku']!r}", code="product_not_found")
