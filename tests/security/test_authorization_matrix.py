@@ -168,9 +168,9 @@ def _client(world: World, actor: str) -> tuple[Client, dict[str, str]]:
     key = world.server_key if actor == "server_key" else world.browser_key
     if actor in KEYS:
         token = base64.b64encode(f"{key.key}:".encode()).decode()
-        headers["HTTP_AUTHORIZATION"] = f"Basic {token}"
+        headers["Authorization"] = f"Basic {token}"
         if actor != "server_key":
-            headers["HTTP_ORIGIN"] = ORIGIN
+            headers["Origin"] = ORIGIN
     if actor in STAFF:
         # A deactivated user's session no longer authenticates (ModelBackend.get_user).
         client.force_login(world.users[actor], backend="django.contrib.auth.backends.ModelBackend")
@@ -486,8 +486,8 @@ def _table_counts() -> dict[str, int]:
     )
     # Table names come from the models, not from input.
     sql = " UNION ALL ".join(
-        f"SELECT '{t}', count(*) FROM \"{t}\""
-        for t in tables  # noqa: S608
+        f"SELECT '{t}', count(*) FROM \"{t}\""  # noqa: S608 -- table names from the models
+        for t in tables
     )
     with connection.cursor() as cursor:
         cursor.execute(sql)
@@ -497,10 +497,10 @@ def _table_counts() -> dict[str, int]:
 def _call(world: World, row: Row, actor: str, client: Client, headers: dict[str, str]) -> Any:
     path = row.path(world, actor)
     if row.method == "GET":
-        return client.get(path, **headers)
+        return client.get(path, headers=headers)
     body = row.body(world, actor) if row.body else {}
     send = getattr(client, row.method.lower())
-    return send(path, json.dumps(body), content_type="application/json", **headers)
+    return send(path, json.dumps(body), content_type="application/json", headers=headers)
 
 
 def _refused(response: Any, row: Row) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -22,7 +23,7 @@ SHOP = "https://shop.example.com"
 
 
 def _basic(key: str) -> dict[str, str]:
-    return {"HTTP_AUTHORIZATION": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
 
 
 def _directives(header: str) -> dict[str, list[str]]:
@@ -121,14 +122,13 @@ def test_widget_api_answers_cors_for_the_keys_origins_and_refuses_others():
     Product.objects.create(sku="LAMP", title="Lamp", price=10, stock=0)
     body = json.dumps({"sku": "LAMP", "kind": "back_in_stock", "anonymous_id": "a-1"})
 
-    def call(origin: str | None) -> object:
-        extra = {"HTTP_ORIGIN": origin} if origin else {}
+    def call(origin: str | None) -> Any:
+        extra = {"Origin": origin} if origin else {}
         return Client().post(
             "/api/engagement/notify-requests",
             body,
             content_type="application/json",
-            **_basic(key),
-            **extra,
+            headers={**_basic(key), **extra},
         )
 
     foreign = call("https://evil.example.net")
@@ -151,7 +151,7 @@ def test_widget_api_answers_cors_for_the_keys_origins_and_refuses_others():
 def test_a_key_without_listed_origins_gets_no_cors_answer():
     key = WriteKey.objects.create(name="shop").key
     response = Client().get(
-        "/api/engagement/onsite-messages?anonymous_id=a-1", HTTP_ORIGIN=SHOP, **_basic(key)
+        "/api/engagement/onsite-messages?anonymous_id=a-1", headers={"Origin": SHOP, **_basic(key)}
     )
     assert response.status_code == 200
     assert "Access-Control-Allow-Origin" not in response

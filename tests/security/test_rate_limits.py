@@ -29,7 +29,7 @@ def _limits(**overrides: tuple[int, int] | None) -> Any:
 
 
 def _basic(key: str) -> dict[str, str]:
-    return {"HTTP_AUTHORIZATION": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
 
 
 # --- Tracking API ------------------------------------------------------------------------
@@ -137,8 +137,8 @@ def test_widget_api_is_limited_per_write_key_and_address() -> None:
     client = Client(REMOTE_ADDR="203.0.113.7")
     path = "/api/engagement/onsite-messages?anonymous_id=a-1"
     with _limits(widget=(2, 60)):
-        statuses = [client.get(path, **_basic(key)).status_code for _ in range(3)]
-        refused = client.get(path, **_basic(key))
+        statuses = [client.get(path, headers=_basic(key)).status_code for _ in range(3)]
+        refused = client.get(path, headers=_basic(key))
     assert statuses == [200, 200, 429]
     assert refused.json()["error"]["code"] == "rate_limited"
     assert int(refused["Retry-After"]) >= 1
@@ -157,7 +157,7 @@ def test_notify_me_emails_to_one_recipient_are_limited_whoever_asks() -> None:
                 "/api/engagement/notify-requests",
                 json.dumps(body),
                 content_type="application/json",
-                **_basic(key),
+                headers=_basic(key),
             )
             .status_code
         )
