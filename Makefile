@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# Extra patron_run options, e.g. RUN_ARGS="--no-demo --log-level INFO".
+RUN_ARGS ?=
 
 .PHONY: setup run test lint format bench stop clean
 
@@ -16,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: setup
-	$(BIN)/python manage.py patron_run --host $(HOST) --port $(PORT)
+	$(BIN)/python manage.py patron_run --host $(HOST) --port $(PORT) $(RUN_ARGS)
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -24,6 +26,7 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/mypy .
 
 format: setup
@@ -33,6 +36,8 @@ format: setup
 bench: setup
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
 
+# Ends what `make run` started (web, worker, beat: their PIDs are in .patron/run.pids), then the
+# embedded PostgreSQL and Redis, and waits until every one has exited.
 stop: setup
 	$(BIN)/python -c "from config import embedded; embedded.stop()"
 

@@ -104,7 +104,7 @@ def drop_database(url: str) -> None:
 
 CHANNELS_REDIS_SETTINGS = textwrap.dedent(
     """
-    from config.settings import *  # noqa: F403
+    from config.settings import *  # noqa: F403  (a settings module that extends Patron's)
     from config.settings import CHANNEL_LAYERS, REDIS_URL
 
     CHANNEL_LAYERS = {
@@ -749,6 +749,9 @@ def main() -> None:
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ["CHANNEL_LAYER_PREFIX"] = f"patronbench{os.getpid()}"
+    from config import embedded
+
+    embedded.start_missing()  # the embedded Redis when REDIS_URL is unset (settings start none)
     # As in production (DEBUG on wraps every cursor to record its queries): the server and the
     # seeding here share the secret, which signs the shoppers' tokens.
     os.environ.update(

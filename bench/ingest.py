@@ -40,7 +40,7 @@ import psycopg2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.processes import free_port, stop, wait_for_port  # noqa: E402
+from tests.support.processes import free_port, stop, wait_for_port  # noqa: E402  (needs the checkout on sys.path)
 
 COLUMNS = (
     "source_id, message_id, type, name, shopper_id, anonymous_id, user_id, "
@@ -71,6 +71,7 @@ def base_database_url() -> str:
         return url
     from config import embedded
 
+    embedded.ensure_started(database=True, redis=False)
     return embedded.database_url()
 
 
@@ -167,7 +168,7 @@ def call(visitor: tuple[str, str | None], sent_at: str) -> dict[str, object]:
         message["userId"] = user_id
     roll = random.random()
     if roll < 0.30:
-        message.update(type="page", name="Product", properties={"path": context["page"]["path"]})  # type: ignore[index]
+        message.update(type="page", name="Product", properties={"path": context["page"]["path"]})  # type: ignore[index]  # context is built above with a page dict
     elif roll < 0.35 and user_id:
         message.update(type="identify", traits={"email": f"{user_id}@example.com", "plan": "free"})
     else:

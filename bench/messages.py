@@ -78,6 +78,7 @@ def run_sink(port: int, counter: Any, ids: Any, done: Any) -> None:
 def scratch_database() -> tuple[str, str]:
     from config import embedded
 
+    embedded.start_missing()
     base = os.environ.get("DATABASE_URL") or embedded.database_url()
     parsed = urlparse(base)
     name = f"{parsed.path.lstrip('/') or 'patron'}_bench_messages"

@@ -21,7 +21,7 @@ from chat.models import (
 
 
 @admin.register(ChatSettings)
-class ChatSettingsAdmin(admin.ModelAdmin):
+class ChatSettingsAdmin(admin.ModelAdmin[ChatSettings]):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return not ChatSettings.objects.exists()
 
@@ -34,11 +34,11 @@ class ChatSettingsAdmin(admin.ModelAdmin):
 
 
 @admin.register(BusinessHours)
-class BusinessHoursAdmin(admin.ModelAdmin):
+class BusinessHoursAdmin(admin.ModelAdmin[BusinessHours]):
     list_display = ["weekday", "opens", "closes"]
 
 
-class MessageInline(admin.TabularInline):
+class MessageInline(admin.TabularInline[Message, Conversation]):
     model = Message
     extra = 0
     can_delete = False
@@ -51,7 +51,7 @@ class MessageInline(admin.TabularInline):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
+class ConversationAdmin(admin.ModelAdmin[Conversation]):
     list_display = ["id", "shopper", "state", "channel", "assigned_agent", "updated_at"]
     list_filter = ["state", "channel"]
     list_select_related = ["shopper", "assigned_agent"]
@@ -79,7 +79,7 @@ class ConversationAdmin(admin.ModelAdmin):
 
 
 @admin.register(AgentStatus)
-class AgentStatusAdmin(admin.ModelAdmin):
+class AgentStatusAdmin(admin.ModelAdmin[AgentStatus]):
     list_display = ["user", "status", "capacity", "connections", "last_seen_at"]
     list_select_related = ["user"]
     raw_id_fields = ["user"]
@@ -87,7 +87,7 @@ class AgentStatusAdmin(admin.ModelAdmin):
 
 
 @admin.register(KnowledgeArticle)
-class KnowledgeArticleAdmin(admin.ModelAdmin):
+class KnowledgeArticleAdmin(admin.ModelAdmin[KnowledgeArticle]):
     list_display = ["title", "slug", "language", "published", "updated_at"]
     list_filter = ["language", "published"]
     prepopulated_fields = {"slug": ["title"]}
@@ -95,19 +95,19 @@ class KnowledgeArticleAdmin(admin.ModelAdmin):
 
 
 @admin.register(BotIntent)
-class BotIntentAdmin(admin.ModelAdmin):
+class BotIntentAdmin(admin.ModelAdmin[BotIntent]):
     list_display = ["key", "language", "kind", "active"]
     list_filter = ["kind", "language", "active"]
     raw_id_fields = ["article"]
 
 
 @admin.register(CannedResponse)
-class CannedResponseAdmin(admin.ModelAdmin):
+class CannedResponseAdmin(admin.ModelAdmin[CannedResponse]):
     list_display = ["shortcut", "title"]
 
 
 @admin.register(CsatRating)
-class CsatRatingAdmin(admin.ModelAdmin):
+class CsatRatingAdmin(admin.ModelAdmin[CsatRating]):
     list_display = ["conversation", "agent", "rating", "created_at"]
     list_select_related = ["conversation", "agent"]
     raw_id_fields = ["conversation", "agent"]

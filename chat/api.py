@@ -46,13 +46,13 @@ class AgentView(APIView):
 # --- Shapes shared by several responses ---------------------------------------------------
 
 
-class ChatErrorBodySerializer(serializers.Serializer):
+class ChatErrorBodySerializer(serializers.Serializer[Any]):
     code = serializers.CharField()
     message = serializers.CharField()
     detail = serializers.JSONField(required=False)
 
 
-class ChatErrorSerializer(serializers.Serializer):
+class ChatErrorSerializer(serializers.Serializer[Any]):
     error = ChatErrorBodySerializer()
 
 
@@ -65,18 +65,18 @@ INVALID = _error("Invalid parameters")
 NO_CONVERSATION = _error("No such conversation")
 
 
-class ChatAgentRefSerializer(serializers.Serializer):
+class ChatAgentRefSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     name = serializers.CharField()
 
 
-class ChatAuthorSerializer(serializers.Serializer):
+class ChatAuthorSerializer(serializers.Serializer[Any]):
     kind = serializers.ChoiceField(choices=Message.Author.choices)
     name = serializers.CharField(allow_blank=True)
     id = serializers.IntegerField(allow_null=True, help_text="The agent's user id, else null")
 
 
-class ChatMessageSerializer(serializers.Serializer):
+class ChatMessageSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     conversation_id = serializers.IntegerField()
     seq = serializers.IntegerField()
@@ -87,21 +87,21 @@ class ChatMessageSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
-class ChatShopperBriefSerializer(serializers.Serializer):
+class ChatShopperBriefSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     name = serializers.CharField(allow_blank=True)
     email = serializers.CharField(allow_blank=True)
     customer_id = serializers.CharField(allow_null=True)
 
 
-class ChatLastMessageSerializer(serializers.Serializer):
+class ChatLastMessageSerializer(serializers.Serializer[Any]):
     seq = serializers.IntegerField()
     author_kind = serializers.ChoiceField(choices=Message.Author.choices)
     body = serializers.CharField()
     created_at = serializers.DateTimeField()
 
 
-class ChatConversationSummarySerializer(serializers.Serializer):
+class ChatConversationSummarySerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     state = serializers.ChoiceField(choices=Conversation.State.choices)
     channel = serializers.ChoiceField(choices=Conversation.Channel.choices)
@@ -120,7 +120,7 @@ class ChatConversationSummarySerializer(serializers.Serializer):
 
 
 class ConversationListApi(AgentView):
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(serializers.Serializer[Any]):
         view = serializers.ChoiceField(choices=["unassigned", "mine", "all"], default="all")
         state = serializers.ChoiceField(choices=Conversation.State.choices, required=False)
         q = serializers.CharField(
@@ -132,7 +132,7 @@ class ConversationListApi(AgentView):
         limit = serializers.IntegerField(required=False, min_value=1, max_value=200, default=50)
         offset = serializers.IntegerField(required=False, min_value=0, max_value=MAX_INT, default=0)
 
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         count = serializers.IntegerField()
         next = serializers.URLField(allow_null=True)
         previous = serializers.URLField(allow_null=True)
@@ -191,7 +191,7 @@ CONVERSATION_ID = OpenApiParameter(
 
 
 class MessageListApi(AgentView):
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(serializers.Serializer[Any]):
         after_seq = serializers.IntegerField(
             required=False,
             min_value=0,
@@ -228,12 +228,12 @@ class MessageListApi(AgentView):
 
 
 class ContextApi(AgentView):
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         key = serializers.CharField()
         title = serializers.CharField()
         # "data" is the protocol's key. DRF's metaclass moves declared fields out of the class,
         # so this does not shadow Serializer.data at runtime; the stubs cannot know that.
-        data = serializers.DictField(  # type: ignore[assignment]
+        data = serializers.DictField(  # type: ignore[assignment]  # declared field, not Serializer.data: see above
             child=serializers.JSONField(), help_text="Flat; its shape belongs to the section"
         )
         error = serializers.ChoiceField(
@@ -258,7 +258,7 @@ class ContextApi(AgentView):
 
 
 class TranscriptApi(AgentView):
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[Any]):
         email = serializers.EmailField(
             required=False,
             allow_blank=True,
@@ -268,7 +268,7 @@ class TranscriptApi(AgentView):
         class Meta:
             ref_name = "ChatTranscriptRequest"
 
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         conversation_id = serializers.IntegerField()
         email = serializers.EmailField()
 
@@ -300,7 +300,7 @@ class TranscriptApi(AgentView):
 
 
 class CannedResponseListApi(AgentView):
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         id = serializers.IntegerField()
         shortcut = serializers.CharField()
         title = serializers.CharField()
@@ -319,7 +319,7 @@ class CannedResponseListApi(AgentView):
 
 
 class AgentListApi(AgentView):
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         id = serializers.IntegerField()
         name = serializers.CharField()
         status = serializers.ChoiceField(choices=AgentStatus.Status.choices)
@@ -348,7 +348,7 @@ class _Bound(serializers.CharField):
     """A date (midnight UTC) or an ISO 8601 date-time (naive: UTC)."""
 
     # Parses the text to an aware datetime: the value is not text any more.
-    def to_internal_value(self, data: Any) -> dt.datetime:  # type: ignore[override]
+    def to_internal_value(self, data: Any) -> dt.datetime:  # type: ignore[override]  # returns the parsed datetime, see above
         text = super().to_internal_value(data)
         try:
             parsed = parse_datetime(text)
@@ -367,7 +367,7 @@ class _Bound(serializers.CharField):
         return parsed
 
 
-class _FiguresSerializer(serializers.Serializer):
+class _FiguresSerializer(serializers.Serializer[Any]):
     conversations = serializers.IntegerField(help_text="Created in the period")
     resolved = serializers.IntegerField()
     handed_off = serializers.IntegerField()
@@ -395,7 +395,7 @@ class ChatAgentFiguresSerializer(_FiguresSerializer):
 
 
 class MetricsApi(AgentView):
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(serializers.Serializer[Any]):
         since = _Bound(required=False, help_text="Default: 30 days before until")
         until = _Bound(required=False, help_text="Default: now")
 
@@ -409,7 +409,7 @@ class MetricsApi(AgentView):
                 raise serializers.ValidationError("since must be before until")
             return {"since": since, "until": until}
 
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         since = serializers.DateTimeField()
         until = serializers.DateTimeField()
         overall = ChatOverallFiguresSerializer()
@@ -445,10 +445,10 @@ class WidgetConfigApi(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list[Any] = []
 
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(serializers.Serializer[Any]):
         write_key = serializers.CharField(max_length=64)
 
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         greeting = serializers.CharField()
         business_hours_open = serializers.BooleanField()
         languages = serializers.ListField(child=serializers.CharField())

@@ -29,10 +29,17 @@ from django.conf import settings
 from redis.exceptions import RedisError
 
 from chat import selectors, services
+from chat.models import Conversation
 from chat.origins import scope_origin
 from chat.threads import db
 from chat.writer import writer
-from core.exceptions import ApplicationError, PermissionDenied
+from core.exceptions import (
+    ApplicationError,
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    ValidationError,
+)
 from core.ratelimit import RateLimited, TokenBucket, rate_limit_hit, scope_client_address
 
 logger = logging.getLogger(__name__)
@@ -159,7 +166,7 @@ def parse_frame(
     return frame
 
 
-class ChatSocket(AsyncWebsocketConsumer):
+class ChatSocket(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ships no type information
     """What both sockets share: framing, errors, groups and exactly-once ordered delivery."""
 
     frames: dict[str, Schema] = {}
@@ -434,7 +441,7 @@ class ShopperConsumer(ChatSocket):
         """Join the conversation's group, then read what the client has not seen."""
         await self.join(services.conversation_group(conversation_id))
         self.conversation_id = conversation_id
-        history = await db(selectors.messages_after)(
+        history: list[dict[str, Any]] = await db(selectors.messages_after)(
             conversation_id=conversation_id, after_seq=last_seq or 0, include_internal=False
         )
         self.delivered[conversation_id] = max([m["seq"] for m in history] + [last_seq or 0])
@@ -507,7 +514,7 @@ class ShopperConsumer(ChatSocket):
             )
             try:
                 posted = await self.writer.post(request, sender=self.channel_name)
-            except services.Conflict:
+            except Conflict:
                 pass  # resolved: shopper_message_post below reopens it
             else:
                 await self.acknowledge(cid, frame, posted)
@@ -619,7 +626,7 @@ class ShopperConsumer(ChatSocket):
 
     async def on_csat_submit(self, frame: dict[str, Any]) -> None:
         if self.conversation_id is None:
-            raise services.Conflict("There is no conversation to rate.", code="conflict")
+            raise Conflict("There is no conversation to rate.", code="conflict")
         await db(services.csat_record)(
             shopper=self.shopper,
             conversation_id=self.conversation_id,
@@ -629,7 +636,7 @@ class ShopperConsumer(ChatSocket):
 
     async def on_transcript_request(self, frame: dict[str, Any]) -> None:
         if self.conversation_id is None:
-            raise services.Conflict("There is no conversation yet.", code="conflict")
+            raise Conflict("There is no conversation yet.", code="conflict")
         await self.limit_email(frame.get("email"))
         address = await db(services.transcript_send)(
             conversation_id=self.conversation_id, email=frame.get("email"), shopper=self.shopper
@@ -705,9 +712,7 @@ class AgentConsumer(ChatSocket):
             await db(services.agent_heartbeat)(user=self.user)
 
     def _last_seq(self, conversation_id: int) -> int:
-        return int(
-            services.Conversation.objects.values_list("last_seq", flat=True).get(pk=conversation_id)
-        )
+        return int(Conversation.objects.values_list("last_seq", flat=True).get(pk=conversation_id))
 
     async def subscribe(
         self, conversation_id: int, *, history_after: int | None
@@ -719,7 +724,7 @@ class AgentConsumer(ChatSocket):
             if conversation_id not in self.delivered:
                 self.delivered[conversation_id] = await db(self._last_seq)(conversation_id)
             return []
-        history = await db(selectors.messages_after)(
+        history: list[dict[str, Any]] = await db(selectors.messages_after)(
             conversation_id=conversation_id, after_seq=history_after, include_internal=True
         )
         self.delivered[conversation_id] = max(
@@ -734,12 +739,12 @@ class AgentConsumer(ChatSocket):
         self.delivered.pop(conversation_id, None)
 
     def _conversation_exists(self, conversation_id: int) -> bool:
-        return services.Conversation.objects.filter(pk=conversation_id).exists()
+        return Conversation.objects.filter(pk=conversation_id).exists()
 
     async def on_inbox_query(self, frame: dict[str, Any]) -> None:
         view = frame["view"]
         if view not in ("unassigned", "mine", "all"):
-            raise services.ValidationError("view must be unassigned, mine or all")
+            raise ValidationError("view must be unassigned, mine or all")
         limit = min(max(frame.get("limit") or 50, 1), 200)
         snapshot = await db(selectors.inbox_snapshot)(
             view=view,
@@ -755,7 +760,7 @@ class AgentConsumer(ChatSocket):
     async def on_conversation_open(self, frame: dict[str, Any]) -> None:
         cid = frame["conversation_id"]
         if not await db(self._conversation_exists)(cid):
-            raise services.NotFound("No such conversation.")
+            raise NotFound("No such conversation.")
         self.opened.add(cid)
         # Re-opening resends from last_seq; drop the socket's cursor so nothing is skipped.
         last_seq = frame.get("last_seq") or 0
@@ -779,9 +784,7 @@ class AgentConsumer(ChatSocket):
         await self.send_json(opened)
 
     def _context(self, conversation_id: int) -> list[dict[str, Any]]:
-        conversation = services.Conversation.objects.select_related("shopper").get(
-            pk=conversation_id
-        )
+        conversation = Conversation.objects.select_related("shopper").get(pk=conversation_id)
         return selectors.conversation_context(conversation)
 
     async def on_conversation_leave(self, frame: dict[str, Any]) -> None:
@@ -810,11 +813,11 @@ class AgentConsumer(ChatSocket):
                 holder_id=None if internal else self.user.pk,
                 # A reply in an email follow-up is emailed, in the reply's transaction: that
                 # is agent_message_post's, not a batch's.
-                channel=None if internal else services.Conversation.Channel.CHAT,
+                channel=None if internal else Conversation.Channel.CHAT,
             )
             try:
                 posted = await self.writer.post(request, sender=self.channel_name)
-            except services.Conflict:
+            except Conflict:
                 pass
             else:
                 await self.acknowledge(cid, frame, posted)
@@ -862,7 +865,7 @@ class AgentConsumer(ChatSocket):
             return self.user
         agent = selectors.agents_queryset().filter(pk=user_id).first()
         if agent is None:
-            raise services.NotFound("No such agent.")
+            raise NotFound("No such agent.")
         return agent
 
     async def on_conversation_assign(self, frame: dict[str, Any]) -> None:

@@ -8,7 +8,6 @@ pure methods only.
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -71,12 +70,6 @@ class ChatSettings(models.Model):
         blank=True,
         help_text="Words or phrases that ask for a person, in every store language",
     )
-    identity_secret = models.CharField(
-        max_length=64,
-        blank=True,
-        default="",
-        help_text="HMAC key for customer_hash (identity verification of logged-in customers)",
-    )
     support_email = models.EmailField(
         blank=True, default="", help_text="Where offline messages are sent for follow-up"
     )
@@ -88,10 +81,6 @@ class ChatSettings(models.Model):
 
     def __str__(self) -> str:
         return "Chat settings"
-
-    @staticmethod
-    def new_identity_secret() -> str:
-        return secrets.token_hex(32)
 
 
 class BusinessHours(models.Model):
@@ -232,7 +221,7 @@ class Message(models.Model):
         default=False, help_text="A private note, never shown to the shopper"
     )
     # NULL, not "": messages without a client id (bot, system) stay out of the unique index.
-    client_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
+    client_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001  (NULL keeps rows out of the unique index, see above)
     intent = models.CharField(
         max_length=64, blank=True, default="", help_text="Bot: matched intent"
     )

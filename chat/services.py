@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
-import hmac
 import re
 import time
 import zoneinfo
@@ -42,8 +40,8 @@ from chat.models import (
 )
 from chat.origins import is_own_origin
 from commerce import selectors as commerce_selectors
+from commerce import services as commerce_services
 from commerce.models import Shopper, WriteKey
-from commerce.services import shopper_resolve
 from core.channel_layer import group_send_sync
 from core.exceptions import Conflict, NotFound, PermissionDenied, ValidationError
 from core.transactions import group_send_on_commit
@@ -190,7 +188,8 @@ def shopper_token_verify(*, token: str) -> int:
 
 
 def customer_hash(*, customer_id: str, secret: str) -> str:
-    return hmac.new(secret.encode(), customer_id.encode(), hashlib.sha256).hexdigest()
+    """The proof of ``customer_id`` (``commerce.selectors.identity_hash``), kept for callers."""
+    return commerce_selectors.identity_hash(customer_id=customer_id, secret=secret)
 
 
 @dataclass(frozen=True)
@@ -218,10 +217,16 @@ def chat_identify(
     customer_id: str | None = None,
     customer_hash_value: str | None = None,
 ) -> ChatIdentity:
-    """Who is on the shopper socket: by token, by a verified customer id, or by anonymous id.
+    """Who is on the shopper socket: by a verified customer id, by token, or by anonymous id.
 
     ``origin`` is the socket handshake's Origin header (None when absent). The key and the
     origin are checked first, before anything is created or merged.
+
+    The verified-identity rule (``commerce.services.visitor_resolve``, docs/identity.md): a
+    customer is recognised only by ``customer_id`` with ``customer_hash``. Neither a token nor
+    an anonymous id that leads to a known customer carries that identity: without the hash
+    the visitor gets a new anonymous shopper, with none of the customer's conversations,
+    orders or context. ``identified`` is True only for a verified customer.
 
     Raises ``PermissionDenied`` for an unknown write key, an origin the key does not allow, a
     bad token or a wrong customer hash.
@@ -236,33 +241,48 @@ def chat_identify(
         )
     customer_id = (customer_id or "").strip() or None
     anonymous_id = (anonymous_id or "").strip() or None
+    shopper: Shopper | None = None
     if customer_id is not None:
-        secret = chat_settings_get().identity_secret
-        expected = customer_hash(customer_id=customer_id, secret=secret) if secret else ""
-        if not secret or not hmac.compare_digest(expected, customer_hash_value or ""):
+        if not commerce_selectors.identity_verified(
+            customer_id=customer_id, proof=customer_hash_value
+        ):
             raise PermissionDenied("customer_hash does not match customer_id.", code="forbidden")
-        shopper = shopper_resolve(customer_id=customer_id, anonymous_id=anonymous_id)
+        shopper = commerce_services.visitor_resolve(
+            customer_id=customer_id, anonymous_id=anonymous_id, proof=customer_hash_value
+        ).shopper
         if token:
             # A token from before login: that visitor's conversations follow the customer.
             previous = Shopper.objects.filter(pk=shopper_token_verify(token=token)).first()
             if previous is not None and previous.pk != shopper.pk and not previous.customer_id:
                 Conversation.objects.filter(shopper=previous).update(shopper=shopper)
-    elif token:
-        shopper_id = shopper_token_verify(token=token)
-        found = Shopper.objects.filter(pk=shopper_id).first()
-        if found is None:
-            raise PermissionDenied("The chat token names no shopper.", code="forbidden")
-        while found.merged_into_id is not None:
-            found = Shopper.objects.get(pk=found.merged_into_id)
-        shopper = found
-    elif anonymous_id is not None:
-        shopper = shopper_resolve(anonymous_id=anonymous_id)
+        identified = True
     else:
-        raise ValidationError("hello needs a token, an anonymous_id or a customer_id.")
+        if token:
+            found = Shopper.objects.filter(pk=shopper_token_verify(token=token)).first()
+            if found is None:
+                raise PermissionDenied("The chat token names no shopper.", code="forbidden")
+            found = commerce_services.shopper_current(found)
+            # A token held by a known customer (issued while they were logged in, or to a
+            # visitor who logged in since) proves nothing without the customer hash: the page
+            # after a logout keeps the token and the anonymous id, and the next person on the
+            # browser must not get the customer's conversations. They start over anonymously.
+            if not found.customer_id:
+                shopper = found
+        if shopper is None:
+            if anonymous_id is not None:
+                shopper = commerce_services.visitor_resolve(anonymous_id=anonymous_id).shopper
+            elif token:
+                raise PermissionDenied(
+                    "This chat token belongs to a signed-in customer: send customer_hash.",
+                    code="forbidden",
+                )
+            else:
+                raise ValidationError("hello needs a token, an anonymous_id or a customer_id.")
+        identified = False
     return ChatIdentity(
         shopper=shopper,
         token=shopper_token_issue(shopper_id=shopper.pk),
-        identified=bool(shopper.customer_id),
+        identified=identified,
     )
 
 
@@ -287,12 +307,12 @@ def conversation_for_shopper(
 def clean_body(body: Any) -> str:
     if not isinstance(body, str):
         raise ValidationError("body must be text")
-    body = body.strip()
-    if not body:
+    text = body.strip()
+    if not text:
         raise ValidationError("body must not be empty")
-    if len(body) > MAX_BODY:
+    if len(text) > MAX_BODY:
         raise ValidationError(f"body must be at most {MAX_BODY} characters")
-    return body
+    return text
 
 
 def clean_client_id(client_id: Any) -> str | None:

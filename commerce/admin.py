@@ -1,7 +1,12 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from typing import Any
 
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from commerce import selectors, services
 from commerce.models import (
     Category,
     Coupon,
@@ -14,18 +19,19 @@ from commerce.models import (
     Review,
     Shopper,
     ShopperAlias,
+    StoreSettings,
     WriteKey,
 )
 
 
-class ShopperAliasInline(admin.TabularInline):
+class ShopperAliasInline(admin.TabularInline[ShopperAlias, Shopper]):
     model = ShopperAlias
     extra = 0
     readonly_fields = ("anonymous_id", "created_at")
 
 
 @admin.register(Shopper)
-class ShopperAdmin(admin.ModelAdmin):
+class ShopperAdmin(admin.ModelAdmin[Shopper]):
     list_display = (
         "id",
         "email",
@@ -52,7 +58,7 @@ class ShopperAdmin(admin.ModelAdmin):
 
 
 @admin.register(Category)
-class CategoryAdmin(admin.ModelAdmin):
+class CategoryAdmin(admin.ModelAdmin[Category]):
     list_display = ("name", "slug", "parent")
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
@@ -60,7 +66,7 @@ class CategoryAdmin(admin.ModelAdmin):
 
 
 @admin.register(Product)
-class ProductAdmin(admin.ModelAdmin):
+class ProductAdmin(admin.ModelAdmin[Product]):
     list_display = (
         "sku",
         "title",
@@ -78,21 +84,21 @@ class ProductAdmin(admin.ModelAdmin):
     list_editable = ("price", "stock", "active")
 
 
-class OrderLineInline(admin.TabularInline):
+class OrderLineInline(admin.TabularInline[OrderLine, Order]):
     model = OrderLine
     extra = 0
     raw_id_fields = ("product",)
     readonly_fields = ("sku", "title", "quantity", "unit_price", "total", "refunded_quantity")
 
 
-class RefundInline(admin.TabularInline):
+class RefundInline(admin.TabularInline[Refund, Order]):
     model = Refund
     extra = 0
     readonly_fields = ("number", "amount", "reason", "refunded_at")
 
 
 @admin.register(Order)
-class OrderAdmin(admin.ModelAdmin):
+class OrderAdmin(admin.ModelAdmin[Order]):
     list_display = (
         "number",
         "shopper",
@@ -115,14 +121,14 @@ class OrderAdmin(admin.ModelAdmin):
 
 
 @admin.register(Review)
-class ReviewAdmin(admin.ModelAdmin):
+class ReviewAdmin(admin.ModelAdmin[Review]):
     list_display = ("product", "shopper", "rating", "created_at")
     list_filter = ("rating",)
     raw_id_fields = ("product", "shopper")
     list_select_related = ("product", "shopper")
 
 
-class CouponRedemptionInline(admin.TabularInline):
+class CouponRedemptionInline(admin.TabularInline[CouponRedemption, Coupon]):
     model = CouponRedemption
     extra = 0
     raw_id_fields = ("order", "shopper")
@@ -130,7 +136,7 @@ class CouponRedemptionInline(admin.TabularInline):
 
 
 @admin.register(Coupon)
-class CouponAdmin(admin.ModelAdmin):
+class CouponAdmin(admin.ModelAdmin[Coupon]):
     list_display = (
         "code",
         "kind",
@@ -152,14 +158,14 @@ class CouponAdmin(admin.ModelAdmin):
 
 
 @admin.register(WriteKey)
-class WriteKeyAdmin(admin.ModelAdmin):
+class WriteKeyAdmin(admin.ModelAdmin[WriteKey]):
     list_display = ("name", "key", "active", "created_at")
     readonly_fields = ("key", "created_at")
     list_filter = ("active",)
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(admin.ModelAdmin[Event]):
     list_display = (
         "id",
         "type",
@@ -183,3 +189,34 @@ class EventAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: object, obj: object = None) -> bool:
         return False
+
+
+@admin.register(StoreSettings)
+class StoreSettingsAdmin(admin.ModelAdmin[StoreSettings]):
+    """The store's one settings row: the identity secret (docs/identity.md), rotatable."""
+
+    list_display = ("__str__", "updated_at")
+    readonly_fields = ("updated_at",)
+    actions = ["rotate_identity_secret"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return not StoreSettings.objects.exists()
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        selectors.identity_secret_invalidate()
+
+    @admin.action(description="Generate a new identity secret (old hashes stop working)")
+    def rotate_identity_secret(
+        self, request: HttpRequest, queryset: QuerySet[StoreSettings]
+    ) -> None:
+        services.identity_secret_rotate()
+        self.message_user(
+            request,
+            "A new identity secret is in place: give it to the store's backend now, every "
+            "customer hash signed with the old one is refused from here on.",
+            messages.WARNING,
+        )

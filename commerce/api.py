@@ -68,13 +68,13 @@ def _amount_input(**kwargs: Any) -> serializers.DecimalField:
 # --- Shared pieces -----------------------------------------------------------------------
 
 
-class ErrorDetailSerializer(serializers.Serializer):
+class ErrorDetailSerializer(serializers.Serializer[Any]):
     code = serializers.CharField()
     message = serializers.CharField()
     detail = serializers.JSONField(required=False)
 
 
-class ErrorSerializer(serializers.Serializer):
+class ErrorSerializer(serializers.Serializer[Any]):
     error = ErrorDetailSerializer()
 
 
@@ -102,7 +102,9 @@ PAGE_PARAMETERS = [
 ]
 
 
-def _page_of(child: type[serializers.Serializer], name: str) -> type[serializers.Serializer]:
+def _page_of(
+    child: type[serializers.Serializer[Any]], name: str
+) -> type[serializers.Serializer[Any]]:
     """The paginated envelope of a list of ``child`` items, for the schema."""
     return type(
         name,
@@ -125,7 +127,7 @@ class StaffApi(APIView):
     parser_classes = [JSONParser]
 
     def paginate(
-        self, queryset: QuerySet[Any], serializer_class: type[serializers.Serializer]
+        self, queryset: QuerySet[Any], serializer_class: type[serializers.Serializer[Any]]
     ) -> Response:
         paginator = Pagination()
         page = paginator.paginate_queryset(queryset, self.request, view=self)
@@ -140,7 +142,9 @@ def _lookup(value: str) -> str:
     return value
 
 
-def _filters(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
+def _filters(
+    serializer_class: type[serializers.Serializer[Any]], request: Request
+) -> dict[str, Any]:
     serializer = serializer_class(data=request.query_params)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
@@ -156,7 +160,7 @@ def _row_errors(errors: Any) -> str:
 
 
 def _validate_rows(
-    serializer_class: type[serializers.Serializer], data: Any
+    serializer_class: type[serializers.Serializer[Any]], data: Any
 ) -> list[dict[str, Any]]:
     """Validate a JSON array row by row; the first bad row is named (1-based) in the error."""
     if not isinstance(data, list):
@@ -179,12 +183,12 @@ def _validate_rows(
 # --- Output serializers ------------------------------------------------------------------
 
 
-class CategoryRefSerializer(serializers.Serializer):
+class CategoryRefSerializer(serializers.Serializer[Any]):
     slug = serializers.CharField()
     name = serializers.CharField()
 
 
-class ProductOutputSerializer(serializers.Serializer):
+class ProductOutputSerializer(serializers.Serializer[Any]):
     sku = serializers.CharField()
     title = serializers.CharField()
     description = serializers.CharField()
@@ -201,7 +205,7 @@ class ProductOutputSerializer(serializers.Serializer):
     updated_at = serializers.DateTimeField()
 
 
-class CategoryOutputSerializer(serializers.Serializer):
+class CategoryOutputSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     name = serializers.CharField()
     slug = serializers.CharField()
@@ -209,13 +213,13 @@ class CategoryOutputSerializer(serializers.Serializer):
     product_count = serializers.IntegerField()
 
 
-class ShopperRefSerializer(serializers.Serializer):
+class ShopperRefSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     customer_id = serializers.CharField(allow_null=True)
     email = serializers.CharField()
 
 
-class OrderLineOutputSerializer(serializers.Serializer):
+class OrderLineOutputSerializer(serializers.Serializer[Any]):
     sku = serializers.CharField()
     title = serializers.CharField()
     quantity = serializers.IntegerField()
@@ -224,18 +228,18 @@ class OrderLineOutputSerializer(serializers.Serializer):
     refunded_quantity = serializers.IntegerField()
 
 
-class RefundRefSerializer(serializers.Serializer):
+class RefundRefSerializer(serializers.Serializer[Any]):
     number = serializers.CharField()
     amount = _amount()
     reason = serializers.CharField()
     refunded_at = serializers.DateTimeField()
 
 
-class OrderOutputSerializer(serializers.Serializer):
+class OrderOutputSerializer(serializers.Serializer[Any]):
     number = serializers.CharField()
     status = serializers.ChoiceField(choices=Order.Status.choices)
     # The order's "source" field; the name shadows Field.source only for mypy.
-    source = serializers.ChoiceField(choices=Order.Source.choices)  # type: ignore[assignment]
+    source = serializers.ChoiceField(choices=Order.Source.choices)  # type: ignore[assignment]  # declared field, not Field.source: see above
     shopper = ShopperRefSerializer(allow_null=True)
     email = serializers.CharField()
     currency = serializers.CharField()
@@ -253,13 +257,13 @@ class OrderOutputSerializer(serializers.Serializer):
     refunds = RefundRefSerializer(many=True)
 
 
-class RefundLineOutputSerializer(serializers.Serializer):
+class RefundLineOutputSerializer(serializers.Serializer[Any]):
     sku = serializers.CharField(source="order_line.sku")
     quantity = serializers.IntegerField()
     amount = _amount()
 
 
-class RefundOutputSerializer(serializers.Serializer):
+class RefundOutputSerializer(serializers.Serializer[Any]):
     number = serializers.CharField()
     order = serializers.CharField(source="order.number")
     amount = _amount()
@@ -268,7 +272,7 @@ class RefundOutputSerializer(serializers.Serializer):
     lines = RefundLineOutputSerializer(many=True)
 
 
-class ShopperOutputSerializer(serializers.Serializer):
+class ShopperOutputSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     customer_id = serializers.CharField(allow_null=True)
     email = serializers.CharField()
@@ -287,14 +291,14 @@ class ShopperOutputSerializer(serializers.Serializer):
     total_spent = serializers.DecimalField(max_digits=14, decimal_places=2)
 
 
-class CatalogImportOutputSerializer(serializers.Serializer):
+class CatalogImportOutputSerializer(serializers.Serializer[Any]):
     products_created = serializers.IntegerField()
     products_updated = serializers.IntegerField()
     products_unchanged = serializers.IntegerField()
     categories_created = serializers.IntegerField()
 
 
-class OrdersImportOutputSerializer(serializers.Serializer):
+class OrdersImportOutputSerializer(serializers.Serializer[Any]):
     orders_created = serializers.IntegerField()
     orders_existing = serializers.IntegerField()
     lines_created = serializers.IntegerField()
@@ -314,7 +318,7 @@ def _text(max_length: int, **kwargs: Any) -> serializers.CharField:
     return serializers.CharField(max_length=max_length, **kwargs)
 
 
-class ProductInputSerializer(serializers.Serializer):
+class ProductInputSerializer(serializers.Serializer[Any]):
     """A catalog row: a new product needs title and price; a missing field keeps its value."""
 
     sku = _text(64)
@@ -336,7 +340,7 @@ class ProductInputSerializer(serializers.Serializer):
     active = serializers.BooleanField(required=False)
 
 
-class ProductPatchSerializer(serializers.Serializer):
+class ProductPatchSerializer(serializers.Serializer[Any]):
     title = _text(300, required=False)
     description = _text(20_000, required=False, allow_blank=True)
     category = serializers.CharField(
@@ -354,14 +358,14 @@ class ProductPatchSerializer(serializers.Serializer):
     active = serializers.BooleanField(required=False)
 
 
-class LineInputSerializer(serializers.Serializer):
+class LineInputSerializer(serializers.Serializer[Any]):
     sku = _text(64)
     title = _text(300, required=False, allow_blank=True)
     quantity = serializers.IntegerField(min_value=1, max_value=importers.MAX_QUANTITY)
     unit_price = _amount_input(min_value=Decimal("0"))
 
 
-class OrderInputSerializer(serializers.Serializer):
+class OrderInputSerializer(serializers.Serializer[Any]):
     number = _text(64)
     customer_id = _text(255, required=False, help_text="The store's customer id.")
     email = serializers.EmailField(max_length=254, required=False, allow_blank=True)
@@ -372,12 +376,12 @@ class OrderInputSerializer(serializers.Serializer):
     lines = serializers.ListField(child=LineInputSerializer(), min_length=1, max_length=1000)
 
 
-class RefundLineInputSerializer(serializers.Serializer):
+class RefundLineInputSerializer(serializers.Serializer[Any]):
     sku = _text(64)
     quantity = serializers.IntegerField(min_value=1, max_value=INT32_MAX)
 
 
-class RefundInputSerializer(serializers.Serializer):
+class RefundInputSerializer(serializers.Serializer[Any]):
     number = _text(64, help_text="The credit note or refund id; a retry returns the refund.")
     lines = serializers.ListField(
         child=RefundLineInputSerializer(), required=False, max_length=1000
@@ -414,7 +418,7 @@ def _catalog_rows(rows: Sequence[Mapping[str, Any]]) -> list[importers.CatalogRo
 # --- Products and categories -------------------------------------------------------------
 
 
-class ProductFilterSerializer(serializers.Serializer):
+class ProductFilterSerializer(serializers.Serializer[Any]):
     category = serializers.SlugField(required=False, help_text="A category slug (with children).")
     active = serializers.BooleanField(required=False, allow_null=True, default=None)
     in_stock = serializers.BooleanField(required=False, allow_null=True, default=None)
@@ -510,11 +514,11 @@ class CategoryListApi(StaffApi):
 # --- Orders and refunds ------------------------------------------------------------------
 
 
-class OrderFilterSerializer(serializers.Serializer):
+class OrderFilterSerializer(serializers.Serializer[Any]):
     customer_id = _text(255, required=False)
     status = serializers.ChoiceField(choices=Order.Status.choices, required=False)
     # The query parameter is called "source"; the name shadows Field.source only for mypy.
-    source = serializers.ChoiceField(  # type: ignore[assignment]
+    source = serializers.ChoiceField(  # type: ignore[assignment]  # declared field, not Field.source: see above
         choices=Order.Source.choices, required=False
     )
     placed_after = serializers.DateTimeField(required=False)
@@ -627,7 +631,7 @@ class OrderRefundApi(StaffApi):
 # --- Shoppers ----------------------------------------------------------------------------
 
 
-class ShopperFilterSerializer(serializers.Serializer):
+class ShopperFilterSerializer(serializers.Serializer[Any]):
     customer_id = _text(255, required=False)
     email = _text(254, required=False)
 

@@ -61,10 +61,10 @@ def _string(value: Any, field: str, *, max_length: int, required: bool = True) -
         if required:
             raise ValidationError(f"{field} is required")
         return ""
-    value = value.strip()
-    if len(value) > max_length:
+    text = value.strip()
+    if len(text) > max_length:
         raise ValidationError(f"{field} is longer than {max_length} characters")
-    return value
+    return text
 
 
 def _quantity(value: Any) -> int:
@@ -321,13 +321,24 @@ def traits_identified(events: Sequence[Event]) -> None:
         shopper = _shopper(event)
         if shopper is None or not event.properties:
             continue
-        _, traits = by_shopper.setdefault(shopper.pk, (shopper, {}))
         if event.source.server_side:
-            traits.update(event.properties)
-        else:
-            traits.update(
-                (k, v) for k, v in event.properties.items() if k not in services.CONSENT_TRAITS
+            accepted = dict(event.properties)
+        elif shopper.customer_id and event.user_id != shopper.customer_id:
+            # A browser call recorded anonymously whose shopper has since become a known
+            # customer (merged on a later verified login): it does not speak for the customer.
+            logger.warning(
+                "identify %s from browser key %s not applied to customer shopper %s: no proof",
+                event.pk,
+                event.source_id,
+                shopper.pk,
             )
+            continue
+        else:
+            accepted = {
+                k: v for k, v in event.properties.items() if k not in services.CONSENT_TRAITS
+            }
+        _, traits = by_shopper.setdefault(shopper.pk, (shopper, {}))
+        traits.update(accepted)
     for shopper, traits in by_shopper.values():
         with transaction.atomic():
             services.shopper_update_traits(shopper=shopper, traits=traits)

@@ -318,7 +318,7 @@ class Coupon(models.Model):
 
     def save(self, *args: object, **kwargs: object) -> None:
         self.code = self.code.strip().upper()
-        super().save(*args, **kwargs)  # type: ignore[arg-type]
+        super().save(*args, **kwargs)  # type: ignore[arg-type]  # passes Model.save's arguments through unchanged
 
     @staticmethod
     def generate_code(prefix: str = "") -> str:
@@ -384,7 +384,7 @@ class WriteKey(models.Model):
     def save(self, *args: object, **kwargs: object) -> None:
         if not self.key:
             self.key = secrets.token_urlsafe(24)
-        super().save(*args, **kwargs)  # type: ignore[arg-type]
+        super().save(*args, **kwargs)  # type: ignore[arg-type]  # passes Model.save's arguments through unchanged
 
     def allows_origin(self, origin: str) -> bool:
         """Whether a page at ``origin`` (scheme://host[:port]) may use this key in a browser."""
@@ -392,6 +392,41 @@ class WriteKey(models.Model):
         return any(
             wanted == str(allowed).strip().rstrip("/").lower() for allowed in self.allowed_origins
         )
+
+
+def new_identity_secret() -> str:
+    """A fresh identity secret: 32 random bytes as 64 hex characters."""
+    return secrets.token_hex(32)
+
+
+class StoreSettings(models.Model):
+    """The store's own settings that every app relies on; one row (pk 1), edited in the admin.
+
+    ``identity_secret`` is the HMAC-SHA256 key of verified identity: a browser that says it is
+    customer ``X`` is believed only with ``hex(HMAC-SHA256(identity_secret, X))``, computed by
+    the store's backend (see ``docs/identity.md``). Rotating it invalidates every proof the
+    store's pages carry until they are rendered again with the new secret.
+    """
+
+    identity_secret = models.CharField(
+        max_length=128,
+        default=new_identity_secret,
+        help_text=(
+            "HMAC-SHA256 key the store's backend signs logged-in customer ids with (user_hash / "
+            "customer_hash). Keep it secret; generate a new one if it leaked."
+        ),
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "store settings"
+        verbose_name_plural = "store settings"
+        constraints = [
+            models.CheckConstraint(condition=Q(pk=1), name="commerce_storesettings_single_row"),
+        ]
+
+    def __str__(self) -> str:
+        return "Store settings"
 
 
 class Event(models.Model):

@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
+import time
 
 from django.db.models import Count, DecimalField, F, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 
-from commerce.models import ZERO, Category, Order, OrderLine, Product, Refund, Shopper, WriteKey
+from commerce.models import (
+    ZERO,
+    Category,
+    Order,
+    OrderLine,
+    Product,
+    Refund,
+    Shopper,
+    ShopperAlias,
+    StoreSettings,
+    WriteKey,
+)
 
 
 def product_list(
@@ -117,6 +131,91 @@ def write_key_active(*, key: str | None) -> WriteKey | None:
     if not key:
         return None
     return WriteKey.objects.filter(key=key, active=True).first()
+
+
+# --- Verified identity -------------------------------------------------------------------
+#
+# The one rule for every browser-facing entry (tracking with a browser key, the chat socket,
+# every widget API): a customer id that comes from a browser counts only with its proof,
+# ``hex(HMAC-SHA256(identity secret, customer id))`` computed by the store's backend, as in
+# Intercom's and Chatwoot's identity verification. See docs/identity.md.
+
+_SECRET_TTL_S = 2.0
+_secret_cache: tuple[float, str] | None = None
+
+
+def store_settings_get() -> StoreSettings:
+    """The store's settings row (pk 1), created with a fresh identity secret when missing."""
+    row, _ = StoreSettings.objects.get_or_create(pk=1)
+    return row
+
+
+def identity_secret_get(*, fresh: bool = False) -> str:
+    """The store's identity secret; cached in-process for two seconds (a rotation in the admin
+    reaches every process within that time)."""
+    global _secret_cache
+    now = time.monotonic()
+    if not fresh and _secret_cache is not None and now - _secret_cache[0] < _SECRET_TTL_S:
+        return _secret_cache[1]
+    secret = store_settings_get().identity_secret
+    _secret_cache = (now, secret)
+    return secret
+
+
+def identity_secret_invalidate() -> None:
+    """Forget the cached secret (after the admin rotated it, in this process)."""
+    global _secret_cache
+    _secret_cache = None
+
+
+def identity_hash(*, customer_id: str, secret: str) -> str:
+    """``hex(HMAC-SHA256(secret, customer_id))``: 64 lowercase hex characters, both UTF-8."""
+    return hmac.new(secret.encode(), customer_id.encode(), hashlib.sha256).hexdigest()
+
+
+def identity_verified(*, customer_id: str | None, proof: object, secret: str | None = None) -> bool:
+    """Whether ``proof`` is the store's HMAC of ``customer_id`` (compared in constant time).
+
+    ``proof`` is whatever the browser sent (anything but a non-empty string is no proof);
+    hex case is ignored. ``secret`` defaults to the store's; an empty secret verifies nothing.
+    """
+    if not customer_id or not isinstance(proof, str) or not proof:
+        return False
+    secret = identity_secret_get() if secret is None else secret
+    if not secret:
+        return False
+    expected = identity_hash(customer_id=customer_id, secret=secret)
+    return hmac.compare_digest(expected.encode(), proof.strip().lower().encode("utf-8"))
+
+
+def _current(shopper: Shopper | None) -> Shopper | None:
+    seen: set[int] = set()
+    while shopper is not None and shopper.merged_into_id and shopper.pk not in seen:
+        seen.add(shopper.pk)
+        shopper = Shopper.objects.filter(pk=shopper.merged_into_id).first()
+    return shopper
+
+
+def visitor_find(
+    *, anonymous_id: str | None = None, customer_id: str | None = None, proof: object = None
+) -> Shopper | None:
+    """The shopper a browser visitor may act as, for reading; never creates or changes a row.
+
+    A customer id with valid ``proof``: that customer (None if unknown). Otherwise the shopper
+    behind ``anonymous_id``, unless it is (or was merged into) a known customer: an anonymous
+    id alone never grants a known customer's data, so that shopper is not returned (None).
+    """
+    customer_id = (customer_id or "").strip()
+    anonymous_id = (anonymous_id or "").strip()
+    if customer_id and identity_verified(customer_id=customer_id, proof=proof):
+        return _current(Shopper.objects.filter(customer_id=customer_id).first())
+    if not anonymous_id:
+        return None
+    alias = ShopperAlias.objects.select_related("shopper").filter(anonymous_id=anonymous_id).first()
+    shopper = _current(alias.shopper) if alias is not None else None
+    if shopper is None or shopper.customer_id:
+        return None
+    return shopper
 
 
 def write_key_origin_allowed(*, write_key: WriteKey, origin: str | None) -> bool:

@@ -26,7 +26,12 @@ from django.utils import timezone
 
 from commerce import selectors, services, tasks
 from commerce.models import Event, Shopper, ShopperAlias, WriteKey
-from core.exceptions import AuthenticationFailed, PayloadTooLarge, ValidationError
+from core.exceptions import (
+    AuthenticationFailed,
+    PayloadTooLarge,
+    PermissionDenied,
+    ValidationError,
+)
 from core.transactions import apply_async_on_commit
 
 MAX_ID_LENGTH = 255
@@ -49,6 +54,7 @@ class Call:
     timestamp: dt.datetime
     previous_id: str = ""
     shopper_id: int | None = None
+    user_hash: str = ""
 
 
 @dataclass(frozen=True)
@@ -273,6 +279,7 @@ def _call_from_message(
     if not user_id and not anonymous_id:
         raise _Invalid("either userId or anonymousId is required", "missing_identity")
     message_id = _identifier(message, "messageId") or str(uuid.uuid4())
+    user_hash, context, properties = _proof_take(call_type, context, properties)
     return Call(
         type=call_type,
         message_id=message_id,
@@ -283,7 +290,91 @@ def _call_from_message(
         context=context,
         timestamp=_call_timestamp(message, batch_sent_at, received_at),
         previous_id=previous_id,
+        user_hash=user_hash,
     )
+
+
+# Where a browser's proof of its userId may travel (docs/identity.md): analytics.js lets a page
+# set ``context`` on every call (a source middleware, or the options argument) and sends traits
+# with identify, so both are read, in this order. The proof is never stored.
+PROOF_CONTEXT_KEYS = ("userHash", "user_hash")
+PROOF_TRAIT_KEYS = ("user_hash", "userHash")
+
+
+def _proof_take(
+    call_type: str, context: dict[str, Any], properties: dict[str, Any]
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """The call's proof of its userId, and its context and properties without it."""
+    proof = ""
+    context_traits = context.get("traits")
+    if any(k in context for k in PROOF_CONTEXT_KEYS) or (
+        isinstance(context_traits, dict) and any(k in context_traits for k in PROOF_TRAIT_KEYS)
+    ):
+        context = dict(context)
+        for key in PROOF_CONTEXT_KEYS:
+            value = context.pop(key, None)
+            if isinstance(value, str) and value and not proof:
+                proof = value
+        if isinstance(context_traits, dict):
+            context_traits = dict(context_traits)
+            for key in PROOF_TRAIT_KEYS:
+                value = context_traits.pop(key, None)
+                if isinstance(value, str) and value and not proof:
+                    proof = value
+            context["traits"] = context_traits
+    if call_type == "identify" and any(k in properties for k in PROOF_TRAIT_KEYS):
+        properties = dict(properties)
+        for key in PROOF_TRAIT_KEYS:
+            value = properties.pop(key, None)
+            if isinstance(value, str) and value and not proof:
+                proof = value
+    return proof[:MAX_ID_LENGTH], context, properties
+
+
+def calls_verify(*, source: WriteKey, calls: Sequence[Call]) -> None:
+    """Apply the verified-identity rule to calls sent with a browser (public) write key.
+
+    A ``userId`` from a browser counts only with its proof (``hex(HMAC-SHA256(identity secret,
+    userId))``, see ``selectors.identity_verified``); a proof on any call of the request
+    verifies that userId for the whole request. Calls whose userId is not verified lose it
+    (and an alias call its ``previousId``): they are recorded on the anonymous shopper only,
+    so nothing is merged into a known customer and no known customer's profile changes.
+    A call with an unverified userId and no anonymousId has no anonymous shopper to land on:
+    the request is refused (403 ``identity_unverified``) and nothing is stored.
+
+    Server-side keys are trusted: their calls are left as they are. One HMAC per distinct
+    userId and at most one query (the store's secret, cached) per request.
+    """
+    if source.server_side:
+        return
+    claimed = {c.user_id for c in calls if c.user_id}
+    if not claimed:
+        return
+    proofs: dict[str, set[str]] = {}
+    for call in calls:
+        if call.user_id and call.user_hash:
+            proofs.setdefault(call.user_id, set()).add(call.user_hash)
+    secret = selectors.identity_secret_get() if proofs else ""
+    verified = {
+        user_id
+        for user_id, candidates in proofs.items()
+        if any(
+            selectors.identity_verified(customer_id=user_id, proof=proof, secret=secret)
+            for proof in candidates
+        )
+    }
+    for index, call in enumerate(calls):
+        if call.user_id and call.user_id not in verified and not call.anonymous_id:
+            raise PermissionDenied(
+                f"calls[{index}]: a userId sent with a browser write key needs its proof "
+                "(context.userHash) or an anonymousId",
+                code="identity_unverified",
+                extra={"index": index},
+            )
+    for call in calls:
+        if call.user_id and call.user_id not in verified:
+            call.user_id = ""
+            call.previous_id = ""
 
 
 def calls_normalise(
@@ -376,7 +467,8 @@ def _follow_merges(shoppers: dict[int, tuple[int | None, str | None]]) -> dict[i
 def _rows(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return cursor.fetchall()
+        rows: list[tuple[Any, ...]] = cursor.fetchall()
+        return rows
 
 
 _SHOPPER = Shopper._meta.db_table
@@ -394,7 +486,7 @@ class _Identities:
         # 500 ids among 20,000 shoppers, the first cost of ingestion inside PostgreSQL).
         alias_rows = (
             _rows(
-                "SELECT x.anonymous_id, s.id, s.merged_into_id, s.customer_id "  # noqa: S608
+                "SELECT x.anonymous_id, s.id, s.merged_into_id, s.customer_id "  # noqa: S608  (table names are module constants; values are parameters)
                 "FROM unnest(%s::text[]) AS x(anonymous_id) CROSS JOIN LATERAL ("
                 f"SELECT a.shopper_id FROM {_ALIAS} a "
                 "WHERE a.anonymous_id = x.anonymous_id LIMIT 1) AS a "
@@ -406,7 +498,7 @@ class _Identities:
         )
         customer_rows = (
             _rows(
-                f"SELECT customer_id, id, merged_into_id FROM {_SHOPPER} "  # noqa: S608
+                f"SELECT customer_id, id, merged_into_id FROM {_SHOPPER} "  # noqa: S608  (table names are module constants; values are parameters)
                 "WHERE customer_id = ANY(%s)",
                 [list(user_ids)],
             )
@@ -420,6 +512,10 @@ class _Identities:
         survivors = _follow_merges(shoppers) if shoppers else {}
         self.by_anonymous: dict[str, int] = {row[0]: survivors[row[1]] for row in alias_rows}
         self.by_user: dict[str, int] = {row[0]: survivors[row[1]] for row in customer_rows}
+        # The shopper each alias row points at (before following merges), and which shoppers
+        # are known customers: an untrusted (browser) call must not land on those.
+        self.alias_rows: dict[str, int] = {row[0]: row[1] for row in alias_rows}
+        self.customers: set[int] = {pk for pk, (_, customer_id) in shoppers.items() if customer_id}
 
     def replace(self, old: int, new: int) -> None:
         for mapping in (self.by_user, self.by_anonymous):
@@ -450,7 +546,7 @@ def _shoppers_insert(customer_ids: Sequence[str | None]) -> list[tuple[int, str 
     return [
         (row[0], row[1])
         for row in _rows(
-            f"INSERT INTO {_SHOPPER} (customer_id, {', '.join(columns)}) "  # noqa: S608
+            f"INSERT INTO {_SHOPPER} (customer_id, {', '.join(columns)}) "  # noqa: S608  (table names are module constants; values are parameters)
             f"SELECT c, {placeholders} FROM unnest(%s::text[]) WITH ORDINALITY AS x(c, n) "
             "ORDER BY n ON CONFLICT DO NOTHING RETURNING id, customer_id",
             [*values, list(customer_ids)],
@@ -466,7 +562,7 @@ def _customers_create(customer_ids: Sequence[str]) -> dict[str, int]:
         shoppers: dict[int, tuple[int | None, str | None]] = {
             pk: (merged_into, c)
             for c, pk, merged_into in _rows(
-                f"SELECT customer_id, id, merged_into_id FROM {_SHOPPER} "  # noqa: S608
+                f"SELECT customer_id, id, merged_into_id FROM {_SHOPPER} "  # noqa: S608  (table names are module constants; values are parameters)
                 "WHERE customer_id = ANY(%s)",
                 [missing],
             )
@@ -490,7 +586,7 @@ def _aliases_create(links: Mapping[str, int | None]) -> dict[str, int]:
     inserted = {
         row[0]
         for row in _rows(
-            f"INSERT INTO {_ALIAS} (anonymous_id, shopper_id, created_at) "  # noqa: S608
+            f"INSERT INTO {_ALIAS} (anonymous_id, shopper_id, created_at) "  # noqa: S608  (table names are module constants; values are parameters)
             "SELECT a, s, now() FROM unnest(%s::text[], %s::bigint[]) AS x(a, s) "
             "ON CONFLICT (anonymous_id) DO NOTHING RETURNING anonymous_id",
             [ordered, [owners[a] for a in ordered]],
@@ -505,9 +601,9 @@ def _aliases_create(links: Mapping[str, int | None]) -> dict[str, int]:
     if orphans:
         with connection.cursor() as cursor:
             # Created in this transaction and referenced by nothing: no cascade to collect.
-            cursor.execute(f"DELETE FROM {_SHOPPER} WHERE id = ANY(%s)", [orphans])  # noqa: S608
+            cursor.execute(f"DELETE FROM {_SHOPPER} WHERE id = ANY(%s)", [orphans])  # noqa: S608  (table names are module constants; values are parameters)
     rows = _rows(
-        f"SELECT a.anonymous_id, s.id, s.merged_into_id, s.customer_id FROM {_ALIAS} a "  # noqa: S608
+        f"SELECT a.anonymous_id, s.id, s.merged_into_id, s.customer_id FROM {_ALIAS} a "  # noqa: S608  (table names are module constants; values are parameters)
         f"JOIN {_SHOPPER} s ON s.id = a.shopper_id WHERE a.anonymous_id = ANY(%s)",
         [lost],
     )
@@ -517,18 +613,92 @@ def _aliases_create(links: Mapping[str, int | None]) -> dict[str, int]:
     return owners
 
 
-def _shoppers_assign(calls: Sequence[Call]) -> None:
+def _aliases_detach(identities: _Identities, anonymous_ids: Sequence[str]) -> None:
+    """Move these anonymous ids off the known customers they belong to, to new anonymous
+    shoppers (one each, in one INSERT and one UPDATE), as ``services.shopper_anonymous_resolve``
+    does for one id: an anonymous id alone never carries a customer's identity.
+
+    The UPDATE only moves an alias still pointing where it pointed when read; an alias another
+    request changed meanwhile is read again and, if it still names a known customer, moved
+    unconditionally.
+    """
+    ordered = sorted(anonymous_ids)
+    fresh = [pk for pk, _ in _shoppers_insert([None] * len(ordered))]
+    target = dict(zip(ordered, fresh, strict=True))
+    moved = {
+        row[0]
+        for row in _rows(
+            f"UPDATE {_ALIAS} AS a SET shopper_id = x.s "  # noqa: S608 (constant names)
+            "FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) AS x(a, s, old) "
+            "WHERE a.anonymous_id = x.a AND a.shopper_id = x.old RETURNING a.anonymous_id",
+            [ordered, fresh, [identities.alias_rows[a] for a in ordered]],
+        )
+    }
+    lost = [a for a in ordered if a not in moved]
+    if lost:
+        rows = _rows(
+            f"SELECT a.anonymous_id, s.id, s.merged_into_id, s.customer_id FROM {_ALIAS} a "  # noqa: S608
+            f"JOIN {_SHOPPER} s ON s.id = a.shopper_id WHERE a.anonymous_id = ANY(%s)",
+            [lost],
+        )
+        shoppers: dict[int, tuple[int | None, str | None]] = {r[1]: (r[2], r[3]) for r in rows}
+        survivors = _follow_merges(shoppers)
+        force = []
+        for anonymous_id, pk, _, _ in rows:
+            survivor = survivors[pk]
+            if shoppers[survivor][1]:
+                force.append(anonymous_id)
+            else:  # another request detached it first: its anonymous shopper wins
+                target[anonymous_id] = survivor
+        if force:
+            _rows(
+                f"UPDATE {_ALIAS} AS a SET shopper_id = x.s "  # noqa: S608
+                "FROM unnest(%s::text[], %s::bigint[]) AS x(a, s) "
+                "WHERE a.anonymous_id = x.a RETURNING a.anonymous_id",
+                [force, [target[a] for a in force]],
+            )
+        unused = [fresh[i] for i, a in enumerate(ordered) if target[a] != fresh[i]]
+        if unused:
+            with connection.cursor() as cursor:
+                # Created in this transaction and referenced by nothing.
+                cursor.execute(f"DELETE FROM {_SHOPPER} WHERE id = ANY(%s)", [unused])  # noqa: S608
+    identities.by_anonymous.update(target)
+
+
+def _shoppers_assign(calls: Sequence[Call], *, trusted: bool = True) -> None:
     """Set ``shopper_id`` on every call, creating and merging shoppers as the calls say.
 
     A constant number of queries per batch when every identity is known: one for the aliases,
     one for the customers. New identities are created in bulk. When a call ties an anonymous
     id owned by another shopper to a user id (a login, an alias call), the per-shopper merge of
     ``services.shopper_resolve`` runs for that pair.
+
+    ``trusted`` is False for browser write keys, whose calls ``calls_verify`` has already
+    stripped of unverified user ids. Then an anonymous id that belongs to a known customer and
+    is not tied to that (verified) customer in this request is moved to a new anonymous
+    shopper (``_aliases_detach``: the next person on the browser after a logout), and an alias
+    call never merges two known customers.
     """
     user_ids = {c.user_id for c in calls if c.user_id}
     anonymous_ids = {c.anonymous_id for c in calls if c.anonymous_id}
     previous_ids = {c.previous_id for c in calls if c.previous_id}
     identities = _Identities(user_ids | previous_ids, anonymous_ids | previous_ids)
+
+    if not trusted:
+        if previous_ids & set(identities.by_user):
+            # alias(previousId=<another customer>) from a browser: never merge two customers.
+            for call in calls:
+                if call.previous_id in identities.by_user:
+                    call.previous_id = ""
+        vouched = {c.anonymous_id for c in calls if c.user_id and c.anonymous_id}
+        vouched |= {c.previous_id for c in calls if c.previous_id}
+        known = sorted(
+            a
+            for a, owner in identities.by_anonymous.items()
+            if owner in identities.customers and a not in vouched and a in anonymous_ids
+        )
+        if known:
+            _aliases_detach(identities, known)
 
     missing_users = [u for u in user_ids if u not in identities.by_user]
     if missing_users:
@@ -673,7 +843,7 @@ def _events_insert_new(
 
 def _ingest_once(source: WriteKey, calls: list[Call], received_at: dt.datetime) -> list[int]:
     with transaction.atomic():
-        _shoppers_assign(calls)
+        _shoppers_assign(calls, trusted=source.server_side)
         try:
             with transaction.atomic():
                 ids = _events_copy(source.pk, calls, received_at)
@@ -699,6 +869,7 @@ def events_ingest(
     for call in calls:
         unique.setdefault(call.message_id, call)
     ordered = sorted(unique.values(), key=lambda c: (c.timestamp, c.message_id))
+    calls_verify(source=source, calls=ordered)
     for attempt in range(_DEADLOCK_RETRIES):
         try:
             ids = _ingest_once(source, ordered, received_at)

@@ -12,7 +12,7 @@ import base64
 import binascii
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
@@ -46,6 +46,7 @@ from core.ratelimit import rate_limit_hit, request_client_address
 _DB_THREADS = 4
 _db_executor = ThreadPoolExecutor(max_workers=_DB_THREADS, thread_name_prefix="tracking-db")
 _T = TypeVar("_T")
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _with_persistent_connection(function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
@@ -74,7 +75,7 @@ def request_payload(request: Request) -> tuple[Any, int]:
     """The decoded JSON body and its size, read once, within the endpoint's size limit."""
     cached = getattr(request, "_tracking_payload", None)
     if cached is not None:
-        return cached
+        return cast("tuple[Any, int]", cached)
     max_bytes, code = _limit(request)
     encoding = request.META.get("HTTP_CONTENT_ENCODING", "")
     # A compressed body is never much larger than what it inflates to.
@@ -91,7 +92,7 @@ def request_payload(request: Request) -> tuple[Any, int]:
     decoded = tracking.payload_decode(
         body=body, content_encoding=encoding, max_bytes=max_bytes, too_large_code=code
     )
-    request._tracking_payload = decoded  # type: ignore[attr-defined]
+    request._tracking_payload = decoded  # type: ignore[attr-defined]  # a per-request cache on DRF's Request
     return decoded
 
 
@@ -121,7 +122,7 @@ class WriteKeyAuthentication(BaseAuthentication):
         return 'Basic realm="tracking"'
 
 
-class WriteKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+class WriteKeyAuthenticationScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]  # drf-spectacular's __init_subclass__ is unannotated
     target_class = "commerce.tracking_api.WriteKeyAuthentication"
     name = "writeKey"
 
@@ -136,8 +137,15 @@ class WriteKeyAuthenticationScheme(OpenApiAuthenticationExtension):
 # --- Documented shapes -------------------------------------------------------------------
 
 
-class _CallInput(serializers.Serializer):
-    userId = serializers.CharField(required=False, max_length=255)
+class _CallInput(serializers.Serializer[Any]):
+    userId = serializers.CharField(
+        required=False,
+        max_length=255,
+        help_text=(
+            "With a browser (not server-side) write key, counts only with its proof "
+            "context.userHash = hex(HMAC-SHA256(identity secret, userId)); see docs/identity.md"
+        ),
+    )
     anonymousId = serializers.CharField(required=False, max_length=255)
     messageId = serializers.CharField(
         required=False, max_length=255, help_text="Calls are stored once per messageId"
@@ -147,7 +155,7 @@ class _CallInput(serializers.Serializer):
     sentAt = serializers.DateTimeField(required=False)
     # DRF's metaclass moves declared fields off the class, so this does not shadow
     # Serializer.context at run time; the stubs cannot know that.
-    context = serializers.DictField(required=False)  # type: ignore[assignment]
+    context = serializers.DictField(required=False)  # type: ignore[assignment]  # declared field, not Serializer.context: see above
     integrations = serializers.DictField(required=False, help_text="Ignored")
 
 
@@ -185,27 +193,27 @@ class BatchCallInput(_CallInput):
     previousId = serializers.CharField(required=False, max_length=255)
 
 
-class BatchInput(serializers.Serializer):
+class BatchInput(serializers.Serializer[Any]):
     batch = BatchCallInput(many=True)
     # As in _CallInput, the field does not shadow Serializer.context at run time.
-    context = serializers.DictField(  # type: ignore[assignment]
+    context = serializers.DictField(  # type: ignore[assignment]  # declared field, not Serializer.context: see above
         required=False, help_text="Merged into every call's context"
     )
     sentAt = serializers.DateTimeField(required=False)
     writeKey = serializers.CharField(required=False)
 
 
-class SuccessOutput(serializers.Serializer):
+class SuccessOutput(serializers.Serializer[Any]):
     success = serializers.BooleanField()
 
 
-class _ErrorDetail(serializers.Serializer):
+class _ErrorDetail(serializers.Serializer[Any]):
     code = serializers.CharField()
     message = serializers.CharField()
     detail = serializers.JSONField(required=False)
 
 
-class ErrorOutput(serializers.Serializer):
+class ErrorOutput(serializers.Serializer[Any]):
     success = serializers.BooleanField()
     code = serializers.CharField()
     message = serializers.CharField()
@@ -215,6 +223,13 @@ class ErrorOutput(serializers.Serializer):
 _ERRORS = {
     400: OpenApiResponse(ErrorOutput, description="Malformed JSON or an invalid call"),
     401: OpenApiResponse(ErrorOutput, description="Missing, unknown or inactive write key"),
+    403: OpenApiResponse(
+        ErrorOutput,
+        description=(
+            "identity_unverified: a browser write key sent a userId without its proof "
+            "(context.userHash) and without an anonymousId (docs/identity.md)"
+        ),
+    ),
     413: OpenApiResponse(ErrorOutput, description="A call over 32 KB or a batch over 500 KB"),
     429: OpenApiResponse(
         ErrorOutput, description="Too many requests for this write key and address; see Retry-After"
@@ -284,7 +299,7 @@ class _TrackingView(APIView):
         return response
 
 
-def _schema(summary: str, request: type[serializers.Serializer]) -> Any:
+def _schema(summary: str, request: type[serializers.Serializer[Any]]) -> Callable[[_F], _F]:
     return extend_schema(
         tags=["tracking"],
         summary=summary,

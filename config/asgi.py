@@ -5,16 +5,21 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from config import embedded
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+# A serving process starts the embedded servers it needs (a no-op with both URLs set).
+embedded.start_missing()
 
 # Django must be set up before anything imports models.
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (Django must be set up before these import models)
 
-from chat.origins import OriginPolicy  # noqa: E402
-from config.routing import websocket_urlpatterns  # noqa: E402
-from core.websocket_auth import HandshakeAuthMiddleware  # noqa: E402
+from chat.origins import OriginPolicy  # noqa: E402  (Django must be set up before these import models)
+from config.routing import websocket_urlpatterns  # noqa: E402  (Django must be set up before these import models)
+from core.websocket_auth import HandshakeAuthMiddleware  # noqa: E402  (Django must be set up before these import models)
 
 application = ProtocolTypeRouter(
     {

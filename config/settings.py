@@ -1,7 +1,9 @@
 """Patron's one settings module: every value comes from the environment.
 
-With nothing set, Patron runs in embedded mode: a real PostgreSQL and a real Redis started
-from wheels under ``.patron/`` (see ``config/embedded.py``), DEBUG on, mail written to files.
+With nothing set, Patron runs in embedded mode: a real PostgreSQL and a real Redis from wheels
+under ``.patron/`` (see ``config/embedded.py``), DEBUG on, mail written to files. Importing
+this module starts nothing: it only names where the embedded servers listen; the commands that
+serve or need a database start them (``embedded.ensure_started``).
 In production set at least ``DEBUG=0``, ``SECRET_KEY``, ``ALLOWED_HOSTS``, ``DATABASE_URL``,
 ``REDIS_URL`` and ``EMAIL_URL``.
 """
@@ -12,6 +14,7 @@ import datetime as dt
 import ipaddress
 from pathlib import Path
 
+import django_stubs_ext
 import environ
 from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE
 
@@ -26,12 +29,16 @@ from config.env import (
     env_str,
 )
 
+# Django's generic classes (ModelAdmin[Model], ModelForm[Model]) accept type arguments at run
+# time as they do for mypy.
+django_stubs_ext.monkeypatch()
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEBUG = env_bool("DEBUG", default=True)
 TESTING = env_bool("PATRON_TESTING", default=False)
 
-_DEV_SECRET = "patron-embedded-development-key-not-for-production-use-0123456789"  # noqa: S105
+_DEV_SECRET = "patron-embedded-development-key-not-for-production-use-0123456789"  # noqa: S105  (a public development key, refused when DEBUG is off)
 SECRET_KEY = env_str("SECRET_KEY") or (_DEV_SECRET if DEBUG else "")
 if not SECRET_KEY:
     raise ConfigurationError("SECRET_KEY must be set when DEBUG is off")
@@ -101,6 +108,7 @@ TEMPLATES = [
 
 # --- Data stores -------------------------------------------------------------------------
 _database_url = env_str("DATABASE_URL") or embedded.database_url()
+# True when the database is the embedded PostgreSQL (the run command then shares it and Redis).
 EMBEDDED = not env_str("DATABASE_URL")
 DATABASES = {"default": database_from_url(_database_url)}
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
@@ -141,7 +149,12 @@ CHANNEL_LAYERS = {
 }
 
 # --- Celery ------------------------------------------------------------------------------
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL
+# Kombu spells a Redis unix socket (the embedded one) ``redis+socket:///path``.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or (
+    "redis+socket://" + REDIS_URL.removeprefix("unix://").split("?", 1)[0]
+    if REDIS_URL.startswith("unix://")
+    else REDIS_URL
+)
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True

@@ -71,7 +71,8 @@ def _pack(*args: bytes) -> bytes:
 
 
 def _serialize(message: Any) -> bytes:
-    return msgpack.packb(message, use_bin_type=True)
+    packed: bytes = msgpack.packb(message, use_bin_type=True)
+    return packed
 
 
 def _deserialize(data: bytes) -> Any:
@@ -419,7 +420,7 @@ class _LoopState:
         self.subscriber = self.publisher = None
 
 
-class PushPubSubChannelLayer(BaseChannelLayer):
+class PushPubSubChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # channels ships no type information
     """The Channels layer API (``send``, ``receive``, ``new_channel``, ``group_add``,
     ``group_discard``, ``group_send``, ``flush``) on Redis pub/sub, pushed, not polled."""
 
@@ -439,7 +440,7 @@ class PushPubSubChannelLayer(BaseChannelLayer):
         if not address.startswith(("redis://", "unix://")):
             raise ValueError(f"channel layer address must be redis:// or unix://, not {address!r}")
         self.address = address
-        self.options = parse_url(address)
+        self.options = parse_url(address)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
         self.prefix = prefix
         self.connect_timeout = float(socket_connect_timeout)
         self.socket_timeout = float(socket_timeout)

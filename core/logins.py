@@ -103,7 +103,7 @@ class BasicAuthentication(authentication.BasicAuthentication):
         return (user, None)
 
 
-class BasicAuthenticationScheme(OpenApiAuthenticationExtension):
+class BasicAuthenticationScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]  # drf-spectacular's __init_subclass__ is unannotated
     """The API schema's name for ``BasicAuthentication`` (DRF's, with lockout)."""
 
     target_class = "core.logins.BasicAuthentication"

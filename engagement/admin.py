@@ -32,7 +32,7 @@ from engagement.models import (
 )
 
 
-class CampaignForm(forms.ModelForm):
+class CampaignForm(forms.ModelForm[Campaign]):
     trigger = forms.ChoiceField(choices=())
 
     class Meta:
@@ -59,7 +59,7 @@ class CampaignForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["trigger"].choices = registry.trigger_choices()  # type: ignore[attr-defined]
+        self.fields["trigger"].choices = registry.trigger_choices()  # type: ignore[attr-defined]  # a ChoiceField: the model field has choices
         descriptions = "; ".join(
             f"{t.label}: {t.description}" for t in registry.triggers() if t.description
         )
@@ -77,7 +77,7 @@ class CampaignForm(forms.ModelForm):
         return data
 
 
-class StepInline(admin.StackedInline):
+class StepInline(admin.StackedInline[CampaignStep, Campaign]):
     model = CampaignStep
     extra = 0
     fields = (
@@ -102,7 +102,7 @@ class StepInline(admin.StackedInline):
 
 
 @admin.register(Campaign)
-class CampaignAdmin(admin.ModelAdmin):
+class CampaignAdmin(admin.ModelAdmin[Campaign]):
     form = CampaignForm
     inlines = [StepInline]
     list_display = ("name", "trigger", "status", "audience", "control_percent", "created_at")
@@ -202,7 +202,7 @@ class CampaignAdmin(admin.ModelAdmin):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(admin.ModelAdmin[Message]):
     list_display = (
         "id",
         "campaign",
@@ -245,7 +245,7 @@ class MessageAdmin(admin.ModelAdmin):
 
 
 @admin.register(Run)
-class RunAdmin(admin.ModelAdmin):
+class RunAdmin(admin.ModelAdmin[Run]):
     list_display = (
         "id",
         "campaign",
@@ -272,44 +272,44 @@ class RunAdmin(admin.ModelAdmin):
 
 
 @admin.register(Segment)
-class SegmentAdmin(admin.ModelAdmin):
+class SegmentAdmin(admin.ModelAdmin[Segment]):
     list_display = ("name", "kind", "computed_by", "created_at")
 
 
 @admin.register(Broadcast)
-class BroadcastAdmin(admin.ModelAdmin):
+class BroadcastAdmin(admin.ModelAdmin[Broadcast]):
     list_display = ("id", "campaign", "send_at", "started_at", "finished_at", "enrolled")
     readonly_fields = ("started_at", "finished_at", "enrolled")
     raw_id_fields = ("campaign",)
 
 
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(admin.ModelAdmin):
+class WebhookEndpointAdmin(admin.ModelAdmin[WebhookEndpoint]):
     list_display = ("name", "url", "active")
 
 
 @admin.register(Suppression)
-class SuppressionAdmin(admin.ModelAdmin):
+class SuppressionAdmin(admin.ModelAdmin[Suppression]):
     list_display = ("address", "channel", "reason", "created_at")
     search_fields = ("address",)
 
 
 @admin.register(Unsubscribe)
-class UnsubscribeAdmin(admin.ModelAdmin):
+class UnsubscribeAdmin(admin.ModelAdmin[Unsubscribe]):
     list_display = ("shopper", "channel", "source", "created_at")
     raw_id_fields = ("shopper", "message")
     list_select_related = ("shopper",)
 
 
 @admin.register(NpsResponse)
-class NpsResponseAdmin(admin.ModelAdmin):
+class NpsResponseAdmin(admin.ModelAdmin[NpsResponse]):
     list_display = ("shopper", "campaign", "score", "answered_at")
     raw_id_fields = ("message", "shopper", "campaign")
     list_select_related = ("shopper", "campaign")
 
 
 @admin.register(ProductWatch)
-class ProductWatchAdmin(admin.ModelAdmin):
+class ProductWatchAdmin(admin.ModelAdmin[ProductWatch]):
     list_display = ("shopper", "product", "kind", "created_at", "notified_at")
     raw_id_fields = ("shopper", "product")
     list_select_related = ("shopper", "product")

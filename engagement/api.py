@@ -1,7 +1,9 @@
 """The widget's engagement API: "notify me" requests, on-site messages, push subscriptions.
 
 Callers identify the store with its write key as the HTTP Basic username (as the tracking API
-does) and the shopper with ``anonymous_id`` and/or ``user_id``. One thin view per operation.
+does) and the shopper with ``anonymous_id``, and a logged-in customer with ``user_id`` and its
+proof ``user_hash`` (docs/identity.md): a ``user_id`` without valid proof acts on the anonymous
+shopper only. One thin view per operation.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from rest_framework.views import APIView
 
 from commerce import selectors as commerce_selectors
 from commerce import services as commerce_services
-from commerce.models import Product, Shopper, WriteKey
+from commerce.models import Product, WriteKey
+from commerce.visitor_api import VisitorIdentitySerializer, visitor_shopper
 from core.exceptions import NotFound, PermissionDenied
 from core.ratelimit import rate_limit_hit, request_client_address
 from engagement import selectors, services
@@ -56,7 +59,7 @@ class WriteKeyAuthentication(BaseAuthentication):
         return 'Basic realm="patron"'
 
 
-class WriteKeyScheme(OpenApiAuthenticationExtension):
+class WriteKeyScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]  # drf-spectacular's __init_subclass__ is unannotated
     target_class = "engagement.api.WriteKeyAuthentication"
     name = "engagementWriteKey"
 
@@ -160,21 +163,9 @@ _ERRORS = {
 }
 
 
-class EngagementIdentitySerializer(serializers.Serializer):
-    anonymous_id = serializers.CharField(max_length=255, required=False, allow_blank=True)
-    user_id = serializers.CharField(max_length=255, required=False, allow_blank=True)
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if not (attrs.get("anonymous_id", "").strip() or attrs.get("user_id", "").strip()):
-            raise serializers.ValidationError("anonymous_id or user_id is required")
-        return attrs
-
-
-def _known_shopper(data: dict[str, Any]) -> Shopper | None:
-    return selectors.shopper_find(
-        customer_id=data.get("user_id", "").strip(),
-        anonymous_id=data.get("anonymous_id", "").strip(),
-    )
+class EngagementIdentitySerializer(VisitorIdentitySerializer):
+    """The shopper: ``anonymous_id``, and ``user_id`` only with its ``user_hash`` (see
+    ``commerce.visitor_api``); an unproven ``user_id`` acts on the anonymous shopper only."""
 
 
 class NotifyRequestApi(WidgetApi):
@@ -183,7 +174,7 @@ class NotifyRequestApi(WidgetApi):
         kind = serializers.ChoiceField(choices=ProductWatch.Kind.choices)
         email = serializers.EmailField(required=False)
 
-    class NotifyRequestOutputSerializer(serializers.Serializer):
+    class NotifyRequestOutputSerializer(serializers.Serializer[Any]):
         id = serializers.IntegerField()
         sku = serializers.CharField()
         kind = serializers.CharField()
@@ -210,9 +201,7 @@ class NotifyRequestApi(WidgetApi):
         product = Product.objects.filter(sku=data["sku"].strip(), active=True).first()
         if product is None:
             raise NotFound(f"no product with sku {data['sku']!r}", code="product_not_found")
-        shopper = commerce_services.shopper_resolve(
-            customer_id=data.get("user_id"), anonymous_id=data.get("anonymous_id")
-        )
+        shopper = visitor_shopper(data, create=True)
         if data.get("email") and not shopper.email:
             shopper = commerce_services.shopper_update_traits(
                 shopper=shopper, traits={"email": data["email"]}
@@ -228,7 +217,7 @@ class NotifyRequestApi(WidgetApi):
 
 
 class OnsiteMessagesApi(WidgetApi):
-    class OnsiteMessageOutputSerializer(serializers.Serializer):
+    class OnsiteMessageOutputSerializer(serializers.Serializer[Any]):
         id = serializers.IntegerField()
         title = serializers.CharField(source="subject")
         body = serializers.CharField()
@@ -240,6 +229,7 @@ class OnsiteMessagesApi(WidgetApi):
         parameters=[
             OpenApiParameter("anonymous_id", str, required=False),
             OpenApiParameter("user_id", str, required=False),
+            OpenApiParameter("user_hash", str, required=False),
         ],
         responses={
             200: inline_serializer(
@@ -252,13 +242,13 @@ class OnsiteMessagesApi(WidgetApi):
     def get(self, request: Request) -> Response:
         identity = EngagementIdentitySerializer(data=request.query_params)
         identity.is_valid(raise_exception=True)
-        shopper = _known_shopper(identity.validated_data)
+        shopper = visitor_shopper(identity.validated_data, create=False)
         messages = selectors.onsite_messages_pending(shopper=shopper) if shopper else []
         return Response({"results": self.OnsiteMessageOutputSerializer(messages, many=True).data})
 
 
 class OnsiteMessageSeenApi(WidgetApi):
-    class OnsiteMessageSeenOutputSerializer(serializers.Serializer):
+    class OnsiteMessageSeenOutputSerializer(serializers.Serializer[Any]):
         seen = serializers.BooleanField()
 
     @extend_schema(
@@ -270,7 +260,7 @@ class OnsiteMessageSeenApi(WidgetApi):
     def post(self, request: Request, message_id: int) -> Response:
         identity = EngagementIdentitySerializer(data=request.data)
         identity.is_valid(raise_exception=True)
-        shopper = _known_shopper(identity.validated_data)
+        shopper = visitor_shopper(identity.validated_data, create=False)
         if shopper is None:
             raise NotFound("no such message")
         seen = services.onsite_mark_seen(shopper=shopper, message_id=message_id)
@@ -288,7 +278,7 @@ class PushSubscriptionApi(WidgetApi):
             },
         )
 
-    class PushSubscriptionOutputSerializer(serializers.Serializer):
+    class PushSubscriptionOutputSerializer(serializers.Serializer[Any]):
         id = serializers.IntegerField()
         active = serializers.BooleanField()
 
@@ -302,9 +292,7 @@ class PushSubscriptionApi(WidgetApi):
         serializer = self.PushSubscriptionInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        shopper = commerce_services.shopper_resolve(
-            customer_id=data.get("user_id"), anonymous_id=data.get("anonymous_id")
-        )
+        shopper = visitor_shopper(data, create=True)
         subscription = services.push_subscription_save(
             shopper=shopper,
             endpoint=data["endpoint"],
@@ -323,7 +311,7 @@ class PushKeyApi(WidgetCorsApi):
     authentication_classes: list[type[BaseAuthentication]] = []
     permission_classes = [AllowAny]
 
-    class PushKeyOutputSerializer(serializers.Serializer):
+    class PushKeyOutputSerializer(serializers.Serializer[Any]):
         public_key = serializers.CharField(allow_blank=True)
 
     @extend_schema(

@@ -115,7 +115,11 @@ def audience_includes(*, campaign: Campaign, shopper: Shopper) -> bool:
 
 
 def shopper_find(*, customer_id: str = "", anonymous_id: str = "") -> Shopper | None:
-    """The (surviving) shopper known by these ids, without creating one."""
+    """The (surviving) shopper known by these ids, without creating one.
+
+    Trusts both ids: for server-side callers only. Ids that come from a browser go through
+    ``commerce.selectors.visitor_find`` (verified identity, docs/identity.md).
+    """
     shopper: Shopper | None = None
     if customer_id:
         shopper = Shopper.objects.filter(customer_id=customer_id).first()

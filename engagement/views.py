@@ -14,7 +14,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from core.exceptions import NotFound, ValidationError
-from engagement import services
+from engagement import services, tokens
 from engagement.models import SUBSCRIBABLE_CHANNELS, Channel, Preference, Topic, Unsubscribe
 
 _PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
@@ -46,7 +46,7 @@ def click(request: HttpRequest, token: str) -> HttpResponse:
 def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
     if request.method == "GET":
         try:
-            services.tokens.read("unsubscribe", token)
+            tokens.read("unsubscribe", token)
         except NotFound as exc:
             raise Http404(exc.message) from None
         return render(request, "engagement/unsubscribe.html", {"token": token, "done": False})
@@ -65,7 +65,7 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
         {
             "done": True,
             "channel": Channel(channel).label,
-            "preferences_url": services.tokens.preferences_url(shopper.pk),
+            "preferences_url": tokens.preferences_url(shopper.pk),
         },
     )
 

@@ -14,9 +14,26 @@ import pytest
 
 os.environ.setdefault("PATRON_TESTING", "1")
 
+_STARTED_SERVERS = pytest.StashKey[list[str]]()
+
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PATRON_TESTING", "1")
+    # The settings start nothing; a test run without DATABASE_URL/REDIS_URL uses the embedded
+    # servers, started here before anything connects.
+    from config import embedded
+
+    config.stash[_STARTED_SERVERS] = embedded.start_missing()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop the embedded servers this run started, so `make test` leaves no server running
+    (servers that were running before, say for `make run`, stay)."""
+    started = config.stash.get(_STARTED_SERVERS, [])
+    if started:
+        from config import embedded
+
+        embedded.servers_stop(names=started)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -15,9 +15,11 @@ def backend_for(channel: str) -> ChannelBackend:
 
         return email_channel()
     if channel == "sms":
-        return import_string(settings.PATRON_SMS_BACKEND)()
+        sms: ChannelBackend = import_string(settings.PATRON_SMS_BACKEND)()
+        return sms
     if channel == "push":
-        return import_string(settings.PATRON_PUSH_BACKEND)()
+        push: ChannelBackend = import_string(settings.PATRON_PUSH_BACKEND)()
+        return push
     if channel == "onsite":
         from engagement.channels.onsite import OnsiteBackend
 

@@ -14,7 +14,8 @@ from django.utils import timezone
 
 from chat import services
 from chat.models import AgentStatus, BotIntent, ChatSettings, Conversation, KnowledgeArticle
-from commerce.models import Shopper, WriteKey
+from commerce import selectors as commerce_selectors
+from commerce.models import Shopper, StoreSettings, WriteKey
 
 HANDOFF = [
     "human",
@@ -38,11 +39,12 @@ def chat_settings(db: Any) -> Iterator[ChatSettings]:
         defaults={
             "handoff_phrases": HANDOFF,
             "languages": ["en", "lv", "tr"],
-            "identity_secret": "s3cret",
             "bot_confidence_threshold": 0.55,
             "bot_max_failures": 2,
         },
     )
+    StoreSettings.objects.update_or_create(pk=1, defaults={"identity_secret": "s3cret"})
+    commerce_selectors.identity_secret_invalidate()
     KnowledgeArticle.objects.update_or_create(
         slug="shipping",
         language="en",

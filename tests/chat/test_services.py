@@ -10,7 +10,7 @@ import pytest
 from django.core import mail
 from django.db import connection
 
-from chat import services
+from chat import selectors, services
 from chat.models import AgentStatus, BusinessHours, ChatSettings, Conversation, CsatRating, Message
 from commerce.models import Shopper
 from core.exceptions import Conflict, PermissionDenied, ValidationError
@@ -146,8 +146,8 @@ def test_without_free_agents_the_conversation_waits_in_fifo_order(shopper):
         "queued",
         "queued",
     ]
-    assert services.selectors.queue_position(conversation=Conversation.objects.get(pk=first)) == 1
-    assert services.selectors.queue_position(conversation=Conversation.objects.get(pk=second)) == 2
+    assert selectors.queue_position(conversation=Conversation.objects.get(pk=first)) == 1
+    assert selectors.queue_position(conversation=Conversation.objects.get(pk=second)) == 2
 
     agent = make_agent("anna", online=False)
     services.agent_connect(user=agent)

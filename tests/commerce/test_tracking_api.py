@@ -19,7 +19,9 @@ UTC = dt.UTC
 
 @pytest.fixture
 def key() -> str:
-    return WriteKey.objects.create(name="web shop").key
+    """A server-side key: these tests are about the Segment semantics a store's servers get
+    (browser keys and verified identity: test_tracking_identity.py)."""
+    return WriteKey.objects.create(name="web shop", server_side=True).key
 
 
 def _assert_nothing_stored() -> None:

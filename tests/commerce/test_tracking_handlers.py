@@ -9,6 +9,7 @@ import pytest
 
 from commerce.models import Event, Order, Product, Refund, Review, Shopper, WriteKey
 from tests.commerce.tracking_support import post, track
+from tests.support.identity import user_hash
 
 pytestmark = pytest.mark.django_db
 
@@ -227,7 +228,10 @@ def test_withdrawn_consent_is_applied(send):
     assert Shopper.objects.get().email_consent is False
 
 
-def test_a_browser_key_cannot_record_orders_refunds_or_consent(browser_send, send):
+def test_a_browser_key_cannot_record_orders_refunds_or_consent(browser_send, send, identity_secret):
+    # Even a browser that proves it is customer c-1 (context.userHash) is only trusted with
+    # what a shopper may say about themselves: no orders, refunds or consent.
+    proven = {"userHash": user_hash("c-1")}
     send(
         {"type": "identify", "messageId": "s-1", "userId": "c-1", "traits": {"email_consent": True}}
     )
@@ -249,6 +253,7 @@ def test_a_browser_key_cannot_record_orders_refunds_or_consent(browser_send, sen
             "type": "track",
             "messageId": "b-1",
             "userId": "c-1",
+            "context": proven,
             "event": "Order Completed",
             "properties": {
                 "order_id": "forged-1",
@@ -259,6 +264,7 @@ def test_a_browser_key_cannot_record_orders_refunds_or_consent(browser_send, sen
             "type": "track",
             "messageId": "b-2",
             "userId": "c-1",
+            "context": proven,
             "event": "Order Refunded",
             "properties": {"order_id": "real-1"},
         },
@@ -266,6 +272,7 @@ def test_a_browser_key_cannot_record_orders_refunds_or_consent(browser_send, sen
             "type": "identify",
             "messageId": "b-3",
             "userId": "c-1",
+            "context": proven,
             "traits": {"email_consent": False, "plan": "gold"},
         },
     )

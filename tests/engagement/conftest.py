@@ -15,6 +15,7 @@ from django.utils import timezone
 from commerce import services as commerce_services
 from commerce.models import Event, Shopper, WriteKey
 from engagement.models import Campaign, CampaignStep
+from tests.support.identity import identity_secret  # noqa: F401  (a fixture, registered here)
 
 _ids = itertools.count(1)
 

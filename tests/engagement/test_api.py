@@ -14,6 +14,7 @@ from commerce.models import Product, Shopper, ShopperAlias, WriteKey
 from engagement import services
 from engagement.models import Message, ProductWatch, PushSubscription
 from tests.engagement.conftest import make_campaign, make_shopper
+from tests.support.identity import user_hash
 
 pytestmark = pytest.mark.django_db
 
@@ -101,7 +102,9 @@ def _onsite(shopper: Shopper, count: int) -> list[Message]:
     return list(Message.objects.filter(shopper=shopper).order_by("pk"))
 
 
-def test_widget_lists_pending_onsite_messages_in_constant_queries(client, write_key):
+def test_widget_lists_pending_onsite_messages_in_constant_queries(
+    client, write_key, identity_secret
+):
     shopper = make_shopper(customer_id="c-77", first_name="Eva")
     stranger = make_shopper()
     messages = _onsite(shopper, 3)
@@ -109,7 +112,9 @@ def test_widget_lists_pending_onsite_messages_in_constant_queries(client, write_
 
     with CaptureQueriesContext(connection) as queries:
         response = client.get(
-            "/api/engagement/onsite-messages", {"user_id": "c-77"}, **_auth(write_key)
+            "/api/engagement/onsite-messages",
+            {"user_id": "c-77", "user_hash": user_hash("c-77")},
+            **_auth(write_key),
         )
 
     assert response.status_code == 200
@@ -120,24 +125,28 @@ def test_widget_lists_pending_onsite_messages_in_constant_queries(client, write_
     assert len(queries) <= 4
 
 
-def test_marking_seen_hides_it_and_only_for_its_owner(client, write_key):
+def test_marking_seen_hides_it_and_only_for_its_owner(client, write_key, identity_secret):
     shopper = make_shopper(customer_id="c-1")
     make_shopper(customer_id="c-2")
     message = _onsite(shopper, 1)[0]
 
     other = client.post(
         f"/api/engagement/onsite-messages/{message.pk}/seen",
-        {"user_id": "c-2"},
+        {"user_id": "c-2", "user_hash": user_hash("c-2")},
         content_type="application/json",
         **_auth(write_key),
     )
     own = client.post(
         f"/api/engagement/onsite-messages/{message.pk}/seen",
-        {"user_id": "c-1"},
+        {"user_id": "c-1", "user_hash": user_hash("c-1")},
         content_type="application/json",
         **_auth(write_key),
     )
-    listed = client.get("/api/engagement/onsite-messages", {"user_id": "c-1"}, **_auth(write_key))
+    listed = client.get(
+        "/api/engagement/onsite-messages",
+        {"user_id": "c-1", "user_hash": user_hash("c-1")},
+        **_auth(write_key),
+    )
 
     assert other.status_code == 404
     assert own.status_code == 200
@@ -156,10 +165,11 @@ def test_unknown_shopper_has_no_onsite_messages_and_is_not_created(client, write
     assert Shopper.objects.count() == 0
 
 
-def test_push_subscription_is_saved_for_the_shopper(client, write_key, settings):
+def test_push_subscription_is_saved_for_the_shopper(client, write_key, settings, identity_secret):
     settings.PATRON_VAPID_PUBLIC_KEY = "BPublicKey"
     body = {
         "user_id": "c-5",
+        "user_hash": user_hash("c-5"),
         "endpoint": "https://push.example/abc",
         "keys": {"p256dh": "BKey", "auth": "secret"},
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.core import mail
@@ -12,7 +13,7 @@ from django.utils import timezone
 
 from commerce.models import Order
 from core.exceptions import ValidationError
-from engagement import services
+from engagement import selectors, services
 from engagement.channels.base import ChannelBackend, DeliveryError
 from engagement.models import (
     Campaign,
@@ -57,7 +58,7 @@ def test_control_group_shoppers_are_recorded_and_sent_nothing():
 
     assert [r.state for r in runs] == [Run.State.HELD_OUT]
     assert Message.objects.count() == 0
-    results = services.selectors.campaign_results(campaign=campaign)
+    results = selectors.campaign_results(campaign=campaign)
     assert results["control"]["runs"] == 1
     assert results["treatment"]["runs"] == 0
 
@@ -100,7 +101,7 @@ def test_unknown_trigger_and_bad_rules_are_refused():
     with pytest.raises(ValidationError):
         services.trigger_fire(trigger="nope", shopper=shopper, occurrence_key="x")
     with pytest.raises(ValidationError):
-        services.selectors.rules_q([{"field": "password", "op": "eq", "value": "x"}])
+        selectors.rules_q([{"field": "password", "op": "eq", "value": "x"}])
     assert Run.objects.count() == 0
 
 
@@ -221,7 +222,7 @@ def test_quiet_hours_postpone_to_the_end_in_the_shoppers_zone():
 
 
 def test_quiet_hours_across_midnight():
-    zone = services.ZoneInfo("Europe/Riga")
+    zone = ZoneInfo("Europe/Riga")
     late = dt.datetime(2026, 3, 1, 23, 30, tzinfo=zone)
     early = dt.datetime(2026, 3, 2, 6, 0, tzinfo=zone)
     noon = dt.datetime(2026, 3, 2, 12, 0, tzinfo=zone)

@@ -171,8 +171,7 @@ def test_nps_link_stores_the_answer_and_a_later_comment(client):
     nine = next(
         link
         for link in links
-        if "/e/c/" in link
-        and services.tokens.read("click", link.rsplit("/", 1)[1])[1].endswith("score=9")
+        if "/e/c/" in link and tokens.read("click", link.rsplit("/", 1)[1])[1].endswith("score=9")
     )
     target = client.get(_path(nine))["Location"]
 

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import hmac
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -40,7 +38,7 @@ from django.db import connection
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from chat.models import ChatSettings, Conversation
+from chat.models import Conversation
 from commerce.models import Order, Product, Shopper, WriteKey
 from engagement import services as engagement_services
 from engagement.models import Message as OutboxMessage
@@ -76,10 +74,12 @@ ORIGIN = "https://shop.example.com"
 
 
 def identity_proof(customer_id: str) -> str:
-    """``hex(HMAC-SHA256(identity secret, customer id))`` (DESIGN.md, Trust). The secret lives
-    in chat's settings today; another helper moves it to commerce: change only this."""
-    secret = ChatSettings.objects.get(pk=1).identity_secret
-    return hmac.new(secret.encode(), customer_id.encode(), hashlib.sha256).hexdigest()
+    """``hex(HMAC-SHA256(identity secret, customer id))`` (DESIGN.md, Trust; docs/identity.md),
+    under the store's identity secret (commerce). The one place the matrix computes a proof."""
+    from commerce import selectors as commerce_selectors
+
+    secret = commerce_selectors.identity_secret_get(fresh=True)
+    return commerce_selectors.identity_hash(customer_id=customer_id, secret=secret)
 
 
 def identity_params(customer_id: str, *, proof: bool) -> dict[str, str]:
@@ -121,7 +121,6 @@ def _user(username: str, *, perms: list[Permission] | None = None, **extra: Any)
 
 @pytest.fixture
 def world(db: None) -> World:
-    ChatSettings.objects.update_or_create(pk=1, defaults={"identity_secret": "matrix-secret"})
     shopper_a = Shopper.objects.create(
         customer_id="cust-a", email=f"{SECRET}@example.com", first_name=SECRET
     )

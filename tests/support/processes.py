@@ -132,7 +132,7 @@ def start_celery_worker(
 
 @contextlib.contextmanager
 def celery_worker(**kwargs: object) -> Iterator[subprocess.Popen[bytes]]:
-    process = start_celery_worker(**kwargs)  # type: ignore[arg-type]
+    process = start_celery_worker(**kwargs)  # type: ignore[arg-type]  # keyword arguments passed through to start_celery_worker
     try:
         yield process
     finally:

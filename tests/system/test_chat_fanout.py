@@ -33,7 +33,7 @@ pytestmark = [
 ]
 
 
-def test_shopper_on_one_process_and_agent_on_another_talk_in_real_time(chat_settings):  # noqa: F811
+def test_shopper_on_one_process_and_agent_on_another_talk_in_real_time(chat_settings):  # noqa: F811  -- the imported fixture
     key = WriteKey.objects.create(name="shop")
     agent = make_agent("anna", online=False)
     cookie = session_cookie(agent)

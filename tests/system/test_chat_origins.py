@@ -72,7 +72,7 @@ def test_a_page_on_an_origin_the_key_allows_chats(server, key):
     assert Message.objects.filter(author_kind="shopper").count() == 1
 
 
-def test_patrons_own_pages_chat_with_any_key(server, chat_settings):  # noqa: F811
+def test_patrons_own_pages_chat_with_any_key(server, chat_settings):  # noqa: F811  -- the imported fixture
     own_only = WriteKey.objects.create(name="demo")  # no allowed origins at all
 
     async def scenario() -> dict[str, Any]:
@@ -102,7 +102,7 @@ def test_any_other_origin_is_refused_on_hello_and_nothing_is_created(server, key
     assert Conversation.objects.count() == 0
 
 
-def test_the_console_refuses_foreign_origins_even_for_a_signed_in_agent(server, chat_settings):  # noqa: F811
+def test_the_console_refuses_foreign_origins_even_for_a_signed_in_agent(server, chat_settings):  # noqa: F811  -- the imported fixture
     cookie = session_cookie(make_agent("anna", online=False))
 
     async def scenario() -> tuple[list[int], str]:

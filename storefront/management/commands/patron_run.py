@@ -1,7 +1,8 @@
 """Set up and run all of Patron on one machine: the ASGI server, a Celery worker and beat.
 
 Migrates, creates an admin login and a write key, loads the demo data once, then runs the
-three processes until interrupted, printing where to go.
+three processes until interrupted or until ``make stop`` (which finds their PIDs in the state
+folder's ``run.pids``), printing where to go once the web server and the worker answer.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 from django.conf import settings
@@ -32,6 +35,17 @@ class Command(BaseCommand):
         parser.add_argument("--no-demo", action="store_true", help="Do not load demo data")
         parser.add_argument("--concurrency", type=int, default=2, help="Celery worker processes")
         parser.add_argument("--web-workers", type=int, default=2, help="ASGI server processes")
+        parser.add_argument(
+            "--log-level",
+            default=os.environ.get("LOG_LEVEL") or "WARNING",
+            help="Celery worker and beat log level (INFO shows every task and every beat tick)",
+        )
+        parser.add_argument(
+            "--ready-timeout",
+            type=float,
+            default=120.0,
+            help="Seconds to wait for the web server and the worker to answer",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         call_command("migrate", interactive=False, verbosity=0)
@@ -43,7 +57,8 @@ class Command(BaseCommand):
         base = f"http://{options['host']}:{options['port']}"
         env = {**os.environ, "PATRON_BASE_URL": os.environ.get("PATRON_BASE_URL", base)}
         if settings.EMBEDDED:
-            # Children reuse the servers this process found or started.
+            # Children reuse the servers manage.py found or started (and so start none).
+            env.setdefault("DATABASE_URL", embedded.database_url())
             env.setdefault("REDIS_URL", settings.REDIS_URL)
         python = sys.executable
         commands = {
@@ -54,7 +69,9 @@ class Command(BaseCommand):
                 log_level="info",
                 access_log=True,
             ),
-            "worker": celery_worker_command(concurrency=options["concurrency"], log_level="INFO"),
+            "worker": celery_worker_command(
+                concurrency=options["concurrency"], log_level=options["log_level"]
+            ),
             "beat": [
                 python,
                 "-m",
@@ -63,25 +80,11 @@ class Command(BaseCommand):
                 "config",
                 "beat",
                 "--loglevel",
-                "INFO",
+                options["log_level"],
                 "--schedule",
                 str(embedded.STATE_DIR / "celerybeat-schedule"),
             ],
         }
-        processes = {name: subprocess.Popen(command, env=env) for name, command in commands.items()}
-        self.stdout.write(self.style.SUCCESS("\nPatron is running:"))
-        self.stdout.write(f"  shop          {base}/")
-        self.stdout.write(f"  admin         {base}/admin/   login: admin / {password}")
-        self.stdout.write(f"  agent console {base}/console/")
-        self.stdout.write(f"  API docs      {base}/api/docs/")
-        self.stdout.write(f"  health        {base}/healthz")
-        self.stdout.write(
-            f"  tracking      POST {base}/v1/track  (HTTP Basic user = write key {write_key})"
-        )
-        if not os.environ.get("EMAIL_URL"):
-            self.stdout.write(f"  mail          written to {settings.EMAIL_FILE_PATH}")
-        self.stdout.write("Press Ctrl+C to stop.\n")
-
         stopping = False
 
         def _stop(signum: int, frame: object) -> None:
@@ -90,7 +93,11 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGINT, _stop)
         signal.signal(signal.SIGTERM, _stop)
+        processes = {name: subprocess.Popen(command, env=env) for name, command in commands.items()}
+        embedded.run_pids_record([os.getpid(), *(p.pid for p in processes.values())])
         try:
+            if self._wait_ready(base, processes, timeout=options["ready_timeout"]):
+                self._print_banner(base, password, write_key)
             while not stopping:
                 for name, process in processes.items():
                     if process.poll() is not None:
@@ -106,6 +113,49 @@ class Command(BaseCommand):
                     process.wait(15)
                 except subprocess.TimeoutExpired:
                     process.kill()
+                    process.wait()
+            embedded.RUN_PIDS_FILE.unlink(missing_ok=True)
+
+    def _wait_ready(
+        self, base: str, processes: dict[str, subprocess.Popen[bytes]], *, timeout: float
+    ) -> bool:
+        """Wait until ``/healthz`` answers 200 and a worker answers a ping; False on timeout
+        or when a process exits first (the caller's loop then reports it)."""
+        from config.celery import app
+
+        deadline = time.monotonic() + timeout
+        web_ready = worker_ready = False
+        while time.monotonic() < deadline:
+            if any(process.poll() is not None for process in processes.values()):
+                return False
+            if not web_ready:
+                try:
+                    with urllib.request.urlopen(f"{base}/healthz", timeout=2) as response:  # noqa: S310 (our own http URL)
+                        web_ready = response.status == 200
+                except (urllib.error.URLError, OSError):
+                    web_ready = False
+            if web_ready and not worker_ready:
+                worker_ready = bool(app.control.ping(timeout=1.0))
+            if web_ready and worker_ready:
+                return True
+            time.sleep(0.25)
+        self.stderr.write(f"Patron did not answer within {timeout:.0f} s; still waiting")
+        return False
+
+    def _print_banner(self, base: str, password: str, write_key: str) -> None:
+        self.stdout.write(self.style.SUCCESS("\nPatron is running:"))
+        self.stdout.write(f"  shop          {base}/")
+        self.stdout.write(f"  admin         {base}/admin/   login: admin / {password}")
+        self.stdout.write(f"  agent console {base}/console/")
+        self.stdout.write(f"  API docs      {base}/api/docs/")
+        self.stdout.write(f"  health        {base}/healthz")
+        self.stdout.write(
+            f"  tracking      POST {base}/v1/track  (HTTP Basic user = write key {write_key})"
+        )
+        if not os.environ.get("EMAIL_URL"):
+            self.stdout.write(f"  mail          written to {settings.EMAIL_FILE_PATH}")
+        self.stdout.write("Press Ctrl+C (or run `make stop`) to stop.\n")
+        self.stdout.flush()
 
     def _ensure_admin(self) -> str:
         password_file = embedded.STATE_DIR / "admin-password"
