@@ -64,7 +64,6 @@ AGENTS = frozenset({"agent", "superuser"})
 NOBODY: frozenset[str] = frozenset()
 
 SECTION_1 = "#8 section 1 (staff model permissions) lands with the staff-permissions helper"
-SECTION_2 = "#8 section 2 (browser identity proof) lands with the browser-identity helper"
 
 SECRET = "secret-of-shopper-a"
 ORIGIN = "https://shop.example.com"
@@ -104,7 +103,7 @@ class World:
 
     def identity(self, actor: str) -> dict[str, str]:
         """The shopper identity an actor sends to widget APIs: shoppers their own (with proof);
-        a bare browser key *claims* shopper A without proof; a server key names A."""
+        every other actor *claims* shopper A without proof."""
         if actor == "shopper_a":
             return identity_params("cust-a", proof=True)
         if actor == "shopper_b":
@@ -324,41 +323,39 @@ ROWS: list[Row] = [
         )
     ],
     Row("e/unsubscribe/<str:token>", "POST", fixed("/e/unsubscribe/forged"), NOBODY),
-    # The widget's engagement API: a write key; a known customer only with their proof.
+    # The widget's engagement API: a write key; a known customer only with their proof, whatever
+    # the key (a widget entry is a browser entry; docs/identity.md).
     Row(
         "api/engagement/notify-requests",
         "POST",
         fixed("/api/engagement/notify-requests"),
-        KEYS,
+        frozenset({"shopper_a", "shopper_b"}),
         body=lambda w, a: {"sku": "MUG", "kind": "back_in_stock", **w.identity(a)},
     ),
     Row(
         "api/engagement/onsite-messages",
         "GET",
         lambda w, a: f"/api/engagement/onsite-messages?{_query(w, a)}",
-        frozenset({"shopper_a", "server_key"}),
+        frozenset({"shopper_a"}),
         secret=True,
-        pending={"browser_key": SECTION_2},
     ),
     Row(
         "api/engagement/onsite-messages/<int:message_id>/seen",
         "POST",
         lambda w, a: f"/api/engagement/onsite-messages/{w.onsite_a.pk}/seen",
-        frozenset({"shopper_a", "server_key"}),
+        frozenset({"shopper_a"}),
         body=lambda w, a: w.identity(a),
-        pending={"browser_key": SECTION_2},
     ),
     Row(
         "api/engagement/push-subscriptions",
         "POST",
         fixed("/api/engagement/push-subscriptions"),
-        frozenset({"shopper_a", "shopper_b", "server_key"}),
+        frozenset({"shopper_a", "shopper_b"}),
         body=lambda w, a: {
             "endpoint": "https://push.example.net/sub/1",
             "keys": {"p256dh": "k" * 20, "auth": "a" * 10},
             **w.identity(a),
         },
-        pending={"browser_key": SECTION_2},
     ),
     Row("api/engagement/push-key", "GET", fixed("/api/engagement/push-key"), EVERYONE),
     # Chat: the console and its APIs are for agents; help pages and widget config are public.
