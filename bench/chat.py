@@ -71,17 +71,17 @@ def bench_database_url() -> str:
 
 
 def _admin_connection(url: str) -> Any:
-    import psycopg2
+    import psycopg
 
     parts = urlsplit(url)
-    admin = psycopg2.connect(
+    admin = psycopg.connect(
         host=parts.hostname,
         port=parts.port or 5432,
         user=parts.username or "postgres",
         password=parts.password or "",
         dbname="postgres",
+        autocommit=True,
     )
-    admin.autocommit = True
     return admin
 
 
@@ -135,7 +135,6 @@ def env_for(url: str, settings_dir: str | None = None) -> dict[str, str]:
     env.update(
         DATABASE_URL=url,
         DJANGO_SETTINGS_MODULE="config.settings",
-        DATABASE_CONN_MAX_AGE="600",
         LOG_LEVEL="WARNING",
         CHANNEL_LAYER_PREFIX=f"patronbench{os.getpid()}",
         PYTHONUNBUFFERED="1",

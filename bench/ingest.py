@@ -35,7 +35,7 @@ from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
 import orjson
-import psycopg2
+import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -81,7 +81,7 @@ def with_database(url: str, name: str) -> str:
 
 
 def dsn(url: str) -> str:
-    """A libpq DSN for a URL (psycopg2 takes URLs, but not pgserver's ``?host=`` socket form)."""
+    """A libpq DSN for a URL (libpq takes URLs, but not pgserver's ``?host=`` socket form)."""
     from config.env import database_from_url
 
     db = database_from_url(url)
@@ -99,8 +99,7 @@ def dsn(url: str) -> str:
 def throwaway_database(base_url: str) -> Iterator[str]:
     name = f"{urlparse(base_url).path.lstrip('/') or 'patron'}_bench_ingest_{os.getpid()}"
     # Connect to the server's maintenance database: the named one need not exist yet.
-    admin = psycopg2.connect(dsn(with_database(base_url, "postgres")))
-    admin.autocommit = True
+    admin = psycopg.connect(dsn(with_database(base_url, "postgres")), autocommit=True)
     with admin.cursor() as cursor:
         cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
         cursor.execute(f'CREATE DATABASE "{name}"')
@@ -117,7 +116,6 @@ def server_env(database_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     env.update(
         DATABASE_URL=database_url,
-        DATABASE_CONN_MAX_AGE="600",
         CELERY_BROKER_URL="memory://",
         DJANGO_SETTINGS_MODULE="config.settings",
         DEBUG="0",
@@ -255,18 +253,19 @@ async def send_all(
 
 def copy_reference(database_url: str) -> tuple[int, float]:
     """COPY the rows the server stored into a table of the same shape; returns (rows, seconds)."""
-    with psycopg2.connect(dsn(database_url)) as conn, conn.cursor() as cursor:
+    with psycopg.connect(dsn(database_url)) as conn, conn.cursor() as cursor:
         data = io.BytesIO()
-        cursor.copy_expert(
-            f"COPY (SELECT {COLUMNS} FROM commerce_event ORDER BY id) TO STDOUT",  # noqa: S608 (constants)
-            data,
-        )
+        with cursor.copy(
+            f"COPY (SELECT {COLUMNS} FROM commerce_event ORDER BY id) TO STDOUT"  # noqa: S608 (constants)
+        ) as out:
+            for chunk in out:
+                data.write(chunk)
         rows = data.getvalue().count(b"\n")
         cursor.execute("CREATE TABLE bench_event_copy (LIKE commerce_event INCLUDING ALL)")
         conn.commit()
-        data.seek(0)
         started = time.perf_counter()
-        cursor.copy_expert(f"COPY bench_event_copy ({COLUMNS}) FROM STDIN", data)
+        with cursor.copy(f"COPY bench_event_copy ({COLUMNS}) FROM STDIN") as copy:
+            copy.write(data.getvalue())
         conn.commit()
         return rows, time.perf_counter() - started
 
@@ -297,7 +296,7 @@ def main() -> None:
             check=True,
         )
         key = uuid.uuid4().hex
-        with psycopg2.connect(dsn(database_url)) as conn, conn.cursor() as cursor:
+        with psycopg.connect(dsn(database_url)) as conn, conn.cursor() as cursor:
             cursor.execute(
                 "INSERT INTO commerce_writekey "
                 "(name, key, active, created_at, server_side, allowed_origins) "
@@ -319,9 +318,9 @@ def main() -> None:
             elapsed, latencies = asyncio.run(send_all(base_url, key, batches, args.clients))
         finally:
             stop(server)
-        with psycopg2.connect(dsn(database_url)) as conn, conn.cursor() as cursor:
+        with psycopg.connect(dsn(database_url)) as conn, conn.cursor() as cursor:
             cursor.execute("SELECT count(*) FROM commerce_event")
-            stored = cursor.fetchone()[0]
+            (stored,) = cursor.fetchone() or (0,)
         expected = POOL + len(batches) * args.batch_size
         if stored != expected:
             raise SystemExit(f"stored {stored} events, expected {expected}")

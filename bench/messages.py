@@ -86,20 +86,20 @@ def scratch_database() -> tuple[str, str]:
 
 
 def recreate(base: str, url: str, *, drop_only: bool = False) -> None:
-    import psycopg2
+    import psycopg
 
     from config.env import database_from_url
 
     admin = database_from_url(base)
     name = str(database_from_url(url)["NAME"])
-    connection = psycopg2.connect(
+    connection = psycopg.connect(
         dbname="postgres",
-        user=admin["USER"] or None,
-        password=admin["PASSWORD"] or None,
-        host=admin["HOST"] or None,
-        port=admin["PORT"] or None,
+        user=str(admin["USER"] or "") or None,
+        password=str(admin["PASSWORD"] or "") or None,
+        host=str(admin["HOST"] or "") or None,
+        port=str(admin["PORT"] or "") or None,
+        autocommit=True,
     )
-    connection.autocommit = True
     with connection.cursor() as cursor:
         cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         if not drop_only:
@@ -260,7 +260,6 @@ def main() -> None:
         env = {
             **os.environ,
             "DATABASE_URL": url,
-            "DATABASE_CONN_MAX_AGE": "60",
             "LOG_LEVEL": "WARNING",
         }
         app.control.purge()

@@ -2,11 +2,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
 
-from chat import services
+from chat import bot, services
 from chat.models import (
     AgentStatus,
     BotIntent,
@@ -94,11 +98,78 @@ class KnowledgeArticleAdmin(admin.ModelAdmin[KnowledgeArticle]):
     search_fields = ["title", "body"]
 
 
+class PhrasesField(forms.CharField):
+    """A JSON list of phrases edited as a textarea, one phrase a line."""
+
+    widget = forms.Textarea(attrs={"rows": 12, "cols": 60})
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return "\n".join(str(v) for v in value)
+        return value
+
+    def to_python(self, value: Any) -> list[str]:  # type: ignore[override]  # a list, not str
+        text = super().to_python(value) or ""
+        return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+class BotIntentForm(forms.ModelForm[BotIntent]):
+    phrases = PhrasesField(
+        help_text="Example phrases in this row's language, one a line, written as shoppers "
+        "write (short forms, no accents, typos are fine). The bot learns from them when saved."
+    )
+
+    class Meta:
+        model = BotIntent
+        fields = ["key", "language", "kind", "phrases", "answer", "article", "active"]
+
+
+class PhraseTestForm(forms.Form):
+    text = forms.CharField(label="Message", max_length=1000, widget=forms.TextInput({"size": 80}))
+
+
 @admin.register(BotIntent)
 class BotIntentAdmin(admin.ModelAdmin[BotIntent]):
-    list_display = ["key", "language", "kind", "active"]
+    """Intents with their example phrases per language, and a page to test a phrase."""
+
+    form = BotIntentForm
+    list_display = ["key", "language", "kind", "phrase_count", "active", "updated_at"]
     list_filter = ["kind", "language", "active"]
+    search_fields = ["key"]
     raw_id_fields = ["article"]
+    change_list_template = "admin/chat/botintent/change_list.html"
+
+    @admin.display(description="Phrases")
+    def phrase_count(self, obj: BotIntent) -> int:
+        return len(obj.phrases or [])
+
+    def get_urls(self) -> list[URLPattern]:
+        test = path(
+            "test/",
+            self.admin_site.admin_view(self.test_phrase_view),
+            name="chat_botintent_test",
+        )
+        return [test, *super().get_urls()]
+
+    def test_phrase_view(self, request: HttpRequest) -> HttpResponse:
+        """Shows what the bot understands of a phrase: the decision, the best intent with its
+        score, the runner-up, the language and the rule that decided."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        form = PhraseTestForm(request.POST or None)
+        result = None
+        settings_row = services.chat_settings_get(fresh=True)
+        if request.method == "POST" and form.is_valid():
+            result = bot.bot_understand(text=form.cleaned_data["text"], settings_row=settings_row)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Test a phrase",
+            "opts": self.opts,
+            "form": form,
+            "result": result,
+            "threshold": settings_row.bot_confidence_threshold,
+        }
+        return TemplateResponse(request, "admin/chat/botintent/test_phrase.html", context)
 
 
 @admin.register(CannedResponse)

@@ -4,6 +4,13 @@ One thin view per operation. Each has nested input serializers (query or body) a
 serializer that both renders the response and describes it in ``/api/schema/``; every status
 code a view can answer is listed in its ``extend_schema``. Errors have the one shape of
 ``core.api.exception_handler``.
+
+Permissions (``core.permissions.StaffModelPermissions``): every view needs an active staff user
+with ``chat.answer_conversations`` and, per view, ``chat.view_conversation`` (inbox, context
+panel), ``chat.view_message`` (messages, transcript), ``chat.view_cannedresponse``,
+``chat.view_agentstatus`` (agents) or ``chat.view_chat_metrics`` (metrics). The "Agents" group
+holds all but the last. Shoppers' names, emails and phones show in the conversations assigned
+to the agent, elsewhere only with ``commerce.view_shopper_personal_data``.
 """
 
 from __future__ import annotations
@@ -17,30 +24,29 @@ from django.utils.cache import patch_vary_headers
 from django.utils.dateparse import parse_date, parse_datetime
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
-from rest_framework.permissions import AllowAny, BasePermission
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chat import metrics, selectors, services
-from chat.models import AgentStatus, Conversation, Message
+from chat.models import AgentStatus, CannedResponse, Conversation, Message
 from commerce import selectors as commerce_selectors
 from core.exceptions import NotFound
+from core.permissions import StaffModelPermissions
 
 TAGS = ["chat"]
 # PostgreSQL's integer: seqs, offsets and ids beyond it cannot exist.
 MAX_INT = 2**31 - 1
 
 
-class IsAgent(BasePermission):
-    message = "Only agents (staff with the answer_conversations permission) may use this."
-
-    def has_permission(self, request: Request, view: Any) -> bool:
-        return selectors.is_agent(request.user)
-
-
 class AgentView(APIView):
-    permission_classes = [IsAgent]
+    """An agent-console endpoint: the agent permission plus the view's model permission."""
+
+    permission_classes = [StaffModelPermissions]
+    required_permissions: tuple[str, ...] = (selectors.AGENT_PERMISSION,)
+    permission_model: type[Any] | None = None
+    method_permissions: dict[str, tuple[str, ...]] = {}
 
 
 # --- Shapes shared by several responses ---------------------------------------------------
@@ -60,7 +66,10 @@ def _error(description: str) -> OpenApiResponse:
     return OpenApiResponse(ChatErrorSerializer, description=description)
 
 
-FORBIDDEN = _error("Not signed in, or not an agent (staff with chat.answer_conversations)")
+FORBIDDEN = _error(
+    "Not signed in, or not an agent (staff with chat.answer_conversations) holding the view's "
+    "permission"
+)
 INVALID = _error("Invalid parameters")
 NO_CONVERSATION = _error("No such conversation")
 
@@ -120,6 +129,8 @@ class ChatConversationSummarySerializer(serializers.Serializer[Any]):
 
 
 class ConversationListApi(AgentView):
+    permission_model = Conversation
+
     class FilterSerializer(serializers.Serializer[Any]):
         view = serializers.ChoiceField(choices=["unassigned", "mine", "all"], default="all")
         state = serializers.ChoiceField(choices=Conversation.State.choices, required=False)
@@ -151,12 +162,20 @@ class ConversationListApi(AgentView):
         params = self.FilterSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         data = params.validated_data
+        sees_all = selectors.sees_all_personal_data(request.user)
         qs = selectors.inbox_queryset(
-            view=data["view"], agent_id=request.user.pk, state=data.get("state"), q=data.get("q")
+            view=data["view"],
+            agent_id=request.user.pk,
+            state=data.get("state"),
+            q=data.get("q"),
+            personal=sees_all,
         )
         count = qs.count()
         limit, offset = data["limit"], data["offset"]
-        rows = selectors.summaries(qs[offset : offset + limit])
+        rows = [
+            selectors.summary_for_viewer(row, viewer_id=request.user.pk, sees_all=sees_all)
+            for row in selectors.summaries(qs[offset : offset + limit])
+        ]
         base = request.build_absolute_uri(request.path)
 
         def page(at: int) -> str:
@@ -191,6 +210,8 @@ CONVERSATION_ID = OpenApiParameter(
 
 
 class MessageListApi(AgentView):
+    permission_model = Message
+
     class FilterSerializer(serializers.Serializer[Any]):
         after_seq = serializers.IntegerField(
             required=False,
@@ -228,6 +249,8 @@ class MessageListApi(AgentView):
 
 
 class ContextApi(AgentView):
+    permission_model = Conversation
+
     class OutputSerializer(serializers.Serializer[Any]):
         key = serializers.CharField()
         title = serializers.CharField()
@@ -253,11 +276,21 @@ class ContextApi(AgentView):
         responses={200: OutputSerializer(many=True), 403: FORBIDDEN, 404: NO_CONVERSATION},
     )
     def get(self, request: Request, conversation_id: int) -> Response:
-        sections = selectors.conversation_context(_conversation(conversation_id))
+        conversation = _conversation(conversation_id)
+        personal = selectors.personal_data_visible(
+            viewer_id=request.user.pk,
+            sees_all=selectors.sees_all_personal_data(request.user),
+            assigned_agent_id=conversation.assigned_agent_id,
+        )
+        sections = selectors.context_for_viewer(
+            selectors.conversation_context(conversation), personal=personal
+        )
         return Response(self.OutputSerializer(sections, many=True).data)
 
 
 class TranscriptApi(AgentView):
+    method_permissions = {"POST": ("chat.view_message",)}
+
     class InputSerializer(serializers.Serializer[Any]):
         email = serializers.EmailField(
             required=False,
@@ -300,6 +333,8 @@ class TranscriptApi(AgentView):
 
 
 class CannedResponseListApi(AgentView):
+    permission_model = CannedResponse
+
     class OutputSerializer(serializers.Serializer[Any]):
         id = serializers.IntegerField()
         shortcut = serializers.CharField()
@@ -319,6 +354,8 @@ class CannedResponseListApi(AgentView):
 
 
 class AgentListApi(AgentView):
+    permission_model = AgentStatus
+
     class OutputSerializer(serializers.Serializer[Any]):
         id = serializers.IntegerField()
         name = serializers.CharField()
@@ -395,6 +432,11 @@ class ChatAgentFiguresSerializer(_FiguresSerializer):
 
 
 class MetricsApi(AgentView):
+    method_permissions = {
+        "GET": (selectors.METRICS_PERMISSION,),
+        "HEAD": (selectors.METRICS_PERMISSION,),
+    }
+
     class FilterSerializer(serializers.Serializer[Any]):
         since = _Bound(required=False, help_text="Default: 30 days before until")
         until = _Bound(required=False, help_text="Default: now")

@@ -1,74 +1,29 @@
-"""The chat bot: match a shopper's text to a merchant-configured intent or a knowledge-base
-article, with a confidence score, and produce the reply.
+"""The chat bot: understand a shopper's message (``chat.nlu``) and produce the reply.
 
-Matching is deliberately simple and explainable: text is normalised (case, accents, Turkish
-dotless i), split into words, and scored against each intent's phrases and each article's
-keywords and title by fuzzy word overlap. Below ``ChatSettings.bot_confidence_threshold`` the
-bot does not guess: it asks to clarify (the caller counts that as a failure and hands off after
-``bot_max_failures``). What the bot says is configured in the admin (``BotIntent.answer``,
-articles), never hard-coded here; only the order lookup's formatting lives in code.
+Understanding is trained on what the merchant configures in the admin (``BotIntent`` example
+phrases per language, knowledge-base articles, ``ChatSettings.handoff_phrases``) and on intents
+other apps register through ``chat.registry``. Below ``ChatSettings.bot_confidence_threshold``
+the bot does not guess: it asks to clarify (the caller counts that as a failure and hands off
+after ``bot_max_failures``). What the bot says comes from the merchant's data in the language the
+shopper wrote in (``BotIntent.answer``, articles); the few built-in sentences go through gettext.
 """
 
 from __future__ import annotations
 
-import difflib
 import re
-import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from django.utils.translation import gettext as _
 
 from chat import registry
 from chat.models import BotIntent, ChatSettings, Conversation, KnowledgeArticle
+from chat.nlu.understanding import KB_KIND, BotModel, Understanding, bot_model_get, understand
 from commerce.models import Order
 
 ORDER_NUMBER_RE = re.compile(r"#?\b([A-Za-z]{0,4}-?\d{3,}[A-Za-z0-9-]*)\b")
 EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-WORD_RE = re.compile(r"[a-z0-9]+")
-STOP_WORDS = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "is",
-        "are",
-        "am",
-        "i",
-        "me",
-        "my",
-        "you",
-        "your",
-        "we",
-        "our",
-        "it",
-        "to",
-        "of",
-        "in",
-        "on",
-        "for",
-        "and",
-        "or",
-        "do",
-        "does",
-        "can",
-        "could",
-        "please",
-        "pls",
-        "hi",
-        "hello",
-        "hey",
-        "what",
-        "where",
-        "when",
-        "how",
-        "which",
-        "with",
-        "about",
-        "be",
-        "this",
-        "that",
-        "there",
-    ]
-)
+MAX_INTENT_LABEL = 64  # Message.intent's length
 
 
 @dataclass(frozen=True)
@@ -80,106 +35,16 @@ class BotReply:
     failed: bool = False
 
 
-def normalize(text: str) -> str:
-    # Turkish dotless and dotted capital I have no decomposition: fold them by hand.
-    text = text.replace("\u0131", "i").replace("\u0130", "i").lower()
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-
-
-def words(text: str) -> list[str]:
-    return WORD_RE.findall(normalize(text))
-
-
-def _word_match(word: str, candidates: Sequence[str]) -> float:
-    if word in candidates:
-        return 1.0
-    best = 0.0
-    for candidate in candidates:
-        if len(word) >= 4 and len(candidate) >= 4:
-            ratio = difflib.SequenceMatcher(None, word, candidate).ratio()
-            if ratio > best:
-                best = ratio
-    return best if best >= 0.8 else 0.0
-
-
-def phrase_score(text_words: Sequence[str], phrase: str) -> float:
-    """How well the shopper's words cover ``phrase`` (0..1): fuzzy word overlap, with stop
-    words ignored unless the phrase is nothing but stop words."""
-    phrase_words = words(phrase)
-    significant = [w for w in phrase_words if w not in STOP_WORDS] or phrase_words
-    if not significant or not text_words:
-        return 0.0
-    covered = sum(_word_match(w, text_words) for w in significant) / len(significant)
-    # A long message that mentions one keyword in passing is less certain than a short one.
-    text_significant = [w for w in text_words if w not in STOP_WORDS] or list(text_words)
-    precision = sum(1.0 for w in text_significant if _word_match(w, significant) > 0) / len(
-        text_significant
-    )
-    return round(covered * (0.75 + 0.25 * precision), 4)
-
-
-def best_phrase_score(text_words: Sequence[str], phrases: Iterable[str]) -> float:
-    return max((phrase_score(text_words, phrase) for phrase in phrases), default=0.0)
-
-
-def handoff_requested(text: str, phrases: Iterable[str]) -> bool:
-    """Does the text ask for a person? Whole-word match of any configured phrase."""
-    text_norm = " ".join(words(text))
-    for phrase in phrases:
-        phrase_norm = " ".join(words(phrase))
-        if phrase_norm and re.search(
-            rf"(?<![a-z0-9]){re.escape(phrase_norm)}(?![a-z0-9])", text_norm
-        ):
-            return True
-    return False
-
-
-@dataclass(frozen=True)
-class Candidate:
-    key: str
-    kind: str
-    score: float
-    intent: BotIntent | None = None
-    article: KnowledgeArticle | None = None
-    registered: registry.RegisteredIntent | None = None
-
-
-def _candidates(text_words: Sequence[str], language: str) -> list[Candidate]:
-    found: list[Candidate] = []
-    configured_keys: set[str] = set()
-    for intent in BotIntent.objects.filter(active=True).select_related("article"):
-        configured_keys.add(intent.key)
-        score = best_phrase_score(text_words, [str(p) for p in intent.phrases or []])
-        if intent.language == language:
-            score += 0.001  # prefer the conversation's language on a tie
-        found.append(Candidate(key=intent.key, kind=intent.kind, score=score, intent=intent))
-    for reg in registry.bot_intents():
-        if reg.key in configured_keys:
-            continue
-        phrases = [p for values in reg.phrases.values() for p in values]
-        found.append(
-            Candidate(
-                key=reg.key,
-                kind=BotIntent.Kind.REGISTERED,
-                score=best_phrase_score(text_words, phrases),
-                registered=reg,
-            )
-        )
-    for article in KnowledgeArticle.objects.filter(published=True):
-        phrases = [str(k) for k in article.keywords or []] + [article.title, article.question]
-        score = best_phrase_score(text_words, [p for p in phrases if p])
-        found.append(
-            Candidate(key=f"article:{article.slug}", kind="kb", score=score, article=article)
-        )
-    found.sort(key=lambda c: c.score, reverse=True)
-    return found
-
-
 def _format_orders(orders: Sequence[Order]) -> str:
     return "\n".join(
-        f"Order {o.number}: {o.get_status_display().lower()} "
-        f"(placed {o.placed_at:%Y-%m-%d}, total {o.total} {o.currency})"
+        _("Order %(number)s: %(status)s (placed %(placed)s, total %(total)s %(currency)s)")
+        % {
+            "number": o.number,
+            "status": o.get_status_display().lower(),
+            "placed": f"{o.placed_at:%Y-%m-%d}",
+            "total": o.total,
+            "currency": o.currency,
+        }
         for o in orders
     )
 
@@ -203,8 +68,10 @@ def _order_status(conversation: Conversation, text: str, intent: BotIntent | Non
             ).first()
         if order is None:
             return BotReply(
-                text="I couldn't find an order with that number and email address. "
-                "Please check both, or ask for a person.",
+                text=_(
+                    "I couldn't find an order with that number and email address. "
+                    "Please check both, or ask for a person."
+                ),
                 intent="order_status",
                 confidence=1.0,
                 failed=True,
@@ -224,49 +91,52 @@ def _order_status(conversation: Conversation, text: str, intent: BotIntent | Non
                 confidence=1.0,
             )
         return BotReply(
-            text="I can't see any orders on your account yet.",
+            text=_("I can't see any orders on your account yet."),
             intent="order_status",
             confidence=1.0,
         )
     return BotReply(
-        text="I can look that up. Please send your order number and the email address you "
-        'ordered with, e.g. "1001 ada@example.com".',
+        text=_(
+            "I can look that up. Please send your order number and the email address you "
+            'ordered with, e.g. "1001 ada@example.com".'
+        ),
         intent="order_status",
         confidence=1.0,
     )
 
 
-def bot_answer(*, conversation: Conversation, text: str, settings_row: ChatSettings) -> BotReply:
-    """The bot's reply to ``text`` in ``conversation`` (no side effects)."""
-    if handoff_requested(text, [str(p) for p in settings_row.handoff_phrases or []]):
-        return BotReply(text="", intent="handoff", confidence=1.0, handoff=True)
-    # An order number with an email address is unambiguous whatever the wording.
-    if EMAIL_RE.search(text) and ORDER_NUMBER_RE.search(EMAIL_RE.sub(" ", text)):
-        intent = BotIntent.objects.filter(kind=BotIntent.Kind.ORDER_STATUS, active=True).first()
-        return _order_status(conversation, text, intent)
+def _intent_row(model: BotModel, key: str, languages: Sequence[str]) -> BotIntent | None:
+    """The merchant's row for ``key`` in the first of ``languages`` it exists in, else any."""
+    for language in languages:
+        row = model.intents.get((key, language))
+        if row is not None:
+            return row
+    return next((row for (k, _lang), row in sorted(model.intents.items()) if k == key), None)
 
-    text_words = words(text)
-    candidates = _candidates(text_words, conversation.language or "en")
-    best = candidates[0] if candidates else None
-    if best is None or best.score < settings_row.bot_confidence_threshold:
-        return BotReply(
-            text=settings_row.clarify_message,
-            intent="clarify",
-            confidence=best.score if best else 0.0,
-            failed=True,
-        )
-    confidence = min(best.score, 1.0)
-    if best.kind == "kb" and best.article is not None:
-        return BotReply(text=_article_text(best.article), intent=best.key, confidence=confidence)
-    intent = best.intent
-    if best.kind == BotIntent.Kind.HANDOFF:
-        return BotReply(text="", intent=best.key, confidence=confidence, handoff=True)
-    if best.kind == BotIntent.Kind.ORDER_STATUS:
-        return _order_status(conversation, text, intent)
-    if best.kind == BotIntent.Kind.ARTICLE and intent is not None and intent.article is not None:
-        return BotReply(text=_article_text(intent.article), intent=best.key, confidence=confidence)
-    if best.kind == BotIntent.Kind.REGISTERED:
-        handler = best.registered or registry.bot_intent(best.key)
+
+def _answer_one(
+    *,
+    model: BotModel,
+    key: str,
+    languages: Sequence[str],
+    conversation: Conversation,
+    text: str,
+    settings_row: ChatSettings,
+) -> BotReply:
+    kind = model.kinds.get(key, "")
+    if kind == KB_KIND:
+        return BotReply(text=_article_text(model.articles[key]), intent=key)
+    row = _intent_row(model, key, languages)
+    if kind == BotIntent.Kind.ORDER_STATUS:
+        return _order_status(conversation, text, row)
+    if kind == BotIntent.Kind.ARTICLE:
+        rows = [row] + [_intent_row(model, key, [lang]) for lang in languages]
+        article = next((r.article for r in rows if r is not None and r.article is not None), None)
+        if article is None:
+            return BotReply(text=settings_row.unsupported_message, intent=key)
+        return BotReply(text=_article_text(article), intent=key)
+    if kind == BotIntent.Kind.REGISTERED:
+        handler = registry.bot_intent(key)
         answer = None
         if handler is not None:
             answer = handler.handler(
@@ -274,19 +144,85 @@ def bot_answer(*, conversation: Conversation, text: str, settings_row: ChatSetti
                     shopper=conversation.shopper,
                     conversation=conversation,
                     text=text,
-                    language=conversation.language or "en",
+                    language=languages[0],
                 )
             )
         if not answer:
-            return BotReply(
-                text=settings_row.unsupported_message, intent=best.key, confidence=confidence
-            )
-        if intent is not None and intent.answer and "{answer}" in intent.answer:
-            answer = intent.answer.replace("{answer}", answer)
-        return BotReply(text=answer, intent=best.key, confidence=confidence)
-    answer_text = intent.answer if intent is not None else ""
-    name = conversation.shopper.first_name or ""
-    answer_text = answer_text.replace("{name}", name).strip()
+            return BotReply(text=settings_row.unsupported_message, intent=key)
+        if row is not None and row.answer and "{answer}" in row.answer:
+            answer = row.answer.replace("{answer}", answer)
+        return BotReply(text=answer, intent=key)
+    answer_text = row.answer if row is not None else ""
+    answer_text = answer_text.replace("{name}", conversation.shopper.first_name or "").strip()
+    return BotReply(text=answer_text or settings_row.unsupported_message, intent=key)
+
+
+def bot_understand(*, text: str, settings_row: ChatSettings) -> Understanding:
+    """What ``text`` asks for with the merchant's current configuration (no side effects)."""
+    return understand(
+        text=text,
+        threshold=settings_row.bot_confidence_threshold,
+        handoff_phrases=[str(p) for p in settings_row.handoff_phrases or []],
+    )
+
+
+def bot_answer(*, conversation: Conversation, text: str, settings_row: ChatSettings) -> BotReply:
+    """The bot's reply to ``text`` in ``conversation`` (no side effects).
+
+    A hand-off (asked for, or anger, urgency, a payment problem) comes first; then an order
+    number with an email address, which is unambiguous whatever the wording; then each intent
+    the message asks for, answered in the language it was written in, the answers joined by a
+    blank line (``intent`` then names them joined by "+"). Nothing certain: the clarifying
+    question, marked ``failed``.
+    """
+    model = bot_model_get()
+    understood = understand(
+        text=text,
+        threshold=settings_row.bot_confidence_threshold,
+        handoff_phrases=[str(p) for p in settings_row.handoff_phrases or []],
+        model=model,
+    )
+    if understood.handoff:
+        return BotReply(
+            text="", intent=understood.intents[0], confidence=understood.score, handoff=True
+        )
+    if EMAIL_RE.search(text) and ORDER_NUMBER_RE.search(EMAIL_RE.sub(" ", text)):
+        language = conversation.language or "en"
+        row = next(
+            (
+                r
+                for r in (
+                    _intent_row(model, k, [understood.language, language])
+                    for k, kind in model.kinds.items()
+                    if kind == BotIntent.Kind.ORDER_STATUS
+                )
+                if r is not None
+            ),
+            None,
+        )
+        return _order_status(conversation, text, row)
+    if not understood.intents:
+        return BotReply(
+            text=settings_row.clarify_message,
+            intent="clarify",
+            confidence=understood.score,
+            failed=True,
+        )
+    languages = [lang for lang in (understood.language, conversation.language, "en") if lang]
+    replies = [
+        _answer_one(
+            model=model,
+            key=key,
+            languages=languages,
+            conversation=conversation,
+            text=text,
+            settings_row=settings_row,
+        )
+        for key in understood.intents
+    ]
     return BotReply(
-        text=answer_text or settings_row.unsupported_message, intent=best.key, confidence=confidence
+        text="\n\n".join(r.text for r in replies if r.text),
+        intent="+".join(r.intent for r in replies)[:MAX_INTENT_LABEL],
+        confidence=min(understood.score, 1.0),
+        failed=any(r.failed for r in replies),
     )

@@ -26,6 +26,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.db import DatabaseError
 from redis.exceptions import RedisError
 
 from chat import selectors, services
@@ -674,7 +675,14 @@ class ShopperConsumer(ChatSocket):
 
 
 class AgentConsumer(ChatSocket):
-    """``/ws/console/``: a staff user with ``chat.answer_conversations``."""
+    """``/ws/console/``: a staff user with ``chat.answer_conversations``.
+
+    The agent's rights are read again from the database every
+    ``PATRON_AGENT_RECHECK_SECONDS`` while the socket is open: an agent deactivated, deleted or
+    removed from the agent group (in the admin, by a management command, by any process) is
+    closed with 4003 within that time, and a change of their personal-data permission applies
+    to the frames sent after it.
+    """
 
     frames = AGENT_FRAMES
     include_internal = True
@@ -685,27 +693,60 @@ class AgentConsumer(ChatSocket):
             await self.close()  # before accept: the handshake is refused with HTTP 403
             return
         self.user = user
+        self.sees_all = await db(selectors.sees_all_personal_data)(user)
         self.opened: set[int] = set()
         self.online = False
         await super().connect()
+        self.rights_watch = asyncio.ensure_future(self._watch_rights())
         await self.join(services.CONSOLE_GROUP, services.agent_group(user.pk))
         await db(services.agent_connect)(user=user)
         self.online = True
         for cid in await db(selectors.conversations_for_agent)(agent_id=user.pk):
             await self.subscribe(cid, history_after=None)
         await self.send_json(
-            await db(selectors.inbox_snapshot)(view="unassigned", agent_id=user.pk)
+            await db(selectors.inbox_snapshot)(
+                view="unassigned", agent_id=user.pk, personal=self.sees_all
+            )
         )
         await self.send_json(
             {"type": "canned.list", "responses": await db(selectors.canned_responses)()}
         )
 
     async def disconnect(self, code: int) -> None:
+        watch = getattr(self, "rights_watch", None)
+        if watch is not None and watch is not asyncio.current_task():
+            watch.cancel()
         if getattr(self, "online", False):
             self.online = False
             await db(services.agent_disconnect)(user=self.user)
         if hasattr(self, "groups_joined"):
             await super().disconnect(code)
+
+    async def _watch_rights(self) -> None:
+        """Close the socket once the user is no longer an agent (see the class docstring).
+
+        One primary-key read of the user and their permissions per interval and socket; a
+        database error skips a round rather than closing a working console.
+        """
+        interval = settings.PATRON_AGENT_RECHECK_SECONDS
+        while not self.closed:
+            await asyncio.sleep(interval)
+            try:
+                allowed, sees_all = await db(selectors.agent_rights)(user_id=self.user.pk)
+            except DatabaseError as exc:
+                logger.warning("console: could not re-check agent %s: %r", self.user.pk, exc)
+                continue
+            if allowed:
+                self.sees_all = sees_all
+                continue
+            async with self.dispatch_lock:
+                if not self.closed:
+                    logger.info("console: agent %s lost their rights, closing", self.user.pk)
+                    with contextlib.suppress(RedisError, OSError):
+                        await self.fail(
+                            "forbidden", "Your agent access was withdrawn.", CLOSE_FORBIDDEN
+                        )
+            return
 
     async def before_frame(self, frame: dict[str, Any]) -> None:
         if frame["type"] == "ping":
@@ -752,6 +793,7 @@ class AgentConsumer(ChatSocket):
             state=frame.get("state"),
             q=frame.get("q"),
             limit=limit,
+            personal=self.sees_all,
         )
         if frame.get("ref") is not None:
             snapshot["ref"] = frame["ref"]
@@ -771,8 +813,16 @@ class AgentConsumer(ChatSocket):
             # What this socket pushed after the client's last_seq reaches the client ahead of
             # this answer, on the same socket: sending it again would show it twice.
             messages = [m for m in messages if m["seq"] not in pushed]
-        summary = await db(selectors.summary_by_id)(cid)
-        context = await db(self._context)(cid)
+        summary = selectors.summary_for_viewer(
+            await db(selectors.summary_by_id)(cid), viewer_id=self.user.pk, sees_all=self.sees_all
+        )
+        agent = summary.get("assigned_agent") or {}
+        context = selectors.context_for_viewer(
+            await db(self._context)(cid),
+            personal=selectors.personal_data_visible(
+                viewer_id=self.user.pk, sees_all=self.sees_all, assigned_agent_id=agent.get("id")
+            ),
+        )
         opened = {
             "type": "conversation.opened",
             "conversation": summary,
@@ -917,4 +967,12 @@ class AgentConsumer(ChatSocket):
                 await self.unsubscribe(cid)
         if event["type"] == "typing" and (event.get("author") or {}).get("id") == self.user.pk:
             return
+        summary = event.get("conversation")
+        if isinstance(summary, dict) and "shopper" in summary:
+            event = {
+                **event,
+                "conversation": selectors.summary_for_viewer(
+                    summary, viewer_id=self.user.pk, sees_all=self.sees_all
+                ),
+            }
         await self.send_json(event)

@@ -13,7 +13,8 @@ retries, sweeps and checks suppressions. No campaign active for a trigger: nothi
 | chat_follow_up       | an agent's reply in an email conversation  | the follow-up address   | ``chat-message:<agent msg id>``   |
 | chat_transcript      | a transcript request (shopper or agent)    | the address asked for   | see ``transcript_occurrence_key`` |
 
-Template variables, computed at send time: ``conversation``, ``conversation_id``,
+Template variables, computed at send time: ``conversation`` (plain data: id, state, channel,
+created_at, follow_up_email), ``conversation_id``,
 ``transcript`` (text, without private notes, up to the message that fired it), and
 ``follow_up_email``; the follow-up adds ``reply`` and ``agent_name``; the notice adds
 ``shopper_email`` and ``console_url``.
@@ -85,10 +86,24 @@ def _upto(occurrence: Occurrence) -> int | None:
     return upto if isinstance(upto, int) else None
 
 
+def _conversation_data(conversation: Conversation | None) -> dict[str, Any] | None:
+    """What a merchant's template may read of the conversation: plain data, no model instance
+    (which would reach the assigned agent's user row, internal notes and other messages)."""
+    if conversation is None:
+        return None
+    return {
+        "id": conversation.pk,
+        "state": conversation.state,
+        "channel": conversation.channel,
+        "created_at": conversation.created_at,
+        "follow_up_email": conversation.follow_up_email,
+    }
+
+
 def _transcript_context(shopper: Shopper, occurrence: Occurrence) -> dict[str, Any]:
     conversation = _conversation(occurrence)
     return {
-        "conversation": conversation,
+        "conversation": _conversation_data(conversation),
         "transcript": (
             transcript_text(conversation, upto_seq=_upto(occurrence)) if conversation else ""
         ),
@@ -114,7 +129,7 @@ def _follow_up_context(shopper: Shopper, occurrence: Occurrence) -> dict[str, An
     )
     conversation = _conversation(occurrence)
     return {
-        "conversation": conversation,
+        "conversation": _conversation_data(conversation),
         "follow_up_email": conversation.follow_up_email if conversation else "",
         "reply": message.body if message is not None else "",
         "agent_name": (agent_name(message.author_agent) if message is not None else "") or "Agent",

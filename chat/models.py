@@ -165,7 +165,10 @@ class Conversation(models.Model):
     csat_requested_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        permissions = [("answer_conversations", "Can answer live chat conversations (agent)")]
+        permissions = [
+            ("answer_conversations", "Can answer live chat conversations (agent)"),
+            ("view_chat_metrics", "Can view chat metrics (all agents' figures)"),
+        ]
         indexes = [
             models.Index(fields=["shopper", "-created_at"], name="chat_conv_shopper_created"),
             models.Index(fields=["state", "queued_at"], name="chat_conv_state_queued"),
@@ -328,6 +331,8 @@ class BotIntent(models.Model):
         KnowledgeArticle, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     active = models.BooleanField(default=True)
+    # Part of the bot's version stamp: a save here makes every process retrain (chat.nlu).
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["key", "language"]

@@ -12,11 +12,24 @@ from django.db.models import Count, Q, QuerySet, Sum
 
 from chat import registry
 from chat.models import AgentStatus, CannedResponse, Conversation, Message
-from commerce.models import Event, Order, Shopper
+from commerce.models import PERSONAL_DATA_PERMISSION, Event, Order, Shopper
 
 logger = logging.getLogger(__name__)
 
 AGENT_PERMISSION = "chat.answer_conversations"
+METRICS_PERMISSION = "chat.view_chat_metrics"
+# What the "Agents" group holds (chat migration 0009): the console and nothing more.
+AGENT_GROUP_PERMISSIONS = (
+    AGENT_PERMISSION,
+    "chat.view_conversation",
+    "chat.view_message",
+    "chat.view_cannedresponse",
+    "chat.view_agentstatus",
+)
+# Keys of summaries' shopper briefs and of context-panel sections that are personal data.
+PERSONAL_KEYS = frozenset(
+    {"name", "email", "phone", "first_name", "last_name", "address", "follow_up_email"}
+)
 HISTORY_LIMIT = 200
 
 AnyUser = AbstractBaseUser | AnonymousUser
@@ -41,6 +54,54 @@ def is_agent(user: AnyUser | None) -> bool:
         and getattr(user, "is_staff", False)
         and user.has_perm(AGENT_PERMISSION)  # type: ignore[attr-defined]  # PermissionsMixin adds it
     )
+
+
+def agent_rights(*, user_id: int) -> tuple[bool, bool]:
+    """``(is an agent, sees all personal data)`` for the user as the database has it now (no
+    cached permissions): ``(False, False)`` once they are deleted, inactive or not an agent."""
+    user = get_user_model().objects.filter(pk=user_id).first()
+    if user is None or not is_agent(user):
+        return False, False
+    return True, sees_all_personal_data(user)
+
+
+def sees_all_personal_data(user: AnyUser | None) -> bool:
+    """Whether ``user`` may see every shopper's name, email and phone in the console."""
+    return bool(
+        user is not None and user.is_authenticated and user.has_perm(PERSONAL_DATA_PERMISSION)  # type: ignore[attr-defined]  # PermissionsMixin adds it
+    )
+
+
+def personal_data_visible(
+    *, viewer_id: int | None, sees_all: bool, assigned_agent_id: int | None
+) -> bool:
+    """An agent sees the personal data of the shopper in a conversation assigned to them;
+    others (the queue, colleagues' chats) only with ``commerce.view_shopper_personal_data``."""
+    return sees_all or (assigned_agent_id is not None and assigned_agent_id == viewer_id)
+
+
+def _blank_personal(data: dict[str, Any]) -> dict[str, Any]:
+    return {key: "" if key in PERSONAL_KEYS else value for key, value in data.items()}
+
+
+def summary_for_viewer(
+    summary: dict[str, Any], *, viewer_id: int | None, sees_all: bool
+) -> dict[str, Any]:
+    """A conversation summary as this agent may see it: the shopper's name and email blank
+    unless :func:`personal_data_visible`."""
+    agent = summary.get("assigned_agent") or {}
+    if personal_data_visible(
+        viewer_id=viewer_id, sees_all=sees_all, assigned_agent_id=agent.get("id")
+    ):
+        return summary
+    return {**summary, "shopper": _blank_personal(summary["shopper"])}
+
+
+def context_for_viewer(sections: list[dict[str, Any]], *, personal: bool) -> list[dict[str, Any]]:
+    """Context-panel sections with personal keys blank unless ``personal``."""
+    if personal:
+        return sections
+    return [{**section, "data": _blank_personal(section["data"])} for section in sections]
 
 
 def agents_queryset() -> QuerySet[Any]:
@@ -185,8 +246,16 @@ def summary_by_id(conversation_id: int) -> dict[str, Any]:
 
 
 def inbox_queryset(
-    *, view: str, agent_id: int | None, state: str | None = None, q: str | None = None
+    *,
+    view: str,
+    agent_id: int | None,
+    state: str | None = None,
+    q: str | None = None,
+    personal: bool = True,
 ) -> QuerySet[Conversation]:
+    """The inbox's conversations. ``q`` searches the shopper's name, email and customer id;
+    without ``personal`` (the viewer may not see every shopper's personal data) only the
+    customer id, and names and emails in the agent's own conversations."""
     qs = Conversation.objects.select_related("shopper", "assigned_agent")
     if view == "unassigned":
         qs = qs.filter(state=Conversation.State.QUEUED)
@@ -195,12 +264,14 @@ def inbox_queryset(
     if state:
         qs = qs.filter(state=state)
     if q:
-        qs = qs.filter(
+        by_person = (
             Q(shopper__email__icontains=q)
             | Q(shopper__first_name__icontains=q)
             | Q(shopper__last_name__icontains=q)
-            | Q(shopper__customer_id__icontains=q)
         )
+        if not personal:
+            by_person &= Q(assigned_agent_id=agent_id)
+        qs = qs.filter(by_person | Q(shopper__customer_id__icontains=q))
     if view == "unassigned":
         return qs.order_by("queued_at", "pk")
     return qs.order_by("-updated_at", "-pk")
@@ -237,12 +308,18 @@ def inbox_snapshot(
     state: str | None = None,
     q: str | None = None,
     limit: int = 50,
+    personal: bool = True,
 ) -> dict[str, Any]:
-    rows = inbox_queryset(view=view, agent_id=agent_id, state=state, q=q)[:limit]
+    """The inbox frame; without ``personal``, shoppers' personal data shows only in the
+    conversations assigned to ``agent_id``."""
+    rows = inbox_queryset(view=view, agent_id=agent_id, state=state, q=q, personal=personal)[:limit]
     return {
         "type": "inbox.snapshot",
         "view": view,
-        "conversations": summaries(rows),
+        "conversations": [
+            summary_for_viewer(row, viewer_id=agent_id, sees_all=personal)
+            for row in summaries(rows)
+        ],
         "counts": inbox_counts(agent_id=agent_id),
     }
 

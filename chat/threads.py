@@ -1,14 +1,15 @@
-"""Where the chat sockets' database work runs: a pool of long-lived threads.
+"""Where the chat sockets' database work runs: threads that borrow pooled connections.
 
-Each thread keeps its database connection (Django's connections are per thread), so a frame costs
-no connect. The pool is not the thread-sensitive single thread of ``sync_to_async``: the work of
-different conversations must not queue behind each other.
+Connections come from Django's connection pool (``DATABASES["default"]["OPTIONS"]["pool"]``,
+config/settings.py): a call borrows one when it first touches the database and returns it when
+it ends, so no thread holds a connection between frames. The threads are not the
+thread-sensitive single thread of ``sync_to_async`` (which ``database_sync_to_async`` uses): the
+work of different conversations must not queue behind each other, and asyncio's default
+executor has only cpu_count + 4 threads.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -17,29 +18,37 @@ from asgiref.sync import sync_to_async
 from django.db import close_old_connections, connections
 
 # Every frame but message.send (which goes to chat.writer) does its database work here: hello,
-# opening a conversation, hand-offs. Each thread holds one database connection; asyncio's
-# default pool has only cpu_count + 4.
+# opening a conversation, hand-offs. At most this many frames of one process use the database at
+# once, so at most this many pooled connections (keep DATABASE_POOL_MAX_SIZE above it).
 DB_THREADS = 16
 executor = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="chat-db")
 
-_local = threading.local()
+
+def release_connections() -> None:
+    """Return this thread's connections to the pool (Django closes a pooled connection by
+    putting it back; the pool discards it if it is broken or inside a transaction)."""
+    close_old_connections()
 
 
-def maintain_connections() -> None:
-    """What channels' ``database_sync_to_async`` does, at most once a second per thread: the
-    health check it triggers costs a round trip, which would double the cost of a message."""
-    now = time.monotonic()
-    broken = any(conn.errors_occurred for conn in connections.all(initialized_only=True))
-    if broken or now - getattr(_local, "checked", 0.0) > 1.0:
-        close_old_connections()
-        _local.checked = now
+def keep_or_release_connections() -> None:
+    """For a thread that keeps its pooled connection between calls (the chat writer): give it
+    back only when it is no longer fit for use (an error occurred on it, or a transaction was
+    left open), so the next call borrows a healthy one."""
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is None:
+            continue
+        if conn.errors_occurred or not conn.get_autocommit():
+            conn.close()
 
 
 def db(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
-    """``func`` as a coroutine function that runs in the pool."""
+    """``func`` as a coroutine function that runs in the chat's threads with a pooled connection,
+    returned to the pool when it ends (also when it raises)."""
 
     def call(*args: Any, **kwargs: Any) -> Any:
-        maintain_connections()
-        return func(*args, **kwargs)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            release_connections()
 
     return sync_to_async(call, thread_sensitive=False, executor=executor)

@@ -29,7 +29,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from chat import services
-from chat.threads import maintain_connections
+from chat.threads import keep_or_release_connections
 from core.exceptions import ApplicationError
 
 logger = logging.getLogger(__name__)
@@ -40,8 +40,12 @@ logger = logging.getLogger(__name__)
 # WAL flush), p99 over 100 ms at that rate.
 MAX_IN_FLIGHT = 1
 MAX_BATCH = 500
-# A thread, and so a database connection with its plan of chat_messages_post cached, per batch
-# in flight.
+# A thread per batch in flight. Unlike the sockets' threads (chat.threads.db), the writer's
+# thread keeps the connection it borrowed from the pool between batches: it is busy back to back
+# under load, and borrowing per batch would add the pool's health check (a round trip) to every
+# batch, on the path of every message; the kept connection also keeps its plan of
+# chat_messages_post cached. It is given back when an error leaves it unfit
+# (``keep_or_release_connections``).
 _executor = ThreadPoolExecutor(max_workers=MAX_IN_FLIGHT, thread_name_prefix="chat-writer")
 
 Outcome = services.PostedMessage | BaseException
@@ -70,8 +74,10 @@ def _outcomes(
 
 
 def _store(requests: list[services.PostRequest]) -> list[Outcome]:
-    maintain_connections()
-    return batch_store(requests)
+    try:
+        return batch_store(requests)
+    finally:
+        keep_or_release_connections()
 
 
 def batch_store(requests: list[services.PostRequest]) -> list[Outcome]:

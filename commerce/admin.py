@@ -8,6 +8,7 @@ from django.http import HttpRequest
 
 from commerce import selectors, services
 from commerce.models import (
+    PERSONAL_DATA_PERMISSION,
     Category,
     Coupon,
     CouponRedemption,
@@ -55,6 +56,18 @@ class ShopperAdmin(admin.ModelAdmin[Shopper]):
     raw_id_fields = ("merged_into",)
     inlines = [ShopperAliasInline]
     show_full_result_count = False
+
+    # Every page here lists names, emails and phones: the model permissions are not enough
+    # without the personal-data permission (DESIGN.md, "Trust: who may do what").
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_view_permission(request, obj) and request.user.has_perm(
+            PERSONAL_DATA_PERMISSION
+        )
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_change_permission(request, obj) and request.user.has_perm(
+            PERSONAL_DATA_PERMISSION
+        )
 
 
 @admin.register(Category)

@@ -3,7 +3,23 @@
 One thin view per operation with its own input and output serializers; the work is done by
 ``commerce.importers`` (imports, upserts, order recording), ``commerce.services`` (refunds,
 product updates) and ``commerce.selectors`` (reads). Staff sign in with the admin session or
-HTTP Basic (username and password). Errors use the project's one error body
+HTTP Basic (username and password).
+
+Each view needs Django model permissions (``core.permissions.StaffModelPermissions``):
+
+| endpoint                              | GET                     | POST / PATCH                      |
+|---------------------------------------|-------------------------|-----------------------------------|
+| products/, products/<sku>/            | view_product            | add_product + change_product      |
+|                                       |                         | (upsert); PATCH: change_product   |
+| products/import/                      |                         | add_product + change_product      |
+| categories/                           | view_category           |                                   |
+| orders/, orders/<number>/             | view_order              | add_order                         |
+| orders/import/                        |                         | add_order                         |
+| orders/<number>/refunds/              |                         | add_refund                        |
+| shoppers/, shoppers/<id>/             | view_shopper + view_shopper_personal_data                   |
+
+Orders carry the buyer's email: without ``commerce.view_shopper_personal_data`` it is given as
+``""`` (the order's and its shopper's). Errors use the project's one error body
 ``{"error": {"code", "message", "detail"}}``.
 """
 
@@ -19,15 +35,15 @@ from rest_framework import serializers, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import JSONParser
-from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from commerce import importers, selectors, services
-from commerce.models import Order, Product, Refund, Shopper
+from commerce.models import PERSONAL_DATA_PERMISSION, Category, Order, Product, Refund, Shopper
 from core.exceptions import NotFound, ValidationError
 from core.logins import BasicAuthentication
+from core.permissions import StaffModelPermissions, model_permission
 
 MAX_OFFSET = 10**9
 MAX_AMOUNT = importers.MAX_AMOUNT
@@ -119,12 +135,21 @@ def _page_of(
 
 
 class StaffApi(APIView):
-    """Base of every view here: staff only, JSON bodies."""
+    """Base of every view here: staff with the model permissions the view names, JSON bodies."""
 
     # Basic auth with login attempts limited (django-axes), as in REST_FRAMEWORK's defaults.
     authentication_classes = [BasicAuthentication, SessionAuthentication]
-    permission_classes = [IsAdminUser]
+    permission_classes = [StaffModelPermissions]
     parser_classes = [JSONParser]
+    permission_model: type[Any] | None = None
+    method_permissions: Mapping[str, Sequence[str]] = {}
+    required_permissions: Sequence[str] = ()
+
+    def personal_data_visible(self) -> bool:
+        return bool(self.request.user.has_perm(PERSONAL_DATA_PERMISSION))
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        return {"personal_data": self.personal_data_visible()}
 
     def paginate(
         self, queryset: QuerySet[Any], serializer_class: type[serializers.Serializer[Any]]
@@ -132,7 +157,9 @@ class StaffApi(APIView):
         paginator = Pagination()
         page = paginator.paginate_queryset(queryset, self.request, view=self)
         assert page is not None
-        return paginator.get_paginated_response(serializer_class(page, many=True).data)
+        return paginator.get_paginated_response(
+            serializer_class(page, many=True, context=self.get_serializer_context()).data
+        )
 
 
 def _lookup(value: str) -> str:
@@ -213,7 +240,22 @@ class CategoryOutputSerializer(serializers.Serializer[Any]):
     product_count = serializers.IntegerField()
 
 
-class ShopperRefSerializer(serializers.Serializer[Any]):
+class PersonalDataSerializer(serializers.Serializer[Any]):
+    """Blanks ``personal_fields`` unless the context says ``personal_data`` may be shown."""
+
+    personal_fields: tuple[str, ...] = ()
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        data = dict(super().to_representation(instance))
+        if not self.context.get("personal_data", False):
+            for name in self.personal_fields:
+                if name in data:
+                    data[name] = ""
+        return data
+
+
+class ShopperRefSerializer(PersonalDataSerializer):
+    personal_fields = ("email",)
     id = serializers.IntegerField()
     customer_id = serializers.CharField(allow_null=True)
     email = serializers.CharField()
@@ -235,7 +277,8 @@ class RefundRefSerializer(serializers.Serializer[Any]):
     refunded_at = serializers.DateTimeField()
 
 
-class OrderOutputSerializer(serializers.Serializer[Any]):
+class OrderOutputSerializer(PersonalDataSerializer):
+    personal_fields = ("email",)
     number = serializers.CharField()
     status = serializers.ChoiceField(choices=Order.Status.choices)
     # The order's "source" field; the name shadows Field.source only for mypy.
@@ -425,7 +468,13 @@ class ProductFilterSerializer(serializers.Serializer[Any]):
     q = _text(200, required=False, help_text="Words in the title, or the exact SKU.")
 
 
+_PRODUCT_UPSERT = (model_permission(Product, "add"), model_permission(Product, "change"))
+
+
 class ProductListApi(StaffApi):
+    permission_model = Product
+    method_permissions = {"POST": _PRODUCT_UPSERT}
+
     @extend_schema(
         operation_id="products_list",
         parameters=[ProductFilterSerializer, *PAGE_PARAMETERS],
@@ -453,6 +502,8 @@ class ProductListApi(StaffApi):
 
 
 class ProductDetailApi(StaffApi):
+    permission_model = Product
+
     def _get(self, sku: str) -> Product:
         product = selectors.product_get(sku=_lookup(sku))
         if product is None:
@@ -486,6 +537,9 @@ class ProductDetailApi(StaffApi):
 
 
 class ProductImportApi(StaffApi):
+    permission_model = Product
+    method_permissions = {"POST": _PRODUCT_UPSERT}
+
     @extend_schema(
         operation_id="products_import",
         request=ProductInputSerializer(many=True),
@@ -502,6 +556,8 @@ class ProductImportApi(StaffApi):
 
 
 class CategoryListApi(StaffApi):
+    permission_model = Category
+
     @extend_schema(
         operation_id="categories_list",
         parameters=PAGE_PARAMETERS,
@@ -526,6 +582,8 @@ class OrderFilterSerializer(serializers.Serializer[Any]):
 
 
 class OrderListApi(StaffApi):
+    permission_model = Order
+
     @extend_schema(
         operation_id="orders_list",
         parameters=[OrderFilterSerializer, *PAGE_PARAMETERS],
@@ -551,12 +609,16 @@ class OrderListApi(StaffApi):
             order=_order_input(serializer.validated_data), source=Order.Source.API
         )
         return Response(
-            OrderOutputSerializer(selectors.order_get(number=order.number)).data,
+            OrderOutputSerializer(
+                selectors.order_get(number=order.number), context=self.get_serializer_context()
+            ).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
 
 class OrderImportApi(StaffApi):
+    permission_model = Order
+
     @extend_schema(
         operation_id="orders_import",
         request=OrderInputSerializer(many=True),
@@ -575,6 +637,8 @@ class OrderImportApi(StaffApi):
 
 
 class OrderDetailApi(StaffApi):
+    permission_model = Order
+
     @extend_schema(
         operation_id="orders_retrieve", responses={200: OrderOutputSerializer, **ONE_ERRORS}
     )
@@ -582,10 +646,12 @@ class OrderDetailApi(StaffApi):
         order = selectors.order_get(number=_lookup(number))
         if order is None:
             raise NotFound(f"no order {number}")
-        return Response(OrderOutputSerializer(order).data)
+        return Response(OrderOutputSerializer(order, context=self.get_serializer_context()).data)
 
 
 class OrderRefundApi(StaffApi):
+    permission_model = Refund
+
     @extend_schema(
         operation_id="orders_refunds_create",
         request=RefundInputSerializer,
@@ -637,6 +703,9 @@ class ShopperFilterSerializer(serializers.Serializer[Any]):
 
 
 class ShopperListApi(StaffApi):
+    permission_model = Shopper
+    required_permissions = (PERSONAL_DATA_PERMISSION,)
+
     @extend_schema(
         operation_id="shoppers_list",
         parameters=[ShopperFilterSerializer, *PAGE_PARAMETERS],
@@ -648,6 +717,9 @@ class ShopperListApi(StaffApi):
 
 
 class ShopperDetailApi(StaffApi):
+    permission_model = Shopper
+    required_permissions = (PERSONAL_DATA_PERMISSION,)
+
     @extend_schema(
         operation_id="shoppers_retrieve",
         parameters=[OpenApiParameter("id", int, OpenApiParameter.PATH)],

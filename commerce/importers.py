@@ -34,7 +34,6 @@ from zoneinfo import ZoneInfo
 from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
-from psycopg2.extras import execute_values
 from tqdm import tqdm
 
 from commerce import services
@@ -931,15 +930,20 @@ def _lock_imports() -> None:
 
 
 def _copy_rows(table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """Write rows into ``table`` with PostgreSQL COPY (CSV; ``None`` is NULL)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerows(["\\N" if value is None else value for value in row] for row in rows)
-    buffer.seek(0)
+    """Write rows into ``table`` with PostgreSQL COPY (psycopg's ``write_row`` adapts and
+    escapes each value; ``None`` is NULL)."""
     names = ", ".join(f'"{column}"' for column in columns)
-    sql = f"COPY \"{table}\" ({names}) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
-    with connection.cursor() as cursor:
-        cursor.connection.cursor().copy_expert(sql, buffer)
+    with (
+        connection.cursor() as cursor,
+        connection.wrap_database_errors,
+        cursor.copy(f'COPY "{table}" ({names}) FROM STDIN') as copy,
+    ):
+        for row in rows:
+            copy.write_row(row)
+
+
+# Rows per UPDATE statement when applying refunds.
+_UPDATE_PAGE = 5000
 
 
 @transaction.atomic
@@ -1153,28 +1157,28 @@ def _online_retail_refunds(
     amount_per_order: dict[int, Decimal] = defaultdict(lambda: ZERO)
     for refund in refunds:
         amount_per_order[refund.order_id] += refund.amount
+    line_items = list(units_per_line.items())
+    order_items = list(amount_per_order.items())
     with connection.cursor() as cursor:
-        raw = cursor.connection.cursor()
         # Increments, not overwrites: the same shape as F("refunded_quantity") + units.
-        execute_values(
-            raw,
-            f"UPDATE {OrderLine._meta.db_table} AS line "  # noqa: S608 - our own table name
-            "SET refunded_quantity = line.refunded_quantity + v.units "
-            "FROM (VALUES %s) AS v(id, units) WHERE line.id = v.id",
-            list(units_per_line.items()),
-            page_size=5000,
-        )
-        execute_values(
-            raw,
-            f"UPDATE {Order._meta.db_table} AS o "  # noqa: S608 - our own table name
-            "SET refunded_total = o.refunded_total + v.amount, "
-            "status = CASE WHEN o.refunded_total + v.amount >= o.total "
-            f"THEN '{Order.Status.REFUNDED.value}' ELSE '{Order.Status.PARTIALLY_REFUNDED.value}' END "
-            "FROM (VALUES %s) AS v(id, amount) WHERE o.id = v.id",
-            list(amount_per_order.items()),
-            template="(%s, %s::numeric)",
-            page_size=5000,
-        )
+        for start in range(0, len(line_items), _UPDATE_PAGE):
+            page = line_items[start : start + _UPDATE_PAGE]
+            cursor.execute(
+                f"UPDATE {OrderLine._meta.db_table} AS line "  # noqa: S608 - our own table name
+                "SET refunded_quantity = line.refunded_quantity + v.units "
+                "FROM unnest(%s::bigint[], %s::integer[]) AS v(id, units) WHERE line.id = v.id",
+                [[pk for pk, _ in page], [units for _, units in page]],
+            )
+        for start in range(0, len(order_items), _UPDATE_PAGE):
+            orders_page = order_items[start : start + _UPDATE_PAGE]
+            cursor.execute(
+                f"UPDATE {Order._meta.db_table} AS o "  # noqa: S608 - our own table name
+                "SET refunded_total = o.refunded_total + v.amount, "
+                "status = CASE WHEN o.refunded_total + v.amount >= o.total "
+                f"THEN '{Order.Status.REFUNDED.value}' ELSE '{Order.Status.PARTIALLY_REFUNDED.value}' END "
+                "FROM unnest(%s::bigint[], %s::numeric[]) AS v(id, amount) WHERE o.id = v.id",
+                [[pk for pk, _ in orders_page], [amount for _, amount in orders_page]],
+            )
     return len(refunds), len(refund_lines), unmatched_rows, unmatched_units
 
 

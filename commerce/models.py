@@ -21,6 +21,11 @@ from django.utils import timezone
 
 ZERO = Decimal("0.00")
 
+# Shoppers' names, email, phone and addresses, wherever staff see them (staff API, the chat
+# console beyond the agent's own conversations, exports). Model view permissions alone do not
+# show them (DESIGN.md, "Trust: who may do what").
+PERSONAL_DATA_PERMISSION = "commerce.view_shopper_personal_data"
+
 
 class Shopper(models.Model):
     """A person who shops: known by the store's customer id, by anonymous ids, or both.
@@ -56,6 +61,12 @@ class Shopper(models.Model):
 
     class Meta:
         indexes = [models.Index(Upper("email"), name="commerce_shopper_email_upper")]
+        permissions = [
+            (
+                "view_shopper_personal_data",
+                "Can view shoppers' personal data (names, email, phone, addresses)",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.email or self.customer_id or f"shopper {self.pk}"

@@ -12,10 +12,9 @@ The ids of new events go to the ``events_process`` task after commit.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import uuid
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -764,28 +763,27 @@ _COLUMNS = (
     "id, source_id, message_id, type, name, shopper_id, anonymous_id, user_id, "
     "properties, context, timestamp, received_at"
 )
-_TEXT_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def _copy_text(value: str) -> str:
-    return value.translate(_TEXT_ESCAPES)
-
-
-def _json_text(value: dict[str, Any]) -> str:
-    # orjson escapes control characters inside strings, so only backslashes need doubling.
-    return orjson.dumps(value).decode().replace("\\", "\\\\")
-
-
-def _copy_rows(ids: Iterable[int], source_id: int, calls: Sequence[Call], received: str) -> str:
-    lines = []
+def _copy_rows(
+    ids: Iterable[int], source_id: int, calls: Sequence[Call], received_at: dt.datetime
+) -> Iterator[tuple[Any, ...]]:
+    """The event rows for COPY, in ``_COLUMNS`` order (psycopg's ``write_row`` escapes them)."""
     for pk, call in zip(ids, calls, strict=True):
-        lines.append(
-            f"{pk}\t{source_id}\t{_copy_text(call.message_id)}\t{call.type}\t"
-            f"{_copy_text(call.name)}\t{call.shopper_id}\t{_copy_text(call.anonymous_id)}\t"
-            f"{_copy_text(call.user_id)}\t{_json_text(call.properties)}\t"
-            f"{_json_text(call.context)}\t{call.timestamp.isoformat()}\t{received}\n"
+        yield (
+            pk,
+            source_id,
+            call.message_id,
+            call.type,
+            call.name,
+            call.shopper_id,
+            call.anonymous_id,
+            call.user_id,
+            orjson.dumps(call.properties).decode(),
+            orjson.dumps(call.context).decode(),
+            call.timestamp,
+            received_at,
         )
-    return "".join(lines)
 
 
 _sequence_name: str | None = None
@@ -804,11 +802,13 @@ def _event_ids_allocate(count: int) -> list[int]:
 def _events_copy(source_id: int, calls: Sequence[Call], received_at: dt.datetime) -> list[int]:
     """COPY the calls into the event table; raises IntegrityError if one is stored already."""
     ids = _event_ids_allocate(len(calls))
-    data = _copy_rows(ids, source_id, calls, received_at.isoformat())
-    with connection.cursor() as cursor, connection.wrap_database_errors:
-        cursor.copy_expert(
-            f"COPY {Event._meta.db_table} ({_COLUMNS}) FROM STDIN", io.StringIO(data)
-        )
+    with (
+        connection.cursor() as cursor,
+        connection.wrap_database_errors,
+        cursor.copy(f"COPY {Event._meta.db_table} ({_COLUMNS}) FROM STDIN") as copy,
+    ):
+        for row in _copy_rows(ids, source_id, calls, received_at):
+            copy.write_row(row)
     return ids
 
 

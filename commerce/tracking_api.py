@@ -11,13 +11,10 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
-from django.core.handlers.asgi import ASGIRequest
-from django.db import close_old_connections
 from django.http import HttpRequest
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -35,29 +32,7 @@ from commerce.models import WriteKey
 from core.exceptions import AuthenticationFailed, PayloadTooLarge
 from core.ratelimit import rate_limit_hit, request_client_address
 
-# --- Database connections under ASGI ------------------------------------------------------
-
-# Under ASGI, Django runs each request's sync code in a fresh thread and context, so its
-# persistent connections (CONN_MAX_AGE) are never reused: every request would connect to
-# PostgreSQL anew (a backend fork, authentication, session setup and a cold catalog cache),
-# which cost more than the ingestion itself. Tracking requests therefore do their database work
-# in a few long-lived threads of this process, each keeping its own connection between requests,
-# closed as Django's own request signals would (age, health check, unusable after an error).
-_DB_THREADS = 4
-_db_executor = ThreadPoolExecutor(max_workers=_DB_THREADS, thread_name_prefix="tracking-db")
-_T = TypeVar("_T")
 _F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _with_persistent_connection(function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-    def run() -> _T:
-        close_old_connections()
-        try:
-            return function(*args, **kwargs)
-        finally:
-            close_old_connections()
-
-    return _db_executor.submit(run).result()
 
 
 # --- Body and write key ------------------------------------------------------------------
@@ -246,11 +221,6 @@ class _TrackingView(APIView):
     renderer_classes = [JSONRenderer]
     throttle_classes = []
     call_type: str | None = None
-
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(request, ASGIRequest):
-            return _with_persistent_connection(super().dispatch, request, *args, **kwargs)
-        return super().dispatch(request, *args, **kwargs)
 
     def post(self, request: Request) -> Response:
         payload, size = request_payload(request)

@@ -6,7 +6,10 @@ naming the variable, not surface later as odd behaviour.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -81,6 +84,44 @@ def database_from_url(url: str) -> dict[str, object]:
         "PORT": str(parsed.port or ""),
         "OPTIONS": query,
     }
+
+
+SECRET_KEY_FILE = "secret_key"  # noqa: S105 (a file name, not a secret)
+
+
+def installation_secret_key(state_dir: Path) -> str:
+    """The development ``SECRET_KEY`` of this installation, made on first use.
+
+    50 random URL-safe characters from :mod:`secrets`, kept in ``state_dir/secret_key`` (mode
+    0600) and read back by every later process, so sessions and signed links survive a
+    restart, while no two installations share a key (a key shipped in the code would let
+    anyone forge sessions and tokens on every Patron left in DEBUG). Safe when several
+    processes start at once: the file is written under a temporary name and linked into place,
+    and whoever loses the race reads the winner's key.
+    """
+    path = state_dir / SECRET_KEY_FILE
+    try:
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        key = ""
+    if key:
+        return key
+    state_dir.mkdir(parents=True, exist_ok=True)
+    candidate = secrets.token_urlsafe(50)
+    temporary = state_dir / f".{SECRET_KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(candidate + "\n")
+        # Another process may have made it first: then theirs is used.
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    key = path.read_text().strip()
+    if not key:
+        raise ConfigurationError(f"{path} is empty: delete it to make a new development key")
+    return key
 
 
 def env_rate(name: str, default: str) -> tuple[int, int] | None:

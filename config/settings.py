@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import django_stubs_ext
 import environ
@@ -27,6 +28,7 @@ from config.env import (
     env_list,
     env_rate,
     env_str,
+    installation_secret_key,
 )
 
 # Django's generic classes (ModelAdmin[Model], ModelForm[Model]) accept type arguments at run
@@ -38,8 +40,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 DEBUG = env_bool("DEBUG", default=True)
 TESTING = env_bool("PATRON_TESTING", default=False)
 
-_DEV_SECRET = "patron-embedded-development-key-not-for-production-use-0123456789"  # noqa: S105  (a public development key, refused when DEBUG is off)
-SECRET_KEY = env_str("SECRET_KEY") or (_DEV_SECRET if DEBUG else "")
+# In DEBUG (the embedded demo, development, tests) a key made once per installation and kept
+# under .patron/; never a constant in the code, which every installation would share.
+SECRET_KEY = env_str("SECRET_KEY") or (installation_secret_key(embedded.STATE_DIR) if DEBUG else "")
 if not SECRET_KEY:
     raise ConfigurationError("SECRET_KEY must be set when DEBUG is off")
 
@@ -111,7 +114,40 @@ _database_url = env_str("DATABASE_URL") or embedded.database_url()
 # True when the database is the embedded PostgreSQL (the run command then shares it and Redis).
 EMBEDDED = not env_str("DATABASE_URL")
 DATABASES = {"default": database_from_url(_database_url)}
-DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
+# Every thread that touches the database (ASGI request threads, the chat sockets' threads, the
+# chat writer, Celery tasks) borrows a connection from Django's native pool (psycopg_pool,
+# Django 5.1+) and returns it when Django closes its connection (end of request, or
+# ``close_old_connections``). Under ASGI each request runs in a fresh thread, so Django's
+# persistent connections (CONN_MAX_AGE) were never reused; the pool reuses them across threads.
+# Sizes are per process (each uvicorn worker and each Celery child has its own pool); a borrower
+# waits at most DATABASE_POOL_TIMEOUT seconds for a free connection, then gets an error.
+# Celery's Django fix-up closes an inherited pool in each prefork child.
+_pool_min = env_int("DATABASE_POOL_MIN_SIZE", 2, minimum=0)
+_pool_max = env_int("DATABASE_POOL_MAX_SIZE", 24, minimum=1)
+if _pool_max < _pool_min:
+    raise ConfigurationError(
+        f"DATABASE_POOL_MAX_SIZE ({_pool_max}) must be at least DATABASE_POOL_MIN_SIZE ({_pool_min})"
+    )
+DATABASES["default"]["OPTIONS"] = {
+    **DATABASES["default"]["OPTIONS"],  # type: ignore[dict-item]  # database_from_url gives a dict
+    "pool": {
+        "min_size": _pool_min,
+        "max_size": _pool_max,
+        "timeout": float(env_int("DATABASE_POOL_TIMEOUT", 10, minimum=1)),
+        # Idle connections above min_size close after this many seconds.
+        "max_idle": float(env_int("DATABASE_POOL_MAX_IDLE", 300, minimum=1)),
+        "name": "patron",
+    },
+}
+# The pool requires CONN_MAX_AGE 0: Django "closes" (returns) its connection after each request.
+if env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0) != 0:
+    raise ConfigurationError(
+        "DATABASE_CONN_MAX_AGE must be 0: connections are reused through the pool "
+        "(DATABASE_POOL_MIN_SIZE, DATABASE_POOL_MAX_SIZE)"
+    )
+DATABASES["default"]["CONN_MAX_AGE"] = 0
+# With the pool, this makes psycopg_pool check a connection (one empty round trip) each time it
+# lends it, so a connection broken by a PostgreSQL restart is replaced, never handed out.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -126,6 +162,9 @@ CACHES = {
     }
 }
 
+# The db number of REDIS_URL (a query such as ?ssl_ca_certs=/path may follow it).
+_REDIS_DB = urlsplit(REDIS_URL).path.lstrip("/")
+
 # Channels over Redis pub/sub. No blocking reads (so DESIGN.md's socket-timeout pitfall does not
 # apply) and no connection pool: one subscriber and one publisher connection per process.
 CHANNEL_LAYERS = {
@@ -138,8 +177,7 @@ CHANNEL_LAYERS = {
             # Pub/sub channels ignore Redis's db number: the prefix carries it, so two Patrons
             # (or two test runs) on one Redis but different dbs never hear each other.
             "prefix": env_str("CHANNEL_LAYER_PREFIX")
-            or "patron"
-            + (REDIS_URL.rsplit("/", 1)[-1] if REDIS_URL.rsplit("/", 1)[-1].isdigit() else ""),
+            or "patron" + (_REDIS_DB if _REDIS_DB.isdigit() else ""),
             "capacity": 10_000,
             "socket_connect_timeout": 5,
             "socket_timeout": 5,
@@ -348,6 +386,10 @@ for _proxy in PATRON_TRUSTED_PROXIES:
         raise ConfigurationError(
             f"PATRON_TRUSTED_PROXIES must list IP addresses or networks, got {_proxy!r}"
         ) from None
+# --- Chat ---------------------------------------------------------------------------------
+# How often an open agent console re-reads the agent's rights: a deactivated agent, or one
+# removed from the agent group, is disconnected within this many seconds.
+PATRON_AGENT_RECHECK_SECONDS = env_int("PATRON_AGENT_RECHECK_SECONDS", 5, minimum=1)
 
 # --- Security (production) ---------------------------------------------------------------
 SESSION_COOKIE_SECURE = not DEBUG

@@ -22,8 +22,13 @@ re-subscribes everything; while it is down, ``group_add`` and ``new_channel`` ra
 ``redis.exceptions.ConnectionError`` and publishing raises too, so callers (the chat consumers)
 close their sockets with 1011 and clients resume from their last ``seq`` (stored in PostgreSQL).
 
-Settings (``CHANNEL_LAYERS["default"]["CONFIG"]``): ``address`` (``redis://`` or ``unix://``
-URL; the db number is irrelevant to pub/sub, so isolate deployments by ``prefix``), ``prefix``,
+Settings (``CHANNEL_LAYERS["default"]["CONFIG"]``): ``address`` (``redis://``, ``rediss://``
+(TLS) or ``unix://`` URL, with the password (and ACL user name) in it as redis-py reads them:
+``rediss://user:password@host:6380/0``; the db number is irrelevant to pub/sub, so isolate
+deployments by ``prefix``), the TLS options redis-py takes, in the URL's query or in CONFIG:
+``ssl_ca_certs`` (CA bundle file; default: the system's), ``ssl_cert_reqs`` (``required``, the
+default, ``optional`` or ``none``), ``ssl_check_hostname`` (default: on when certificates are
+required), ``ssl_certfile`` and ``ssl_keyfile`` (a client certificate), ``prefix``,
 ``capacity`` (per-channel queue bound; overflow is dropped with a warning),
 ``socket_connect_timeout``, ``socket_timeout`` (blocking publishes), ``health_check_interval``
 (seconds between subscriber PINGs; a PING unanswered for ``socket_timeout`` drops the
@@ -36,6 +41,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import ssl
 import threading
 import uuid
 from collections import deque
@@ -144,18 +150,51 @@ class _Connection(asyncio.Protocol):
                 self.transport.abort()
 
 
+SSL_OPTIONS = ("ssl_ca_certs", "ssl_cert_reqs", "ssl_check_hostname", "ssl_certfile", "ssl_keyfile")
+_CERT_REQS = {
+    "none": ssl.CERT_NONE,
+    "optional": ssl.CERT_OPTIONAL,
+    "required": ssl.CERT_REQUIRED,
+}
+
+
+def ssl_context(options: dict[str, Any]) -> ssl.SSLContext:
+    """The TLS context for a ``rediss://`` address, from redis-py's option names (see the module
+    docstring); raises ValueError for an unknown ``ssl_cert_reqs``."""
+    reqs_name = str(options.get("ssl_cert_reqs") or "required").lower()
+    if reqs_name not in _CERT_REQS:
+        raise ValueError(f"ssl_cert_reqs must be one of {sorted(_CERT_REQS)}, not {reqs_name!r}")
+    context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
+    check_hostname = options.get("ssl_check_hostname")
+    if check_hostname is None:
+        check_hostname = reqs_name == "required"
+    if isinstance(check_hostname, str):
+        check_hostname = check_hostname.lower() in {"1", "true", "yes", "on"}
+    context.check_hostname = bool(check_hostname)  # before verify_mode: CERT_NONE needs it off
+    context.verify_mode = _CERT_REQS[reqs_name]
+    if options.get("ssl_certfile"):
+        context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"))
+    return context
+
+
 async def _connect(options: dict[str, Any], *, timeout: float, on_lost: Any = None) -> _Connection:
+    """A connected (TLS when ``options["ssl_context"]``), authenticated ``_Connection``."""
     loop = asyncio.get_running_loop()
     connection = _Connection(loop, on_lost)
     try:
         if "path" in options:
             coro = loop.create_unix_connection(lambda: connection, options["path"])
         else:
+            context = options.get("ssl_context")
             coro = loop.create_connection(
-                lambda: connection, options.get("host", "localhost"), options.get("port", 6379)
+                lambda: connection,
+                options.get("host", "localhost"),
+                options.get("port", 6379),
+                ssl=context,
+                ssl_handshake_timeout=timeout if context is not None else None,
             )
         await asyncio.wait_for(coro, timeout)
-    except (TimeoutError, OSError) as exc:
+    except (TimeoutError, OSError) as exc:  # ssl.SSLError is an OSError
         raise RedisConnectionError(f"Cannot connect to Redis: {exc!r}") from exc
     password = options.get("password")
     if password:
@@ -436,11 +475,27 @@ class PushPubSubChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # channel
         health_check_interval: float = 15.0,
         **kwargs: Any,
     ):
+        ssl_config = {name: kwargs.pop(name) for name in SSL_OPTIONS if name in kwargs}
         super().__init__(capacity=capacity, **kwargs)
-        if not address.startswith(("redis://", "unix://")):
-            raise ValueError(f"channel layer address must be redis:// or unix://, not {address!r}")
+        if not address.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                f"channel layer address must be redis://, rediss:// or unix://, not {address!r}"
+            )
         self.address = address
         self.options = parse_url(address)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        # TLS options from CONFIG and the URL's query (which wins, as in redis-py's from_url)
+        # reach both clients: the asyncio connections through one SSLContext, redis-py's
+        # blocking client by name.
+        self.ssl_options: dict[str, Any] = {}
+        if address.startswith("rediss://"):
+            self.ssl_options = {
+                name: value
+                for name, value in {**ssl_config, **self.options}.items()
+                if name in SSL_OPTIONS
+            }
+            self.options["ssl_context"] = ssl_context(self.ssl_options)
+        elif ssl_config:
+            raise ValueError(f"TLS options {sorted(ssl_config)} need a rediss:// address")
         self.prefix = prefix
         self.connect_timeout = float(socket_connect_timeout)
         self.socket_timeout = float(socket_timeout)
@@ -585,6 +640,7 @@ class PushPubSubChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # channel
                 # One immediate retry (a connection that died with a Redis restart), then fail
                 # fast: the caller's client reconnects; redis-py's default backs off for seconds.
                 retry=Retry(NoBackoff(), 1),
+                **self.ssl_options,
             )
             self._local.client = client
         client.publish(name, data)

@@ -1,8 +1,19 @@
 """Turning a campaign step's templates into a message for one shopper.
 
 Templates use the Django template language with the trigger's context plus the variables
-every message has: ``shopper``, ``first_name``, ``campaign``, ``unsubscribe_url``,
+every message has: ``shopper``, ``first_name``, ``campaign``, ``shop``, ``unsubscribe_url``,
 ``preferences_url``, ``nps_links`` (eleven ``{score, url}`` for an NPS question), ``base_url``.
+
+Merchants write these templates, so they run in a sandbox (DESIGN.md, "Trust"): they see the
+shopper, the trigger's context and the shop, and nothing else. Every value reaches the template
+through :func:`template_value`, which turns model instances into read-only mappings of the
+fields registered for their model (:func:`template_fields_register`; an unregistered model
+becomes ``None``), querysets and related managers into tuples, and drops anything else that is
+not plain data; so no template reaches a staff user, a password hash, a manager
+(``.objects``), another shopper or an internal note by following attributes. Templates are
+compiled by an engine of their own: Django's built-in tags and filters only (no ``{% load %}``
+of installed libraries such as the admin's log, no template loaders for ``{% include %}``), and
+without ``{% debug %}``.
 HTML email bodies get their links rewritten through the signed click redirect and an open
 pixel; the plain-text part is the step's ``body_text`` or the HTML made readable. Marketing
 email gets an unsubscribe link and List-Unsubscribe headers; transactional email does not.
@@ -10,17 +21,24 @@ email gets an unsubscribe link and List-Unsubscribe headers; transactional email
 
 from __future__ import annotations
 
+import datetime as dt
 import html as html_lib
+import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
+from email.utils import parseaddr
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
 from django.conf import settings
-from django.template import Context, Template
+from django.db import models
+from django.template import Context, Engine, Library, Template
+from django.utils.functional import Promise
 
-from commerce.models import Shopper
+from commerce.models import Category, Coupon, Order, OrderLine, Product, Shopper
 from engagement import tokens
 from engagement.models import Campaign, CampaignStep, Channel
 from engagement.registry import Occurrence, TriggerType
@@ -42,9 +60,159 @@ class Rendered:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
+# --- The sandbox -------------------------------------------------------------------------
+
+logger = logging.getLogger(__name__)
+
+# How deep relations are followed (order -> lines -> product -> category) and how many rows a
+# related manager or queryset gives a template.
+MAX_DEPTH = 6
+MAX_ITEMS = 200
+
+_PLAIN = (str, int, float, Decimal, bool, dt.date, dt.time, dt.timedelta)
+_TEMPLATE_FIELDS: dict[type[models.Model], tuple[str, ...]] = {}
+
+
+def template_fields_register(model: type[models.Model], *, fields: Iterable[str]) -> None:
+    """Let templates read ``fields`` of ``model`` instances found in a trigger's context.
+
+    Name only what the recipient may read (their own data, the product, the order). A field
+    that is a relation is followed and sandboxed in turn; a property is read like a field.
+    Apps register their models in ``AppConfig.ready``, beside their triggers.
+    """
+    _TEMPLATE_FIELDS[model] = tuple(fields)
+
+
+def template_value(value: Any, *, depth: int = 0) -> Any:
+    """``value`` as a template may see it: plain data, read-only, reaching nothing else.
+
+    Strings, numbers, booleans, dates and None pass; mappings become read-only mappings with
+    string keys, sequences tuples, querysets and related managers tuples of at most
+    ``MAX_ITEMS``; a model instance becomes a read-only mapping of its registered fields, or
+    None when its model is not registered. Anything else (functions, settings, requests,
+    arbitrary objects) becomes None.
+    """
+    if value is None or isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, Promise):  # a lazy translation
+        return str(value)
+    if depth >= MAX_DEPTH:
+        return None
+    if isinstance(value, models.Model):
+        fields = _TEMPLATE_FIELDS.get(type(value))
+        if fields is None:
+            logger.warning("template context: %s is not registered, hidden", type(value).__name__)
+            return None
+        return MappingProxyType(
+            {name: template_value(getattr(value, name, None), depth=depth + 1) for name in fields}
+        )
+    if isinstance(value, models.Manager):
+        value = value.all()
+    if isinstance(value, models.QuerySet):
+        value = value[:MAX_ITEMS]
+    if isinstance(value, Mapping):
+        return MappingProxyType(
+            {
+                key: template_value(item, depth=depth + 1)
+                for key, item in value.items()
+                if isinstance(key, str)
+            }
+        )
+    if isinstance(value, (list, tuple, models.QuerySet)):
+        return tuple(template_value(item, depth=depth + 1) for item in list(value)[:MAX_ITEMS])
+    return None
+
+
+template_fields_register(Category, fields=("name", "slug"))
+template_fields_register(
+    Product,
+    fields=(
+        "sku",
+        "title",
+        "description",
+        "category",
+        "price",
+        "currency",
+        "stock",
+        "in_stock",
+        "image_url",
+        "url",
+        "average_rating",
+        "rating_count",
+        "active",
+    ),
+)
+template_fields_register(
+    OrderLine,
+    fields=("sku", "title", "quantity", "unit_price", "total", "refunded_quantity", "product"),
+)
+template_fields_register(
+    Order,
+    fields=(
+        "number",
+        "status",
+        "currency",
+        "subtotal",
+        "discount_total",
+        "shipping_total",
+        "tax_total",
+        "total",
+        "refunded_total",
+        "coupon_code",
+        "country",
+        "placed_at",
+        "lines",
+    ),
+)
+template_fields_register(
+    Coupon,
+    fields=("code", "kind", "value", "currency", "min_spend", "valid_from", "valid_until"),
+)
+# The recipient's own contact details and preferences; not traits or tags, which hold what
+# the store knows about them, nor links to other rows.
+template_fields_register(
+    Shopper,
+    fields=(
+        "customer_id",
+        "first_name",
+        "last_name",
+        "name",
+        "email",
+        "phone",
+        "locale",
+        "time_zone",
+        "country",
+        "birthday",
+    ),
+)
+template_fields_register(Campaign, fields=("name",))
+
+
+def _sandbox_engine() -> Engine:
+    """Django's built-in tags and filters, nothing loadable or includable, no ``{% debug %}``."""
+    engine = Engine(loaders=[], libraries={}, debug=False, app_dirs=False)
+    builtins = []
+    for library in engine.template_builtins:
+        copy = Library()
+        copy.tags = {name: tag for name, tag in library.tags.items() if name != "debug"}
+        copy.filters = dict(library.filters)
+        builtins.append(copy)
+    engine.template_builtins = builtins
+    return engine
+
+
+_ENGINE = _sandbox_engine()
+
+
+def shop_context() -> Mapping[str, str]:
+    """The shop as templates see it: its name (the sender's display name) and its URL."""
+    name = parseaddr(settings.DEFAULT_FROM_EMAIL)[0]
+    return MappingProxyType({"name": name, "url": settings.PATRON_BASE_URL})
+
+
 @lru_cache(maxsize=512)
 def _compile(source: str) -> Template:
-    return Template(source)
+    return _ENGINE.from_string(source)
 
 
 def template_render(source: str, context: Mapping[str, Any], *, autoescape: bool) -> str:
@@ -124,15 +292,19 @@ def base_context(
     trigger: TriggerType | None,
     occurrence: Occurrence,
 ) -> dict[str, Any]:
-    context: dict[str, Any] = {}
+    """Every variable of a message's templates, each sandboxed (see the module's docstring)."""
     if trigger is not None:
-        context.update(trigger.build_context(shopper, occurrence))
+        trigger_context: Mapping[str, Any] = trigger.build_context(shopper, occurrence)
     else:
-        context.update(occurrence.data)
+        trigger_context = occurrence.data
+    context: dict[str, Any] = {
+        key: template_value(value) for key, value in trigger_context.items() if isinstance(key, str)
+    }
     context.update(
-        shopper=shopper,
+        shopper=template_value(shopper),
         first_name=shopper.first_name or "there",
-        campaign=campaign,
+        campaign=template_value(campaign),
+        shop=shop_context(),
         base_url=settings.PATRON_BASE_URL,
         unsubscribe_url=tokens.unsubscribe_url(message_id, shopper.pk, channel),
         preferences_url=tokens.preferences_url(shopper.pk),

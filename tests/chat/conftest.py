@@ -14,8 +14,10 @@ from django.utils import timezone
 
 from chat import services
 from chat.models import AgentStatus, BotIntent, ChatSettings, Conversation, KnowledgeArticle
+from chat.selectors import AGENT_GROUP_PERMISSIONS
 from commerce import selectors as commerce_selectors
 from commerce.models import Shopper, StoreSettings, WriteKey
+from tests.support.permissions import permissions
 
 HANDOFF = [
     "human",
@@ -123,7 +125,8 @@ def make_agent(username: str, *, capacity: int = 5, online: bool = True, **extra
     user = get_user_model().objects.create_user(
         username=username, is_staff=True, first_name=username.title(), **extra
     )
-    user.user_permissions.add(agent_permission())
+    # What the "Agents" group holds (chat migration 0009).
+    user.user_permissions.add(agent_permission(), *permissions(*AGENT_GROUP_PERMISSIONS[1:]))
     user = get_user_model().objects.get(pk=user.pk)  # drop the permission cache
     AgentStatus.objects.create(
         user=user,

@@ -15,6 +15,7 @@ from chat import registry, services
 from chat.models import AgentStatus, CannedResponse, Conversation
 from commerce.models import Shopper, WriteKey
 from tests.chat.conftest import agent_permission, make_agent
+from tests.support.permissions import grant
 
 pytestmark = pytest.mark.django_db
 
@@ -130,7 +131,8 @@ def test_conversation_list_views_are_scoped_to_the_calling_agent(shopper):
 
 
 def test_conversation_list_pages_and_summaries(shopper):
-    anna = make_agent("anna")
+    # A supervisor: searching every shopper by name needs the personal-data permission.
+    anna = grant(make_agent("anna"), "commerce.view_shopper_personal_data")
     for index in range(3):
         services.conversation_start(shopper=Shopper.objects.create(first_name=f"S{index}"))
 
@@ -330,16 +332,19 @@ def test_canned_responses_and_agents_lists(django_assert_max_num_queries):
 
 
 def test_context_has_the_current_page_then_registered_sections(conversation):
+    anna = make_agent("anna")
+    # Assigned to her: she sees the shopper's personal data too.
     Conversation.objects.filter(pk=conversation.pk).update(
-        page_url="https://shop.example/cart", page_title="Cart"
+        page_url="https://shop.example/cart",
+        page_title="Cart",
+        assigned_agent=anna,
+        state=Conversation.State.ASSIGNED,
     )
     registry.register_context_section(
         "test_points", "Points", lambda shopper: {"points": 120, "name": shopper.first_name}
     )
     try:
-        response = logged_in(make_agent("anna")).get(
-            f"/api/chat/conversations/{conversation.pk}/context/"
-        )
+        response = logged_in(anna).get(f"/api/chat/conversations/{conversation.pk}/context/")
     finally:
         registry.unregister("test_points")
 

@@ -12,6 +12,7 @@ from chat import metrics
 from chat.models import Conversation, CsatRating
 from commerce.models import Shopper
 from tests.chat.conftest import make_agent
+from tests.support.permissions import grant
 
 pytestmark = pytest.mark.django_db
 
@@ -136,7 +137,8 @@ def test_an_empty_period_has_no_rates_rather_than_zeroes(history):
 
 def test_the_metrics_endpoint_reads_the_period_from_dates(history):
     client = Client()
-    client.force_login(history["anna"])
+    # A supervisor: metrics need chat.view_chat_metrics, which the Agents group does not hold.
+    client.force_login(grant(history["anna"], "chat.view_chat_metrics"))
 
     response = client.get("/api/chat/metrics/?since=2026-03-01&until=2026-04-01")
     # Any offset Python accepts (PostgreSQL's stop at ±15:59); the same instant as UNTIL.
@@ -159,7 +161,8 @@ def test_the_metrics_endpoint_reads_the_period_from_dates(history):
 )
 def test_the_metrics_endpoint_refuses_bad_periods(history, query):
     client = Client()
-    client.force_login(history["anna"])
+    # A supervisor: metrics need chat.view_chat_metrics, which the Agents group does not hold.
+    client.force_login(grant(history["anna"], "chat.view_chat_metrics"))
 
     response = client.get(f"/api/chat/metrics/?{query}")
 

@@ -10,6 +10,7 @@ from rest_framework.test import APIClient
 
 from commerce import services
 from commerce.models import Order, OrderLine, Product, Refund, Shopper
+from tests.support.permissions import grant
 
 pytestmark = pytest.mark.django_db
 
@@ -18,7 +19,14 @@ TEA_GLASS = "Çay bardağı ☕"  # noqa: RUF001 - the Turkish dotless i is the 
 
 @pytest.fixture
 def api() -> APIClient:
-    staff = get_user_model().objects.create_user(username="merchant", is_staff=True)
+    staff = grant(
+        get_user_model().objects.create_user(username="merchant", is_staff=True),
+        "commerce.view_order",
+        "commerce.add_order",
+        "commerce.add_refund",
+        "commerce.view_shopper",
+        "commerce.view_shopper_personal_data",
+    )
     client = APIClient()
     client.force_authenticate(user=staff)
     return client

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.models import Group
 
 from chat.models import (
     BusinessHours,
@@ -24,7 +24,9 @@ from chat.models import (
     KnowledgeArticle,
     Message,
 )
+from chat.selectors import AGENT_GROUP_PERMISSIONS
 from commerce.models import Product, WriteKey
+from tests.support.permissions import permissions
 from tests.support.processes import asgi_server, child_env, free_port
 
 pytestmark = pytest.mark.e2e
@@ -52,7 +54,7 @@ def _given_a_shop_with_an_agent() -> dict[str, Any]:
         shortcut="thanks", title="Thanks for waiting", body="Thanks for waiting, I'm on it."
     )
     agents, _ = Group.objects.get_or_create(name="Agents")
-    agents.permissions.add(Permission.objects.get(codename="answer_conversations"))
+    agents.permissions.add(*permissions(*AGENT_GROUP_PERMISSIONS))  # as chat 0009 gives it
     agent = get_user_model().objects.create_user(
         username="anna",
         password=AGENT_PASSWORD,

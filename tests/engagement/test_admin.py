@@ -86,3 +86,61 @@ def test_message_links_resolve_to_the_engagement_views():
     ]:
         match = resolve("/" + url.split("/", 3)[3])
         assert (match.namespace, match.url_name) == ("engagement", name)
+
+
+HOSTILE_BODY = (
+    '"><script>document.title="pwned"</script>'
+    "<img src=x onerror=\"document.title='pwned'\"><p>Hi {{ first_name }}</p>"
+)
+
+
+@pytest.mark.parametrize("transactional", [True, False])
+def test_step_preview_keeps_the_step_body_inside_a_sandboxed_srcdoc(admin_client, transactional):
+    """A marketer's step body is markup for the recipient's mail client, never for the admin's
+    page: in the preview it is escaped into the iframe's srcdoc (even when rendering returned
+    it marked safe, as for transactional campaigns), and the iframe has an empty sandbox."""
+    from html.parser import HTMLParser
+
+    campaign = make_campaign(
+        transactional=transactional,
+        requires_consent=not transactional,
+        steps=[{"subject": '</p><script>document.title="s"</script>', "body": HOSTILE_BODY}],
+    )
+    shopper = make_shopper(first_name="Anete")
+
+    response = admin_client.get(_preview_url(campaign.steps.get()), {"shopper": shopper.pk})
+
+    class Page(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.iframes: list[dict[str, str | None]] = []
+            self.scripts: list[str] = []
+            self.handlers: list[tuple[str, str]] = []
+            self._in_script = False
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag == "iframe":
+                self.iframes.append(dict(attrs))
+            if tag == "script":
+                self._in_script = True
+            self.handlers += [(tag, k) for k, _ in attrs if k.startswith("on")]
+
+        def handle_endtag(self, tag: str) -> None:
+            self._in_script = False
+
+        def handle_data(self, data: str) -> None:
+            if self._in_script:
+                self.scripts.append(data)
+
+    page = Page()
+    page.feed(response.content.decode())
+    assert response.status_code == 200
+    # The admin page itself runs none of the step's script or handlers.
+    assert not [s for s in page.scripts if "pwned" in s or 'title="s"' in s]
+    assert page.handlers == []
+    # The whole body sits, unescaped again by the parser, in the one sandboxed srcdoc.
+    assert len(page.iframes) == 1
+    assert page.iframes[0]["sandbox"] == ""
+    srcdoc = page.iframes[0]["srcdoc"] or ""
+    assert srcdoc.startswith('"><script>document.title="pwned"</script>')
+    assert "<p>Hi Anete</p>" in srcdoc
