@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -40,6 +41,7 @@ from core.exceptions import (
     PermissionDenied,
     ValidationError,
 )
+from core.ratelimit import RateLimited, TokenBucket, rate_limit_hit, scope_client_address
 
 logger = logging.getLogger(__name__)
 
@@ -302,6 +304,22 @@ class ChatSocket(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ship
             return
         ref = frame.get("ref")
         handler = getattr(self, "on_" + frame["type"].replace(".", "_"))
+        bucket = getattr(self, "frame_bucket", None)
+        wait = bucket.take() if bucket is not None else 0.0
+        if wait:
+            # Over the connection's frame rate: this frame is dropped, the socket stays open,
+            # and the client is told when to send again (docs/chat-protocol.md, rate_limited).
+            retry_ms = max(1, math.ceil(wait * 1000))
+            limited: dict[str, Any] = {
+                "type": "error",
+                "code": "rate_limited",
+                "message": "Too many frames; slow down.",
+                "retry_after_ms": retry_ms,
+            }
+            if ref is not None:
+                limited["ref"] = ref
+            await self.send_json(limited)
+            return
         try:
             await self.before_frame(frame)
             await handler(frame)
@@ -310,7 +328,9 @@ class ChatSocket(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ship
         except PermissionDenied as exc:
             await self.fail("forbidden", exc.message, CLOSE_FORBIDDEN)
         except ApplicationError as exc:
-            error = {"type": "error", "code": exc.code, "message": exc.message}
+            error: dict[str, Any] = {"type": "error", "code": exc.code, "message": exc.message}
+            if isinstance(exc, RateLimited):
+                error["retry_after_ms"] = exc.retry_after * 1000
             if ref is not None:
                 error["ref"] = ref
             await self.send_json(error)
@@ -423,6 +443,10 @@ class ShopperConsumer(ChatSocket):
     async def connect(self) -> None:
         self.identity: services.ChatIdentity | None = None
         self.conversation_id: int | None = None
+        self.client_address = scope_client_address(self.scope)
+        self.frame_bucket = TokenBucket(
+            rate=settings.PATRON_CHAT_FRAMES_PER_SECOND, burst=settings.PATRON_CHAT_FRAMES_BURST
+        )
         self.language = ""
         self.page: dict[str, str] = {}
         await super().connect()
@@ -533,6 +557,7 @@ class ShopperConsumer(ChatSocket):
                 if posted.created and posted.state == services.State.BOT:
                     await db(services.bot_respond)(conversation_id=cid, text=request.body)
                 return
+        await self.limit_new_conversation()
         result = await db(services.shopper_message_post)(
             shopper=self.shopper,
             body=frame["body"],
@@ -587,7 +612,21 @@ class ShopperConsumer(ChatSocket):
             },
         )
 
+    async def limit_new_conversation(self) -> None:
+        """New conversations per client address (``PATRON_RATE_LIMITS["chat_conversation"]``).
+
+        Counted when this socket has no conversation yet, so the frame may start one."""
+        if self.conversation_id is None:
+            await db(rate_limit_hit)(scope="chat_conversation", key=(self.client_address,))
+
+    async def limit_email(self, recipient: str | None) -> None:
+        """Emails to a typed address: per client address, and per recipient whoever asks."""
+        await db(rate_limit_hit)(scope="email_sender", key=(self.client_address,))
+        if recipient:
+            await db(rate_limit_hit)(scope="email_recipient", key=(recipient.strip().lower(),))
+
     async def on_handoff_request(self, frame: dict[str, Any]) -> None:
+        await self.limit_new_conversation()
         handoff = await db(services.shopper_hand_off_request)(
             shopper=self.shopper, conversation_id=self.conversation_id, language=self.language
         )
@@ -634,6 +673,7 @@ class ShopperConsumer(ChatSocket):
     async def on_transcript_request(self, frame: dict[str, Any]) -> None:
         if self.conversation_id is None:
             raise Conflict("There is no conversation yet.", code="conflict")
+        await self.limit_email(frame.get("email"))
         address = await db(services.transcript_send)(
             conversation_id=self.conversation_id, email=frame.get("email"), shopper=self.shopper
         )
@@ -642,6 +682,8 @@ class ShopperConsumer(ChatSocket):
         )
 
     async def on_offline_submit(self, frame: dict[str, Any]) -> None:
+        await self.limit_new_conversation()
+        await self.limit_email(frame["email"])
         posted = await db(services.offline_message_leave)(
             shopper=self.shopper,
             conversation_id=self.conversation_id,

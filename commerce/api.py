@@ -32,7 +32,7 @@ from typing import Any
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.authentication import BasicAuthentication, SessionAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -41,6 +41,7 @@ from rest_framework.views import APIView
 from commerce import importers, selectors, services
 from commerce.models import PERSONAL_DATA_PERMISSION, Category, Order, Product, Refund, Shopper
 from core.exceptions import NotFound, ValidationError
+from core.logins import BasicAuthentication
 from core.parsers import JSONParser
 from core.permissions import StaffModelPermissions, model_permission
 
@@ -136,6 +137,7 @@ def _page_of(
 class StaffApi(APIView):
     """Base of every view here: staff with the model permissions the view names, JSON bodies."""
 
+    # Basic auth with login attempts limited (django-axes), as in REST_FRAMEWORK's defaults.
     authentication_classes = [BasicAuthentication, SessionAuthentication]
     permission_classes = [StaffModelPermissions]
     parser_classes = [JSONParser]

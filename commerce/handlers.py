@@ -4,8 +4,10 @@ Registered in ``CommerceConfig.ready``; ``services.events_process`` calls them w
 in id order, inside its transaction. Every handler is idempotent (an event may be handed over
 again after a worker dies): orders are keyed by ``order_id``, refunds by ``refund_id`` (or the
 event), reviews by ``review_id`` (or the event), and products are only created, never
-overwritten. An event whose data cannot make a record is rolled back in its own savepoint and
-recorded as failed (``EventFailure``), so one bad event never blocks the others in its batch.
+overwritten. Only events from server-side write keys make records; a browser key's events
+stay events (see ``_from_server``). An event whose data cannot make a record is rolled back in
+its own savepoint and recorded as failed (``EventFailure``), so one bad event never blocks the
+others in its batch.
 """
 
 from __future__ import annotations
@@ -115,16 +117,19 @@ def _derived_key(event: Event, prefix: str) -> str:
 # --- Orders and refunds ------------------------------------------------------------------
 
 
-def _from_server(event: Event) -> bool:
-    """Orders, refunds and consent are taken only from server-side write keys (see WriteKey)."""
+def _from_server(event: Event, *, log: bool = True) -> bool:
+    """Orders, refunds, consent, catalog entries and reviews are taken only from server-side
+    write keys (see WriteKey): a browser key is public, and anyone could send events with it.
+    Its events stay recorded as events (for the shopper's activity), nothing more."""
     if event.source.server_side:
         return True
-    logger.warning(
-        "tracking event %s (%r) from browser key %s ignored: only server-side keys record it",
-        event.pk,
-        event.name,
-        event.source_id,
-    )
+    if log:
+        logger.warning(
+            "tracking event %s (%r) from browser key %s ignored: only server-side keys record it",
+            event.pk,
+            event.name,
+            event.source_id,
+        )
     return False
 
 
@@ -238,12 +243,16 @@ def _product_defaults(product: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def products_seen(events: Sequence[Event]) -> None:
-    """Create products the catalog does not know yet from what events say about them.
+    """Create products the catalog does not know yet from what server-side events say about them.
 
-    Never overwrites: the merchant's catalog (imported or edited in the admin) wins.
+    Never overwrites: the merchant's catalog (imported or edited in the admin) wins. Events from
+    a browser key never create products (nor set titles, prices, images or stock): anyone could
+    put a product, with any image and price, into the shop's catalog through a public key.
     """
     described: dict[str, tuple[Event, Mapping[str, Any]]] = {}
     for event in events:
+        if not _from_server(event, log=False):
+            continue
         products = (
             [event.properties]
             if event.name in SINGLE_PRODUCT_EVENTS
@@ -270,10 +279,17 @@ def products_seen(events: Sequence[Event]) -> None:
 
 
 def product_reviewed(events: Sequence[Event]) -> None:
+    """Reviews from server-side keys become ``Review`` rows and move the product's rating.
+
+    A review sent with a browser key stays a tracked event only: no review, no rating, no
+    product. The store's backend (which knows the buyer) sends reviews it accepts with its
+    server key.
+    """
     services.event_shoppers_load(events)
     for event in events:
-        with _each(event):
-            _review_from_event(event)
+        if _from_server(event):
+            with _each(event):
+                _review_from_event(event)
 
 
 def _review_from_event(event: Event) -> None:

@@ -216,3 +216,27 @@ def visitor_find(
     if shopper is None or shopper.customer_id:
         return None
     return shopper
+
+
+def write_key_origin_allowed(*, write_key: WriteKey, origin: str | None) -> bool:
+    """May a call that carries ``origin`` (the HTTP ``Origin`` header) use ``write_key``?
+
+    The one origin decision of the key-authenticated entries (the widget APIs; the tracking
+    API's ``/v1/*`` may share it). A key that lists ``allowed_origins`` refuses calls from every
+    other origin; a key that lists none restricts nothing at the call (browsers still get no
+    CORS answer for it, see ``write_key_cors_origin``). A call without an Origin (a server, a
+    script, a same-origin GET) is decided by the key alone: an Origin can be forged outside a
+    browser anyway, so the check only keeps other sites' pages from using the key.
+    Decide at the call, not at the preflight: a preflight carries no key.
+    """
+    if origin is None or not write_key.allowed_origins:
+        return True
+    return write_key.allows_origin(origin)
+
+
+def write_key_cors_origin(*, write_key: WriteKey | None, origin: str | None) -> str | None:
+    """The ``Access-Control-Allow-Origin`` value for a call from ``origin`` with ``write_key``:
+    the origin itself when the key lists it, else None (no CORS answer)."""
+    if origin is None or write_key is None or not write_key.allowed_origins:
+        return None
+    return origin if write_key.allows_origin(origin) else None

@@ -31,6 +31,7 @@ from commerce import tracking
 from commerce.models import WriteKey
 from core import cors
 from core.exceptions import AuthenticationFailed, PayloadTooLarge
+from core.ratelimit import rate_limit_hit, request_client_address
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -222,6 +223,9 @@ _ERRORS = {
         ),
     ),
     413: OpenApiResponse(ErrorOutput, description="A call over 32 KB or a batch over 500 KB"),
+    429: OpenApiResponse(
+        ErrorOutput, description="Too many requests for this write key and address; see Retry-After"
+    ),
     503: OpenApiResponse(
         ErrorOutput, description="A transient failure (database unavailable): retry after"
     ),
@@ -236,6 +240,15 @@ class _SegmentView(APIView):
 
     def options(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Response:
         return Response(status=204)
+
+    def check_throttles(self, request: Request) -> None:
+        """One request (a batch counts once) per write key and client address: 429 with
+        ``Retry-After`` over ``PATRON_RATE_LIMITS["tracking"]``."""
+        if isinstance(request.auth, WriteKey):
+            rate_limit_hit(
+                scope="tracking",
+                key=(request.auth.key, request_client_address(request.META)),
+            )
 
     def handle_exception(self, exc: Exception) -> Response:
         response = super().handle_exception(exc)

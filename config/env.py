@@ -122,3 +122,27 @@ def installation_secret_key(state_dir: Path) -> str:
     if not key:
         raise ConfigurationError(f"{path} is empty: delete it to make a new development key")
     return key
+
+
+def env_rate(name: str, default: str) -> tuple[int, int] | None:
+    """A rate limit written ``COUNT/SECONDS`` (``600/60``: 600 per minute), or ``off``.
+
+    Returns ``(count, seconds)``, or None when the limit is switched off. Units may be given
+    as ``s``, ``m``, ``h`` or ``d`` instead of seconds (``600/m``).
+    """
+    value = os.environ.get(name)
+    text = (default if value is None or value == "" else value).strip().lower()
+    if text in {"off", "none", "0"}:
+        return None
+    count_text, _, period_text = text.partition("/")
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+    try:
+        count = int(count_text)
+        seconds = units[period_text] if period_text in units else int(period_text)
+    except ValueError:
+        raise ConfigurationError(
+            f"{name} must be COUNT/SECONDS (e.g. 600/60 or 600/m) or off, got {text!r}"
+        ) from None
+    if count < 1 or seconds < 1:
+        raise ConfigurationError(f"{name} needs a positive count and period, got {text!r}")
+    return count, seconds

@@ -10,11 +10,14 @@ In production set at least ``DEBUG=0``, ``SECRET_KEY``, ``ALLOWED_HOSTS``, ``DAT
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import django_stubs_ext
 import environ
+from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE
 
 from config import embedded
 from config.env import (
@@ -23,6 +26,7 @@ from config.env import (
     env_bool,
     env_int,
     env_list,
+    env_rate,
     env_str,
     installation_secret_key,
 )
@@ -59,6 +63,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "axes",
+    "csp",
     "core",
     "commerce",
     "engagement",
@@ -79,6 +85,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into the lockout response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -95,6 +104,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "csp.context_processors.nonce",
             ],
         },
     },
@@ -255,6 +265,22 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "/admin/login/"
+# django-axes first: it refuses a locked-out login before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Login attempts (admin, console, API Basic auth): after this many failures for one username
+# from one client address, that pair is refused, right password or not, until the cool-off
+# has passed since the last failure. Counted in the cache (Redis), no database table used.
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
+AXES_FAILURE_LIMIT = env_int("PATRON_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = dt.timedelta(minutes=env_int("PATRON_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "core.logins.axes_client_ip"
+AXES_LOCKOUT_CALLABLE = "core.logins.login_locked_out"
+AXES_VERBOSE = False
 
 # --- API ---------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -262,8 +288,9 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "core.api.exception_handler",
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        # Integrations (imports, back-office scripts) authenticate as a staff user over HTTPS.
-        "rest_framework.authentication.BasicAuthentication",
+        # Integrations (imports, back-office scripts) authenticate as a staff user over HTTPS;
+        # failed attempts are counted and locked out by django-axes (core/logins.py).
+        "core.logins.BasicAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     # JSON with depth, number and size limits (a 4xx, never a 500, for hostile bodies).
@@ -346,6 +373,41 @@ PATRON_BROWSE_ABANDONMENT_WINDOW_HOURS = env_int(
 # Shoppers who viewed a product this recently hear about its restock or price drop.
 PATRON_PRODUCT_VIEW_WATCH_DAYS = env_int("PATRON_PRODUCT_VIEW_WATCH_DAYS", 30, minimum=1)
 
+# --- Abuse limits ------------------------------------------------------------------------
+# Every public entry is rate limited (core/ratelimit.py): COUNT/SECONDS per key, "off" to switch
+# a limit off. The defaults are far above what real shops and bench/ send (see each comment).
+PATRON_RATE_LIMITS: dict[str, tuple[int, int] | None] = {
+    # Tracking API requests (a batch counts once) per write key and client address. Segment's
+    # libraries batch up to 500 KB; bench/ingest.py sends 20,000+ events/s as about 40-80
+    # requests/s from one address, far below 1,000 requests/s.
+    "tracking": env_rate("PATRON_RATE_TRACKING", "60000/60"),
+    # Widget API calls (notify requests, on-site messages, push subscriptions) per write key
+    # and client address.
+    "widget": env_rate("PATRON_RATE_WIDGET", "1200/60"),
+    # New chat conversations per client address (a shop's visitors behind one office NAT may
+    # share an address: 60 in 10 minutes).
+    "chat_conversation": env_rate("PATRON_RATE_CHAT_CONVERSATIONS", "60/600"),
+    # Emails to a typed address (chat transcripts, offline messages' replies, notify-me
+    # addresses): per sending client address, and per recipient whoever sends.
+    "email_sender": env_rate("PATRON_RATE_EMAIL_PER_ADDRESS", "20/3600"),
+    "email_recipient": env_rate("PATRON_RATE_EMAIL_PER_RECIPIENT", "5/3600"),
+}
+# Frames a shopper's chat socket may send: a sustained rate per second and a burst. A person
+# types far slower; bench/chat.py's top level (9,000 msg/s over 500 sockets) is 18 per socket.
+PATRON_CHAT_FRAMES_PER_SECOND = env_int("PATRON_CHAT_FRAMES_PER_SECOND", 30, minimum=1)
+PATRON_CHAT_FRAMES_BURST = env_int("PATRON_CHAT_FRAMES_BURST", 60, minimum=1)
+# Redis keys of the counters; the Redis db number keeps two Patrons on one Redis apart.
+PATRON_RATE_LIMIT_PREFIX = "patron-rl"
+# Proxies (addresses or CIDR networks) whose X-Forwarded-For is believed; empty: none is, and
+# the client address is the connection's peer.
+PATRON_TRUSTED_PROXIES = env_list("PATRON_TRUSTED_PROXIES", [])
+for _proxy in PATRON_TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError:
+        raise ConfigurationError(
+            f"PATRON_TRUSTED_PROXIES must list IP addresses or networks, got {_proxy!r}"
+        ) from None
 # --- Chat ---------------------------------------------------------------------------------
 # How often an open agent console re-reads the agent's rights: a deactivated agent, or one
 # removed from the agent group, is disconnected within this many seconds.
@@ -362,6 +424,28 @@ SECURE_HSTS_PRELOAD = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 X_FRAME_OPTIONS = "DENY"
+
+# Content-Security-Policy on Patron's own pages (django-csp 4): scripts and styles from Patron
+# itself or carrying the response's nonce (``{{ CSP_NONCE }}``); images also from the
+# shop's image hosts (product images are external URLs); no page may be framed. The widget's
+# script runs on shops' pages under *their* policy; this one covers admin, console, shop, help
+# and the e-mail landing pages (unsubscribe, preferences, NPS).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, NONCE],
+        # style="..." attributes (Django's admin uses a few) cannot run code.
+        "style-src-attr": [UNSAFE_INLINE],
+        "img-src": [SELF, "data:", "https:"] + (["http:"] if DEBUG else []),
+        "connect-src": [SELF, "ws:", "wss:"] if DEBUG else [SELF, "wss:"],
+        "font-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 LOGGING = {
     "version": 1,

@@ -15,6 +15,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
 from core.exceptions import ApplicationError
+from core.ratelimit import RateLimited
 
 
 def error_body(code: str, message: str, detail: Any = None) -> dict[str, Any]:
@@ -48,7 +49,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     ``DATA_UPLOAD_MAX_MEMORY_SIZE`` is 413 ``payload_too_large``.
     """
     if isinstance(exc, ApplicationError):
-        return Response(error_body(exc.code, exc.message, exc.extra or None), status=exc.status)
+        answer = Response(error_body(exc.code, exc.message, exc.extra or None), status=exc.status)
+        if isinstance(exc, RateLimited):
+            answer["Retry-After"] = str(exc.retry_after)
+        return answer
     if isinstance(exc, (OperationalError, InterfaceError)):
         set_rollback()
         return Response(

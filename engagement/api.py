@@ -14,6 +14,8 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
+from django.http import HttpRequest
+from django.utils.cache import patch_vary_headers
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -28,7 +30,8 @@ from commerce import selectors as commerce_selectors
 from commerce import services as commerce_services
 from commerce.models import Product, WriteKey
 from commerce.visitor_api import VisitorIdentitySerializer, visitor_shopper
-from core.exceptions import NotFound
+from core.exceptions import NotFound, PermissionDenied
+from core.ratelimit import rate_limit_hit, request_client_address
 from engagement import selectors, services
 from engagement.models import ProductWatch
 
@@ -70,12 +73,72 @@ class WriteKeyScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped
 
 class HasWriteKey(BasePermission):
     def has_permission(self, request: Request, view: Any) -> bool:
-        return isinstance(request.auth, WriteKey)
+        # A CORS preflight carries no credentials: the key is checked at the call itself.
+        return request.method == "OPTIONS" or isinstance(request.auth, WriteKey)
 
 
-class WidgetApi(APIView):
+_CORS_METHODS = "GET, POST, OPTIONS"
+_CORS_HEADERS = "Authorization, Content-Type"
+
+
+class WidgetCorsApi(APIView):
+    """CORS for the widget's calls from shop pages (docs: Fetch standard, CORS protocol).
+
+    A preflight (OPTIONS) carries no key, so it is answered for any Origin with the methods and
+    headers the widget uses; the call itself is then decided by its key
+    (``commerce.selectors.write_key_origin_allowed``: a key that lists origins refuses others
+    with 403 ``origin_not_allowed``) and is answered with ``Access-Control-Allow-Origin`` only
+    for an origin the key lists.
+    """
+
+    def options(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Response:
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    def cors_headers(self, request: Request, response: Response) -> None:
+        patch_vary_headers(response, ["Origin"])
+        origin = request.headers.get("Origin")
+        if request.method == "OPTIONS":
+            allowed = origin
+            response["Access-Control-Allow-Methods"] = _CORS_METHODS
+            response["Access-Control-Allow-Headers"] = _CORS_HEADERS
+            response["Access-Control-Max-Age"] = "86400"
+        else:
+            key = request.auth if isinstance(request.auth, WriteKey) else None
+            allowed = commerce_selectors.write_key_cors_origin(write_key=key, origin=origin)
+        if allowed:
+            response["Access-Control-Allow-Origin"] = allowed
+
+
+class WidgetApi(WidgetCorsApi):
     authentication_classes = [WriteKeyAuthentication]
     permission_classes = [HasWriteKey]
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        if request.method == "OPTIONS":
+            return
+        key = request.auth
+        assert isinstance(key, WriteKey)
+        if not commerce_selectors.write_key_origin_allowed(
+            write_key=key, origin=request.headers.get("Origin")
+        ):
+            raise PermissionDenied(
+                "Pages at this origin may not use this write key.", code="origin_not_allowed"
+            )
+
+    def check_throttles(self, request: Request) -> None:
+        """Calls per write key and client address over ``PATRON_RATE_LIMITS["widget"]``: 429."""
+        if isinstance(request.auth, WriteKey):
+            rate_limit_hit(
+                scope="widget", key=(request.auth.key, request_client_address(request.META))
+            )
+
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        self.cors_headers(request, response)
+        return response
 
 
 ErrorSerializer = inline_serializer(
@@ -91,7 +154,13 @@ ErrorSerializer = inline_serializer(
         )
     },
 )
-_ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer}
+_ERRORS = {
+    400: ErrorSerializer,
+    401: ErrorSerializer,
+    403: ErrorSerializer,
+    404: ErrorSerializer,
+    429: ErrorSerializer,
+}
 
 
 class EngagementIdentitySerializer(VisitorIdentitySerializer):
@@ -125,6 +194,10 @@ class NotifyRequestApi(WidgetApi):
         serializer = self.NotifyRequestInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        if data.get("email"):
+            # A typed address will be mailed: limited per sender and per recipient.
+            rate_limit_hit(scope="email_sender", key=(request_client_address(request.META),))
+            rate_limit_hit(scope="email_recipient", key=(data["email"].strip().lower(),))
         product = Product.objects.filter(sku=data["sku"].strip(), active=True).first()
         if product is None:
             raise NotFound(f"no product with sku {data['sku']!r}", code="product_not_found")
@@ -234,7 +307,7 @@ class PushSubscriptionApi(WidgetApi):
         )
 
 
-class PushKeyApi(APIView):
+class PushKeyApi(WidgetCorsApi):
     authentication_classes: list[type[BaseAuthentication]] = []
     permission_classes = [AllowAny]
 
@@ -249,3 +322,13 @@ class PushKeyApi(APIView):
     )
     def get(self, request: Request) -> Response:
         return Response({"public_key": settings.PATRON_VAPID_PUBLIC_KEY})
+
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        self.cors_headers(request, response)
+        # The public key is public: any page may read it.
+        if request.method != "OPTIONS":
+            response["Access-Control-Allow-Origin"] = "*"
+        return response

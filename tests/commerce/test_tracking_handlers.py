@@ -288,3 +288,40 @@ def test_a_browser_key_cannot_record_orders_refunds_or_consent(browser_send, sen
     shopper = Shopper.objects.get(customer_id="c-1")
     assert shopper.email_consent is True
     assert shopper.traits["plan"] == "gold"
+
+
+def test_a_browser_key_cannot_create_products_or_ratings(browser_send):
+    """#8 §3: a public Product Reviewed used to create a product with a rating and an external
+    image that the shop then showed first."""
+    Product.objects.create(sku="MUG", title="Mug", price=Decimal("9.00"))
+
+    browser_send(
+        track(
+            "b-1",
+            event="Product Reviewed",
+            userId="c-1",
+            properties={
+                "product_id": "FAKE",
+                "name": "Miracle pill",
+                "price": 0,
+                "image_url": "https://evil.example/pill.png",
+                "rating": 5,
+                "review_id": "r-1",
+            },
+        ),
+        track("b-2", event="Product Reviewed", properties={"product_id": "MUG", "rating": 1}),
+        track("b-3", event="Product Viewed", properties={"sku": "NEW", "name": "New", "price": 1}),
+        track("b-4", event="Cart Viewed", properties={"products": [{"sku": "CART", "price": 2}]}),
+    )
+
+    assert list(Product.objects.values_list("sku", flat=True)) == ["MUG"]
+    mug = Product.objects.get()
+    assert (mug.rating_count, mug.average_rating, mug.image_url) == (0, None, "")
+    assert not Review.objects.exists()
+    # The events themselves are kept, as the visitor's activity.
+    assert sorted(Event.objects.values_list("message_id", flat=True)) == [
+        "b-1",
+        "b-2",
+        "b-3",
+        "b-4",
+    ]

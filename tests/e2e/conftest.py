@@ -75,7 +75,13 @@ def dialogs() -> list[str]:
 
 
 @pytest.fixture
-def new_context(browser: Any, dialogs: list[str]) -> Iterator[Any]:
+def csp_violations() -> list[str]:
+    """Every Content-Security-Policy violation any page reported: must stay empty (#8 §3)."""
+    return []
+
+
+@pytest.fixture
+def new_context(browser: Any, dialogs: list[str], csp_violations: list[str]) -> Iterator[Any]:
     """Factory for isolated browser contexts (separate cookies and localStorage)."""
     contexts: list[Any] = []
 
@@ -90,6 +96,14 @@ def new_context(browser: Any, dialogs: list[str]) -> Iterator[Any]:
                 dialog.dismiss()
 
             page.on("dialog", record)
+
+            def console(message: Any) -> None:
+                # Chromium reports a blocked script, style, image or connection as a console
+                # error naming the Content Security Policy.
+                if "Content Security Policy" in message.text:
+                    csp_violations.append(f"{page.url}: {message.text}")
+
+            page.on("console", console)
 
         context.on("page", watch)
         contexts.append(context)

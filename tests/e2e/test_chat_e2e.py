@@ -79,7 +79,7 @@ def _agent_messages(page: Any, author: str) -> Any:
 
 
 def test_shopper_hands_off_to_an_agent_who_answers_and_markup_stays_text(
-    live_server_url: str, new_context: Any, dialogs: list[str]
+    live_server_url: str, new_context: Any, dialogs: list[str], csp_violations: list[str]
 ) -> None:
     from playwright.sync_api import expect
 
@@ -174,6 +174,7 @@ def test_shopper_hands_off_to_an_agent_who_answers_and_markup_stays_text(
         assert page.locator("b").count() == 0  # CSS locators pierce the widget's shadow root
         assert page.locator("[data-testid$='messages'] script").count() == 0
     assert dialogs == []
+    assert csp_violations == []
     assert shopper.evaluate("typeof window.PatronChat") == "object"
 
     # -- The shopper moves to another page: the widget resumes, the agent sees the new page. --
@@ -232,10 +233,11 @@ def test_shopper_hands_off_to_an_agent_who_answers_and_markup_stays_text(
         shopper.get_by_test_id("patron-messages").text_content() or ""
     )
     assert dialogs == []
+    assert csp_violations == []
 
 
 def test_the_widget_survives_a_server_restart_and_sends_what_was_typed_while_offline(
-    transactional_db: None, new_context: Any, dialogs: list[str]
+    transactional_db: None, new_context: Any, dialogs: list[str], csp_violations: list[str]
 ) -> None:
     from playwright.sync_api import expect
 
@@ -280,10 +282,11 @@ def test_the_widget_survives_a_server_restart_and_sends_what_was_typed_while_off
     assert seqs == [row[0] for row in stored]  # every stored message shown once, in order
     assert Conversation.objects.count() == 1
     assert dialogs == []
+    assert csp_violations == []
 
 
 def test_outside_business_hours_the_widget_takes_an_email_instead_of_queueing(
-    live_server_url: str, new_context: Any, dialogs: list[str]
+    live_server_url: str, new_context: Any, dialogs: list[str], csp_violations: list[str]
 ) -> None:
     from playwright.sync_api import expect
 
@@ -319,3 +322,4 @@ def test_outside_business_hours_the_widget_takes_an_email_instead_of_queueing(
     ) == ["Can you gift-wrap the <b>blue</b> mug?"]
     assert shopper.locator("b").count() == 0
     assert dialogs == []
+    assert csp_violations == []
