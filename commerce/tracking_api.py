@@ -27,10 +27,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from commerce import tracking
+from commerce import selectors, tracking
 from commerce.models import WriteKey
 from core import cors
-from core.exceptions import AuthenticationFailed, PayloadTooLarge
+from core.exceptions import AuthenticationFailed, PayloadTooLarge, PermissionDenied
 from core.ratelimit import rate_limit_hit, request_client_address
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -282,7 +282,11 @@ class _TrackingView(_SegmentView):
         source = request.auth
         assert isinstance(source, WriteKey)
         # Every call, not only the preflight: a preflight carries no key to decide with.
-        cors.origin_check(request, allowed_origins=source.allowed_origins or [])
+        origin = cors.request_origin(request) or None
+        if not selectors.write_key_origin_allowed(write_key=source, origin=origin):
+            raise PermissionDenied(
+                f"this write key may not be used from {origin}", code="origin_not_allowed"
+            )
         payload, size = request_payload(request)
         received_at = timezone.now()
         calls, errors = tracking.calls_validate(

@@ -4,7 +4,8 @@ The Fetch standard's CORS protocol (https://fetch.spec.whatwg.org/#http-cors-pro
 
 - A preflight (``OPTIONS`` with ``Access-Control-Request-Method``) carries no credentials, so
   it cannot say which write key will be used; it is answered for any origin, and the decision
-  is taken at the call itself (``origin_check``), where the key is known.
+  is taken at the call itself, where the key is known
+  (``commerce.selectors.write_key_origin_allowed``).
 - A call sent with ``credentials: "include"`` (Segment's browser library can be configured so)
   is readable only if ``Access-Control-Allow-Origin`` echoes the page's origin (``*`` is
   refused for credentialed requests) and ``Access-Control-Allow-Credentials: true`` is set;
@@ -23,8 +24,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from django.http import HttpRequest, HttpResponseBase
-
-from core.exceptions import PermissionDenied
 
 # Request headers browser clients of Patron's public APIs send: Segment's analytics-next
 # (``Authorization``, ``Content-Type``, ``X-Retry-Count``), gzip-compressing clients
@@ -56,23 +55,6 @@ def origin_allowed(origin: str, allowed_origins: Iterable[str]) -> bool:
     return any(wanted == origin_normalise(str(allowed)) for allowed in allowed_origins)
 
 
-def origin_check(request: HttpRequest, *, allowed_origins: Sequence[str]) -> None:
-    """Refuse (``PermissionDenied``, 403 ``origin_not_allowed``) a browser call from an origin
-    that a non-empty ``allowed_origins`` does not list.
-
-    An empty list allows every origin; a request without ``Origin`` (a server's HTTP client,
-    not a page) is not a browser call and is allowed. Call it on every call, not only on the
-    preflight: the preflight carries no key.
-    """
-    origin = request_origin(request)
-    if not origin or not allowed_origins:
-        return
-    if not origin_allowed(origin, allowed_origins):
-        raise PermissionDenied(
-            f"this write key may not be used from {origin}", code="origin_not_allowed"
-        )
-
-
 def is_preflight(request: HttpRequest) -> bool:
     return request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
 
@@ -88,7 +70,8 @@ def cors_headers_apply(
     """Add the CORS headers of a public browser entry to ``response`` (returned for chaining).
 
     With an ``Origin`` the origin is echoed, with credentials allowed; without one the answer
-    is ``*`` (no credentials). Per-key origin refusal is ``origin_check``'s job, at the call.
+    is ``*`` (no credentials). Per-key origin refusal is decided at the call, by
+    ``commerce.selectors.write_key_origin_allowed``.
     """
     origin = request_origin(request)
     if origin:
