@@ -22,6 +22,7 @@ from chat.models import (
     KnowledgeArticle,
     Message,
 )
+from commerce.admin import PersonalDataAdminMixin
 
 
 @admin.register(ChatSettings)
@@ -55,7 +56,9 @@ class MessageInline(admin.TabularInline[Message, Conversation]):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin[Conversation]):
+class ConversationAdmin(PersonalDataAdminMixin, admin.ModelAdmin[Conversation]):
+    # Lists every conversation's shopper: agents work in the console, which shows them only
+    # the shoppers of the conversations they handle.
     list_display = ["id", "shopper", "state", "channel", "assigned_agent", "updated_at"]
     list_filter = ["state", "channel"]
     list_select_related = ["shopper", "assigned_agent"]

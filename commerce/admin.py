@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -32,8 +33,22 @@ class ShopperAliasInline(admin.TabularInline[ShopperAlias, Shopper]):
     readonly_fields = ("anonymous_id", "created_at")
 
 
+class PersonalDataAdminMixin:
+    """For admin pages that list shoppers' names, emails and phones: the model permissions are
+    not enough without the personal-data permission (DESIGN.md, "Trust: who may do what").
+    Put it before ``admin.ModelAdmin`` in the bases."""
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        allowed: bool = super().has_view_permission(request, obj)  # type: ignore[misc]  # a mixin of ModelAdmin
+        return allowed and request.user.has_perm(PERSONAL_DATA_PERMISSION)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        allowed: bool = super().has_change_permission(request, obj)  # type: ignore[misc]  # a mixin of ModelAdmin
+        return allowed and request.user.has_perm(PERSONAL_DATA_PERMISSION)
+
+
 @admin.register(Shopper)
-class ShopperAdmin(admin.ModelAdmin[Shopper]):
+class ShopperAdmin(PersonalDataAdminMixin, admin.ModelAdmin[Shopper]):
     list_display = (
         "id",
         "email",
@@ -58,18 +73,6 @@ class ShopperAdmin(admin.ModelAdmin[Shopper]):
     inlines = [ShopperAliasInline]
     show_full_result_count = False
 
-    # Every page here lists names, emails and phones: the model permissions are not enough
-    # without the personal-data permission (DESIGN.md, "Trust: who may do what").
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return super().has_view_permission(request, obj) and request.user.has_perm(
-            PERSONAL_DATA_PERMISSION
-        )
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return super().has_change_permission(request, obj) and request.user.has_perm(
-            PERSONAL_DATA_PERMISSION
-        )
-
 
 @admin.register(Category)
 class CategoryAdmin(admin.ModelAdmin[Category]):
@@ -81,6 +84,8 @@ class CategoryAdmin(admin.ModelAdmin[Category]):
 
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin[Product]):
+    # Links typed without a scheme are https (Django 6 default; says so before it changes).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = (
         "sku",
         "title",
