@@ -3,8 +3,9 @@
 Each limit is a named *scope* with a rate (``settings.PATRON_RATE_LIMITS``, written
 ``COUNT/SECONDS`` in the environment, see ``config/settings.py``) and a key that says whose
 calls are counted (a write key and a client address, a recipient's address, ...). Calls are
-counted in fixed windows: one ``INCR`` and one ``EXPIRE NX`` in a single round trip to the Redis
-that backs the cache, so every process of every host shares the count. When a call goes over
+counted in fixed windows: a ``SET NX EX`` (the window's counter, made with its expiry once) and an
+``INCRBY`` in a single round trip to the Redis that backs the cache (commands Redis has had since
+2.6, so the embedded Redis 6.2 serves them too; ``EXPIRE NX`` needs Redis 7), so every process of every host shares the count. When a call goes over
 the limit, ``rate_limit_hit`` raises ``RateLimited`` (HTTP 429, code ``rate_limited``), whose
 ``retry_after`` is the seconds until the window ends; the API error handler sends it as
 ``Retry-After`` (RFC 9110 §10.2.3), the chat socket as ``retry_after`` in its error frame.
@@ -94,9 +95,9 @@ def rate_limit_hit(*, scope: str, key: Iterable[str], cost: int = 1) -> None:
         _key_part(part) for part in key
     )
     pipe = _redis().pipeline(transaction=False)
+    pipe.set(name, 0, ex=rate.seconds + 1, nx=True)
     pipe.incrby(name, cost)
-    pipe.expire(name, rate.seconds + 1, nx=True)
-    count, _ = pipe.execute()
+    _, count = pipe.execute()
     if int(count) > rate.count:
         retry_after = max(1, math.ceil((window + 1) * rate.seconds - now))
         raise RateLimited(

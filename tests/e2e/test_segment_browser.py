@@ -297,7 +297,14 @@ def test_segment_browser_library_events_are_stored_exactly_once(
     assert sorted(set(anonymous_ids)) == [result["anonymousId"]]
     # The forced failure happened, and the retry (with X-Retry-Count) went through CORS.
     assert [status for _, status, _ in calls].count(503) == 1, calls
-    assert any(retry is not None and status == 200 for _, status, retry in calls), calls
+    if strategy == "standard":
+        assert any(retry is not None and status == 200 for _, status, retry in calls), calls
+    else:
+        # The batching dispatcher numbers its retries only while no new event starts a fresh
+        # flush (batched-dispatcher.js resets its count then): the events of the refused batch
+        # may go out again in the next batch without the header. They must still arrive.
+        refused_at = [status for _, status, _ in calls].index(503)
+        assert any(status == 200 for _, status, _ in calls[refused_at + 1 :]), calls
     event_paths = {path for path, status, _ in calls if not path.endswith("/m")}
     if strategy == "batching":
         assert event_paths == {"/v1/b"}
