@@ -12,10 +12,6 @@ Each (row, actor) cell asserts one of two verdicts:
   (except a list filtered by the caller's own identity, which leaves A's secret out), the
   secret absent, and no row of any table added or removed (one ``count(*)`` per table).
 
-Cells that depend on work landing in parallel are marked ``xfail(strict=True)`` with the
-section they wait for: when that work lands the cell passes, the strict marker turns it into a
-failure, and the marker must be removed (see ``PENDING``).
-
 To add an endpoint: add a ``Row`` (its resolver route, method, concrete path, the actors
 allowed). Shopper identity proof is computed in one place, ``identity_proof``.
 """
@@ -66,7 +62,6 @@ EVERYONE = frozenset(ACTORS)
 AGENTS = frozenset({"agent", "superuser"})
 NOBODY: frozenset[str] = frozenset()
 
-SECTION_1 = "#8 section 1 (staff model permissions) lands with the staff-permissions helper"
 
 SECRET = "secret-of-shopper-a"
 ORIGIN = "https://shop.example.com"
@@ -200,7 +195,6 @@ class Row:
     body: Body | None = None
     secret: bool = False  # the answer must carry shopper A's secret exactly when allowed
     html: bool = False  # a page: a redirect to the login page counts as a refusal
-    pending: dict[str, str] = field(default_factory=dict)  # actor -> xfail reason
 
     @property
     def name(self) -> str:
@@ -258,9 +252,6 @@ def _query(world: World, actor: str, **extra: str) -> str:
 # Staff APIs under /api/: superusers; marketers may read the catalog; other staff nothing.
 STAFF_API = frozenset({"superuser"})
 CATALOG_READ = frozenset({"superuser", "marketer"})
-# Staff model permissions have landed (#8): no cell waits for them any more.
-PENDING_STAFF: dict[str, str] = {}
-PENDING_STAFF_AND_MARKETER: dict[str, str] = {}
 
 ROWS: list[Row] = [
     Row("healthz", "GET", fixed("/healthz"), EVERYONE),
@@ -277,14 +268,13 @@ ROWS: list[Row] = [
     # The library's own usage metrics: accepted from anyone, stored nowhere.
     *[Row(f"{p}m", "POST", fixed(f"/{p}m"), EVERYONE, body=None) for p in ("v1/", "api/v1/")],
     # The catalog and order APIs (staff, HTTP Basic or session).
-    Row("api/products/", "GET", fixed("/api/products/"), CATALOG_READ, pending=PENDING_STAFF),
+    Row("api/products/", "GET", fixed("/api/products/"), CATALOG_READ),
     Row(
         "api/products/",
         "POST",
         fixed("/api/products/"),
         STAFF_API,
         body=lambda w, a: {"sku": "NEW", "title": "New", "price": "1.00"},
-        pending=PENDING_STAFF_AND_MARKETER,
     ),
     Row(
         "api/products/import/",
@@ -292,14 +282,12 @@ ROWS: list[Row] = [
         fixed("/api/products/import/"),
         STAFF_API,
         body=lambda w, a: {"products": [{"sku": "NEW", "title": "New", "price": "1.00"}]},
-        pending=PENDING_STAFF_AND_MARKETER,
     ),
     Row(
         "api/products/<path:sku>/",
         "GET",
         fixed("/api/products/MUG/"),
         CATALOG_READ,
-        pending=PENDING_STAFF,
     ),
     Row(
         "api/products/<path:sku>/",
@@ -307,15 +295,13 @@ ROWS: list[Row] = [
         fixed("/api/products/MUG/"),
         STAFF_API,
         body=lambda w, a: {"price": "0.01"},
-        pending=PENDING_STAFF_AND_MARKETER,
     ),
-    Row("api/categories/", "GET", fixed("/api/categories/"), CATALOG_READ, pending=PENDING_STAFF),
+    Row("api/categories/", "GET", fixed("/api/categories/"), CATALOG_READ),
     Row(
         "api/orders/",
         "GET",
         fixed("/api/orders/"),
         STAFF_API,
-        pending=PENDING_STAFF_AND_MARKETER,
     ),
     Row(
         "api/orders/import/",
@@ -323,7 +309,6 @@ ROWS: list[Row] = [
         fixed("/api/orders/import/"),
         STAFF_API,
         body=lambda w, a: {"orders": []},
-        pending=PENDING_STAFF_AND_MARKETER,
     ),
     Row(
         "api/orders/<path:number>/refunds/",
@@ -331,14 +316,12 @@ ROWS: list[Row] = [
         fixed("/api/orders/A-1/refunds/"),
         STAFF_API,
         body=lambda w, a: {"number": "R-1"},
-        pending=PENDING_STAFF_AND_MARKETER,
     ),
     Row(
         "api/orders/<path:number>/",
         "GET",
         fixed("/api/orders/A-1/"),
         STAFF_API,
-        pending=PENDING_STAFF_AND_MARKETER,
     ),
     Row(
         "api/shoppers/",
@@ -346,7 +329,6 @@ ROWS: list[Row] = [
         fixed("/api/shoppers/"),
         STAFF_API,
         secret=True,
-        pending=PENDING_STAFF_AND_MARKETER,
     ),
     Row(
         "api/shoppers/<str:pk>/",
@@ -354,7 +336,6 @@ ROWS: list[Row] = [
         lambda w, a: f"/api/shoppers/{w.shopper_a.pk}/",
         STAFF_API,
         secret=True,
-        pending=PENDING_STAFF_AND_MARKETER,
     ),
     # E-mail landing pages: the signed token is the only authority; a forged one opens nothing.
     *[
@@ -582,33 +563,13 @@ def _rows() -> list[Any]:
     return [pytest.param(row, id=row.name) for row in _all_rows()]
 
 
-def _pending_cells() -> list[Any]:
-    return [
-        pytest.param(
-            row,
-            actor,
-            id=f"{row.name} as {actor}",
-            marks=pytest.mark.xfail(strict=True, reason=reason),
-        )
-        for row in _all_rows()
-        for actor, reason in row.pending.items()
-    ]
-
-
 @pytest.mark.django_db
 @pytest.mark.parametrize("row", _rows())
 def test_http(world: World, row: Row) -> None:
-    """Every actor whose cell is not pending, against one world (calls that are refused
-    change nothing, so one world serves them all; allowed calls run after the refusals)."""
-    actors = [a for a in ACTORS if a not in row.pending]
-    for actor in sorted(actors, key=lambda a: a in row.allowed):
+    """Every actor, against one world (calls that are refused change nothing, so one world
+    serves them all; allowed calls run after the refusals)."""
+    for actor in sorted(ACTORS, key=lambda a: a in row.allowed):
         _check(world, row, actor)
-
-
-@pytest.mark.django_db
-@pytest.mark.parametrize(("row", "actor"), _pending_cells())
-def test_http_pending(world: World, row: Row, actor: str) -> None:
-    _check(world, row, actor)
 
 
 # --- The sockets --------------------------------------------------------------------------
