@@ -25,6 +25,7 @@ from engagement.models import (
     Topic,
     Unsubscribe,
 )
+from engagement.services import delivery
 from tests.engagement.conftest import html_of, make_campaign, make_shopper
 
 pytestmark = pytest.mark.django_db
@@ -297,7 +298,7 @@ class _FailingBackend(ChannelBackend):
 def test_delivery_errors(monkeypatch, error, state, confirmed):
     shopper = make_shopper()
     _, message = _fire(shopper)
-    monkeypatch.setattr(services, "backend_for", lambda channel: _FailingBackend(error))
+    monkeypatch.setattr(delivery, "backend_for", lambda channel: _FailingBackend(error))
     before = timezone.now()
 
     services.outbox_deliver_batch()
@@ -400,13 +401,13 @@ def test_a_claim_taken_back_is_not_handed_over(monkeypatch):
     shopper = make_shopper()
     _, _message = _fire(shopper)
 
-    original = services._render
+    original = delivery._render
 
     def render_then_lose_claim(msg):
         Message.objects.filter(pk=msg.pk).update(state="scheduled", claimed_by="")
         return original(msg)
 
-    monkeypatch.setattr(services, "_render", render_then_lose_claim)
+    monkeypatch.setattr(delivery, "_render", render_then_lose_claim)
     totals = services.outbox_deliver_batch()
 
     assert totals.get("lost") == 1
