@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -94,15 +95,28 @@ def _set_outcome(message: Message, *, state: str, reason: str, **fields: Any) ->
     Message.objects.filter(pk=message.pk).update(state=state, reason=reason[:200], **fields)
 
 
-@transaction.atomic
-def outbox_claim(*, worker: str, limit: int) -> list[_Approved]:
-    """Claim up to ``limit`` due messages and run the send-time checks on them.
+@dataclass
+class _Batch:
+    """What the send-time checks read, loaded once for the whole claimed batch."""
 
-    Returns the messages approved for delivery (left in ``sending``, claimed by ``worker``);
-    the others are skipped, cancelled or postponed in this same transaction. The per-shopper
-    channel locks make the frequency cap exact under concurrent workers.
+    now: dt.datetime
+    unsubscribed: set[tuple[int, str]]
+    preferences: dict[int, Preference]
+    suppressed: dict[tuple[str, str], str]
+    push: dict[int, list[PushSubscription]]
+    # Per (shopper, channel): when recent marketing went out (or was handed over) there; the
+    # batch's own approvals are added as they are made.
+    recent: dict[tuple[int, str], list[dt.datetime]]
+
+
+def _claim_due(*, worker: str, limit: int, now: dt.datetime) -> list[Message]:
+    """Claim up to ``limit`` due messages for ``worker`` (``FOR UPDATE SKIP LOCKED``).
+
+    Rule: a message of a paused or draft campaign is not claimed at all; it stays scheduled
+    (postponed until the campaign runs again). Returns the claimed messages in due order with
+    their run, shopper, campaign (and topic) and step (and webhook endpoint) loaded, each
+    campaign and step once per batch.
     """
-    now = timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(_CLAIM_SQL, [worker, now, now, limit])
         ids = [row[0] for row in cursor.fetchall()]
@@ -119,8 +133,16 @@ def outbox_claim(*, worker: str, limit: int) -> list[_Approved]:
     for message in messages:
         message.campaign = campaigns[message.campaign_id]
         message.step = steps[message.step_id]
-    _lock_shopper_channels(messages)
+    return messages
 
+
+def _batch_load(messages: Sequence[Message], *, now: dt.datetime) -> _Batch:
+    """Load what the checks need for the whole batch: a fixed number of queries, not per row.
+
+    Call after ``_lock_shopper_channels``, so the frequency-cap history read here cannot change
+    under the checks.
+    """
+    ids = [m.pk for m in messages]
     shopper_ids = {m.shopper_id for m in messages}
     unsubscribed = set(
         Unsubscribe.objects.filter(shopper_id__in=shopper_ids).values_list("shopper_id", "channel")
@@ -171,112 +193,256 @@ def outbox_claim(*, worker: str, limit: int) -> list[_Approved]:
             when = sent_at or claimed_at
             if when is not None:
                 recent[(shopper_id, channel)].append(when)
+    return _Batch(
+        now=now,
+        unsubscribed=unsubscribed,
+        preferences=preferences,
+        suppressed=suppressed,
+        push=push,
+        recent=recent,
+    )
 
+
+# --- The send-time checks ----------------------------------------------------------------
+#
+# One rule each, run in the order of ``_SEND_TIME_CHECKS``. A check returns True when it
+# settled the message (wrote its outcome: cancelled, skipped or postponed), and the later
+# checks do not see it; False lets the message go on towards sending. None of them queries per
+# message except to write an outcome (and the end condition's own trigger rule).
+
+
+def _check_run_stopped(message: Message, recipient: str, batch: _Batch) -> bool:
+    """The run was stopped (its sequence ended): cancel, "sequence ended: <reason>"."""
+    run = message.run
+    if run.state == Run.State.STOPPED:
+        _set_outcome(
+            message,
+            state=Message.State.CANCELLED,
+            reason=f"sequence ended: {run.stop_reason}",
+        )
+        return True
+    return False
+
+
+def _check_campaign_archived(message: Message, recipient: str, batch: _Batch) -> bool:
+    """The campaign is archived: cancel, "campaign archived"."""
+    if message.campaign.status == Campaign.Status.ARCHIVED:
+        _set_outcome(message, state=Message.State.CANCELLED, reason="campaign archived")
+        return True
+    return False
+
+
+def _check_end_condition(message: Message, recipient: str, batch: _Batch) -> bool:
+    """The trigger's end condition holds for the shopper now: stop the run and cancel,
+    "sequence ended: end condition of <trigger>"."""
+    campaign, run, shopper = message.campaign, message.run, message.shopper
+    trigger = registry.trigger_get(campaign.trigger)
+    ended = (
+        trigger is not None
+        and trigger.ends_when is not None
+        and trigger.ends_when(shopper, _occurrence(run))
+    )
+    if ended and trigger is not None:
+        run_stop(run=run, reason=f"end condition of {trigger.label}")
+        _set_outcome(
+            message,
+            state=Message.State.CANCELLED,
+            reason=f"sequence ended: end condition of {trigger.label}",
+        )
+        return True
+    return False
+
+
+def _check_address_present(message: Message, recipient: str, batch: _Batch) -> bool:
+    """No address on the channel (none, or not a valid mailbox; no push subscription; no
+    webhook endpoint): skip, "no <channel> address"."""
+    if not recipient:
+        _set_outcome(message, state=Message.State.SKIPPED, reason=f"no {message.channel} address")
+        return True
+    return False
+
+
+def _check_suppression(message: Message, recipient: str, batch: _Batch) -> bool:
+    """An address that bounced or complained is never sent to, whatever the message
+    (transactional too): skip, "suppressed (<reason>)". Subscribable channels only."""
+    channel = message.channel
+    if channel in SUBSCRIBABLE_CHANNELS and (channel, recipient) in batch.suppressed:
+        _set_outcome(
+            message,
+            state=Message.State.SKIPPED,
+            reason=f"suppressed ({batch.suppressed[(channel, recipient)]})",
+        )
+        return True
+    return False
+
+
+def _marketing_choices_apply(message: Message) -> bool:
+    """The shopper's marketing choices (consent, unsubscribe, pause, topics) concern
+    subscribable channels, and do not stop a transactional message: a receipt or a reply they
+    asked for."""
+    return message.channel in SUBSCRIBABLE_CHANNELS and not message.campaign.transactional
+
+
+def _check_unsubscribe(message: Message, recipient: str, batch: _Batch) -> bool:
+    """The shopper unsubscribed from the channel: skip, "unsubscribed" (marketing only)."""
+    if (
+        _marketing_choices_apply(message)
+        and (message.shopper.pk, message.channel) in batch.unsubscribed
+    ):
+        _set_outcome(message, state=Message.State.SKIPPED, reason="unsubscribed")
+        return True
+    return False
+
+
+def _check_consent(message: Message, recipient: str, batch: _Batch) -> bool:
+    """The campaign requires consent and the shopper has not given it on the channel: skip,
+    "no consent" (marketing only)."""
+    if (
+        _marketing_choices_apply(message)
+        and message.campaign.requires_consent
+        and not getattr(message.shopper, _CONSENT_FIELD[message.channel])
+    ):
+        _set_outcome(message, state=Message.State.SKIPPED, reason="no consent")
+        return True
+    return False
+
+
+def _check_paused(message: Message, recipient: str, batch: _Batch) -> bool:
+    """The shopper paused messages until later than now: skip, "paused by shopper" (marketing
+    only)."""
+    if not _marketing_choices_apply(message):
+        return False
+    preference = batch.preferences.get(message.shopper.pk)
+    if preference is not None and preference.paused_until and preference.paused_until > batch.now:
+        _set_outcome(message, state=Message.State.SKIPPED, reason="paused by shopper")
+        return True
+    return False
+
+
+def _check_topic(message: Message, recipient: str, batch: _Batch) -> bool:
+    """The shopper opted out of the campaign's topic: skip, "opted out of <topic>" (marketing
+    only)."""
+    if not _marketing_choices_apply(message):
+        return False
+    campaign = message.campaign
+    preference = batch.preferences.get(message.shopper.pk)
+    if (
+        preference is not None
+        and campaign.topic_id is not None
+        and any(t.pk == campaign.topic_id for t in preference.topics_opted_out.all())
+    ):
+        _set_outcome(
+            message,
+            state=Message.State.SKIPPED,
+            reason=f"opted out of {campaign.topic}",
+        )
+        return True
+    return False
+
+
+def _check_webhook_endpoint(message: Message, recipient: str, batch: _Batch) -> bool:
+    """A webhook step whose endpoint is gone or inactive: skip, "endpoint inactive"."""
+    if message.channel == Channel.WEBHOOK:
+        endpoint = message.step.webhook_endpoint
+        if endpoint is None or not endpoint.active:
+            _set_outcome(message, state=Message.State.SKIPPED, reason="endpoint inactive")
+            return True
+    return False
+
+
+def _check_quiet_hours(message: Message, recipient: str, batch: _Batch) -> bool:
+    """Now is inside the campaign's quiet hours in the shopper's time zone (email, SMS, push):
+    postpone to the end of the quiet hours, back to scheduled with the attempt given back,
+    "quiet hours: postponed to <time>"."""
+    if message.channel not in _INTRUSIVE:
+        return False
+    campaign = message.campaign
+    release = quiet_hours_release(
+        when=batch.now,
+        zone=shopper_zone(message.shopper),
+        start=campaign.quiet_hours_start,
+        end=campaign.quiet_hours_end,
+    )
+    if release is not None:
+        Message.objects.filter(pk=message.pk).update(
+            state=Message.State.SCHEDULED,
+            due_at=release,
+            postponed=F("postponed") + 1,
+            attempts=F("attempts") - 1,
+            claimed_by="",
+            claimed_at=None,
+            reason=f"quiet hours: postponed to {release.isoformat()}",
+        )
+        return True
+    return False
+
+
+def _check_frequency_cap(message: Message, recipient: str, batch: _Batch) -> bool:
+    """The shopper already had the campaign's cap of marketing on the channel (email, SMS,
+    push) within its window, this batch's approvals included: skip, "frequency cap"."""
+    campaign, channel = message.campaign, message.channel
+    if channel in _INTRUSIVE and campaign.frequency_cap is not None and not campaign.transactional:
+        window_start = batch.now - dt.timedelta(hours=campaign.frequency_cap_hours)
+        sent_recently = [
+            t for t in batch.recent[(message.shopper.pk, channel)] if t >= window_start
+        ]
+        if len(sent_recently) >= campaign.frequency_cap:
+            _set_outcome(message, state=Message.State.SKIPPED, reason="frequency cap")
+            return True
+    return False
+
+
+_SEND_TIME_CHECKS: tuple[Callable[[Message, str, _Batch], bool], ...] = (
+    _check_run_stopped,
+    _check_campaign_archived,
+    _check_end_condition,
+    _check_address_present,
+    _check_suppression,
+    _check_unsubscribe,
+    _check_consent,
+    _check_paused,
+    _check_topic,
+    _check_webhook_endpoint,
+    _check_quiet_hours,
+    _check_frequency_cap,
+)
+
+
+def _approve(message: Message, recipient: str, batch: _Batch) -> _Approved:
+    """Every check passed: send. Marketing on email, SMS or push counts towards the frequency
+    cap of the batch's later messages to the same shopper and channel."""
+    if message.channel in _INTRUSIVE and not message.campaign.transactional:
+        batch.recent[(message.shopper.pk, message.channel)].append(batch.now)
+    return _Approved(
+        message=message,
+        recipient=recipient,
+        push_subscriptions=tuple(
+            {"endpoint": s.endpoint, "p256dh": s.p256dh, "auth": s.auth}
+            for s in batch.push.get(message.shopper.pk, [])
+        ),
+    )
+
+
+@transaction.atomic
+def outbox_claim(*, worker: str, limit: int) -> list[_Approved]:
+    """Claim up to ``limit`` due messages and run the send-time checks on them.
+
+    Returns the messages approved for delivery (left in ``sending``, claimed by ``worker``);
+    the others are skipped, cancelled or postponed in this same transaction. The per-shopper
+    channel locks make the frequency cap exact under concurrent workers. The checks, in order,
+    are ``_SEND_TIME_CHECKS`` (each function's docstring gives its rule and outcome); the
+    first that settles a message ends its checks. Approved broadcast offers get their coupon.
+    """
+    now = timezone.now()
+    messages = _claim_due(worker=worker, limit=limit, now=now)
+    if not messages:
+        return []
+    _lock_shopper_channels(messages)
+    batch = _batch_load(messages, now=now)
     approved: list[_Approved] = []
     for message in messages:
-        campaign, run, shopper = message.campaign, message.run, message.shopper
-        channel = message.channel
-        if run.state == Run.State.STOPPED:
-            _set_outcome(
-                message,
-                state=Message.State.CANCELLED,
-                reason=f"sequence ended: {run.stop_reason}",
-            )
-            continue
-        if campaign.status == Campaign.Status.ARCHIVED:
-            _set_outcome(message, state=Message.State.CANCELLED, reason="campaign archived")
-            continue
-        trigger = registry.trigger_get(campaign.trigger)
-        ended = (
-            trigger is not None
-            and trigger.ends_when is not None
-            and trigger.ends_when(shopper, _occurrence(run))
-        )
-        if ended and trigger is not None:
-            run_stop(run=run, reason=f"end condition of {trigger.label}")
-            _set_outcome(
-                message,
-                state=Message.State.CANCELLED,
-                reason=f"sequence ended: end condition of {trigger.label}",
-            )
-            continue
-        recipient = _recipient(message, push)
-        if not recipient:
-            _set_outcome(message, state=Message.State.SKIPPED, reason=f"no {channel} address")
-            continue
-        if channel in SUBSCRIBABLE_CHANNELS:
-            # An address that bounced or complained is never sent to, whatever the message.
-            if (channel, recipient) in suppressed:
-                _set_outcome(
-                    message,
-                    state=Message.State.SKIPPED,
-                    reason=f"suppressed ({suppressed[(channel, recipient)]})",
-                )
-                continue
-            # The shopper's marketing choices (consent, unsubscribe, pause, topics) do not
-            # stop a transactional message: a receipt or a reply they asked for.
-            if campaign.transactional:
-                pass
-            elif (shopper.pk, channel) in unsubscribed:
-                _set_outcome(message, state=Message.State.SKIPPED, reason="unsubscribed")
-                continue
-            elif campaign.requires_consent and not getattr(shopper, _CONSENT_FIELD[channel]):
-                _set_outcome(message, state=Message.State.SKIPPED, reason="no consent")
-                continue
-            preference = None if campaign.transactional else preferences.get(shopper.pk)
-            if preference is not None:
-                if preference.paused_until and preference.paused_until > now:
-                    _set_outcome(message, state=Message.State.SKIPPED, reason="paused by shopper")
-                    continue
-                if campaign.topic_id is not None and any(
-                    t.pk == campaign.topic_id for t in preference.topics_opted_out.all()
-                ):
-                    _set_outcome(
-                        message,
-                        state=Message.State.SKIPPED,
-                        reason=f"opted out of {campaign.topic}",
-                    )
-                    continue
-        if channel == Channel.WEBHOOK:
-            endpoint = message.step.webhook_endpoint
-            if endpoint is None or not endpoint.active:
-                _set_outcome(message, state=Message.State.SKIPPED, reason="endpoint inactive")
-                continue
-        if channel in _INTRUSIVE:
-            release = quiet_hours_release(
-                when=now,
-                zone=shopper_zone(shopper),
-                start=campaign.quiet_hours_start,
-                end=campaign.quiet_hours_end,
-            )
-            if release is not None:
-                Message.objects.filter(pk=message.pk).update(
-                    state=Message.State.SCHEDULED,
-                    due_at=release,
-                    postponed=F("postponed") + 1,
-                    attempts=F("attempts") - 1,
-                    claimed_by="",
-                    claimed_at=None,
-                    reason=f"quiet hours: postponed to {release.isoformat()}",
-                )
-                continue
-            if campaign.frequency_cap is not None and not campaign.transactional:
-                window_start = now - dt.timedelta(hours=campaign.frequency_cap_hours)
-                sent_recently = [t for t in recent[(shopper.pk, channel)] if t >= window_start]
-                if len(sent_recently) >= campaign.frequency_cap:
-                    _set_outcome(message, state=Message.State.SKIPPED, reason="frequency cap")
-                    continue
-            if not campaign.transactional:
-                recent[(shopper.pk, channel)].append(now)
-        approved.append(
-            _Approved(
-                message=message,
-                recipient=recipient,
-                push_subscriptions=tuple(
-                    {"endpoint": s.endpoint, "p256dh": s.p256dh, "auth": s.auth}
-                    for s in push.get(shopper.pk, [])
-                ),
-            )
-        )
+        recipient = _recipient(message, batch.push)
+        if not any(check(message, recipient, batch) for check in _SEND_TIME_CHECKS):
+            approved.append(_approve(message, recipient, batch))
     _offer_coupons_issue(approved, now)
     return approved
