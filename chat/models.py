@@ -1,7 +1,7 @@
 """Live chat: conversations, their messages, agents' presence, the bot's configuration and the
 knowledge base.
 
-State changes live in ``chat/services.py``; these classes hold fields, constraints and small
+State changes live in ``chat/services/``; these classes hold fields, constraints and small
 pure methods only.
 """
 

@@ -2,7 +2,7 @@
 
 Shoppers, the catalog, orders with their lines and refunds, coupons, and the tracked events
 that the Segment-compatible API stores. Business operations on them live in
-``commerce/services.py``; reads in ``commerce/selectors.py``.
+``commerce/services/``; reads in ``commerce/selectors.py``.
 """
 
 from __future__ import annotations

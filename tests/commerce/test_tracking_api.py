@@ -734,13 +734,13 @@ def test_a_batch_costs_the_same_number_of_queries_whatever_its_size(
 
 def test_an_alias_created_concurrently_wins_and_leaves_no_orphan_shopper():
     # Given another request created the alias for "a-1" between our lookup and our insert,
-    from commerce import tracking
+    from commerce.tracking import identity
 
     winner = Shopper.objects.create()
     ShopperAlias.objects.create(anonymous_id="a-1", shopper=winner)
 
     # when this request creates the aliases it believed were new,
-    owners = tracking._aliases_create({"a-1": None, "a-2": None})
+    owners = identity._aliases_create({"a-1": None, "a-2": None})
 
     # then the existing owner wins, the new visitor gets a shopper, and nothing is left over.
     assert owners["a-1"] == winner.pk

@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.core import mail
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from commerce.models import Order
@@ -25,6 +26,7 @@ from engagement.models import (
     Topic,
     Unsubscribe,
 )
+from engagement.services import delivery
 from tests.engagement.conftest import html_of, make_campaign, make_shopper
 
 pytestmark = pytest.mark.django_db
@@ -297,7 +299,7 @@ class _FailingBackend(ChannelBackend):
 def test_delivery_errors(monkeypatch, error, state, confirmed):
     shopper = make_shopper()
     _, message = _fire(shopper)
-    monkeypatch.setattr(services, "backend_for", lambda channel: _FailingBackend(error))
+    monkeypatch.setattr(delivery, "backend_for", lambda channel: _FailingBackend(error))
     before = timezone.now()
 
     services.outbox_deliver_batch()
@@ -400,13 +402,13 @@ def test_a_claim_taken_back_is_not_handed_over(monkeypatch):
     shopper = make_shopper()
     _, _message = _fire(shopper)
 
-    original = services._render
+    original = delivery._render
 
     def render_then_lose_claim(msg):
         Message.objects.filter(pk=msg.pk).update(state="scheduled", claimed_by="")
         return original(msg)
 
-    monkeypatch.setattr(services, "_render", render_then_lose_claim)
+    monkeypatch.setattr(delivery, "_render", render_then_lose_claim)
     totals = services.outbox_deliver_batch()
 
     assert totals.get("lost") == 1
@@ -444,3 +446,30 @@ def test_one_delivery_kick_per_transaction(django_capture_on_commit_callbacks, s
 
     assert len(callbacks) == 1
     assert callbacks[0].count == 5
+
+
+def _claim_with_queries(ok_shoppers: int) -> tuple[list, list[str], dict[str, str]]:
+    """One unsubscribed, one paused and ``ok_shoppers`` sendable shoppers, claimed in one batch."""
+    make_campaign(frequency_cap=3, frequency_cap_hours=24)
+    unsubscribed, paused = make_shopper(), make_shopper()
+    Unsubscribe.objects.create(shopper=unsubscribed, channel="email")
+    Preference.objects.create(shopper=paused, paused_until=timezone.now() + dt.timedelta(days=1))
+    for shopper in [unsubscribed, paused, *(make_shopper() for _ in range(ok_shoppers))]:
+        services.trigger_fire(trigger="welcome", shopper=shopper, occurrence_key="welcome")
+    with CaptureQueriesContext(connection) as queries:
+        approved = services.outbox_claim(worker="w", limit=100)
+    reasons = {m.shopper.email: m.reason for m in Message.objects.select_related("shopper").all()}
+    return approved, [q["sql"] for q in queries.captured_queries], reasons
+
+
+@pytest.mark.parametrize("ok_shoppers", [2, 8])
+def test_the_send_time_checks_query_per_batch_not_per_message(ok_shoppers):
+    approved, queries, reasons = _claim_with_queries(ok_shoppers)
+
+    assert len(approved) == ok_shoppers
+    assert {a.message.state for a in approved} == {Message.State.SENDING}
+    assert sorted(r for r in reasons.values() if r) == ["paused by shopper", "unsubscribed"]
+    # Claim, load, campaigns, steps, lock, unsubscribes, preferences (+ topics), suppressions,
+    # frequency history, one outcome write per settled message, and the atomic savepoint: the
+    # same number whatever the batch's size.
+    assert len(queries) == 14

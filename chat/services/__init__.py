@@ -1,0 +1,153 @@
+"""Every state change of live chat: conversations, messages, hand-off, routing, CSAT.
+
+The conversation state machine (docs/chat-protocol.md, "Conversation states"):
+
+    bot ──hand off──► queued ──assign/route──► assigned ──transfer──► assigned
+    bot | queued | assigned ──resolve──► resolved ──shopper writes──► bot | queued (settings)
+
+Each public function is keyword-only and atomic, and sends its real-time events through
+``core.transactions.group_send_on_commit`` so that no client hears of a change that was rolled
+back. Lock order, everywhere: ``AgentStatus`` rows by pk, then the ``Conversation`` row.
+
+The package, by sub-domain (this module re-exports every public name, so callers keep
+``from chat import services; services.message_post(...)``):
+
+- ``identity``: chat settings, business hours, shopper tokens, identified customers, origins;
+- ``messages``: cleaning, storing (one or a batch), rejection rules, real-time follow-ups;
+- ``conversations``: the state machine: start, shopper posts, the bot, hand-off, resolve,
+  reopen, CSAT, page views;
+- ``routing``: picking an agent, the queue, assign and transfer;
+- ``agents``: presence (connect, disconnect, heartbeat, status) and an agent's posts;
+- ``transcripts``: transcripts on request, offline and follow-up emails;
+- ``_common``: Channels groups, real-time events, the conversation lock, online agents.
+"""
+
+from chat.services._common import (
+    AGENT_SEEN_WINDOW,
+    CLIENT_ID_RE,
+    CONSOLE_GROUP,
+    MAX_BODY,
+    Author,
+    State,
+    agent_group,
+    conversation_group,
+    staff_group,
+)
+from chat.services.agents import (
+    agent_connect,
+    agent_disconnect,
+    agent_heartbeat,
+    agent_message_post,
+    agent_presence_set,
+)
+from chat.services.conversations import (
+    HandOff,
+    ShopperPost,
+    bot_respond,
+    conversation_hand_off,
+    conversation_page_view,
+    conversation_reopen,
+    conversation_resolve,
+    conversation_start,
+    csat_record,
+    offline_message_leave,
+    shopper_hand_off_request,
+    shopper_message_post,
+)
+from chat.services.identity import (
+    SETTINGS_TTL,
+    TOKEN_MAX_AGE,
+    TOKEN_SALT,
+    ChatIdentity,
+    business_hours_open,
+    chat_identify,
+    chat_origin_allowed,
+    chat_settings_get,
+    chat_settings_invalidate,
+    conversation_for_shopper,
+    customer_hash,
+    shopper_token_issue,
+    shopper_token_verify,
+)
+from chat.services.messages import (
+    PostedMessage,
+    PostRequest,
+    StoredRow,
+    clean_body,
+    clean_client_id,
+    message_dict,
+    message_event,
+    message_post,
+    message_posted,
+    messages_store,
+    post_rejected,
+    post_request,
+)
+from chat.services.routing import (
+    conversation_assign,
+    conversation_route,
+    conversation_transfer,
+    queue_drain,
+)
+from chat.services.transcripts import follow_up_email_fire, offline_emails_fire, transcript_send
+
+__all__ = [
+    "AGENT_SEEN_WINDOW",
+    "CLIENT_ID_RE",
+    "CONSOLE_GROUP",
+    "MAX_BODY",
+    "SETTINGS_TTL",
+    "TOKEN_MAX_AGE",
+    "TOKEN_SALT",
+    "Author",
+    "ChatIdentity",
+    "HandOff",
+    "PostRequest",
+    "PostedMessage",
+    "ShopperPost",
+    "State",
+    "StoredRow",
+    "agent_connect",
+    "agent_disconnect",
+    "agent_group",
+    "agent_heartbeat",
+    "agent_message_post",
+    "agent_presence_set",
+    "bot_respond",
+    "business_hours_open",
+    "chat_identify",
+    "chat_origin_allowed",
+    "chat_settings_get",
+    "chat_settings_invalidate",
+    "clean_body",
+    "clean_client_id",
+    "conversation_assign",
+    "conversation_for_shopper",
+    "conversation_group",
+    "conversation_hand_off",
+    "conversation_page_view",
+    "conversation_reopen",
+    "conversation_resolve",
+    "conversation_route",
+    "conversation_start",
+    "conversation_transfer",
+    "csat_record",
+    "customer_hash",
+    "follow_up_email_fire",
+    "message_dict",
+    "message_event",
+    "message_post",
+    "message_posted",
+    "messages_store",
+    "offline_emails_fire",
+    "offline_message_leave",
+    "post_rejected",
+    "post_request",
+    "queue_drain",
+    "shopper_hand_off_request",
+    "shopper_message_post",
+    "shopper_token_issue",
+    "shopper_token_verify",
+    "staff_group",
+    "transcript_send",
+]

@@ -1,0 +1,106 @@
+"""Agents and presence: connect, disconnect, heartbeat, status, and an agent's posts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+from django.db.models.functions import Greatest
+from django.utils import timezone
+
+from chat import selectors
+from chat.models import AgentStatus, Conversation
+from chat.services._common import CONSOLE_GROUP, Author, State, _emit
+from chat.services.messages import PostedMessage, message_post
+from chat.services.routing import _check_agent, conversation_assign, queue_drain
+from core.exceptions import Conflict, NotFound, ValidationError
+
+# --- Agents ---------------------------------------------------------------------------------
+
+
+def _emit_presence(user: Any) -> None:
+    status = AgentStatus.objects.get(user=user)
+    load = selectors.agent_loads().get(user.pk, 0)
+    _emit(
+        CONSOLE_GROUP,
+        {
+            "type": "presence",
+            "agent": {"id": user.pk, "name": selectors.agent_name(user)},
+            "status": status.status,
+            "load": load,
+            "capacity": status.capacity,
+        },
+    )
+
+
+def agent_connect(*, user: Any) -> AgentStatus:
+    """A console socket opened: the agent is online; queued conversations may now route."""
+    _check_agent(user)
+    now = timezone.now()
+    with transaction.atomic():
+        status, _ = AgentStatus.objects.get_or_create(user=user)
+        AgentStatus.objects.filter(pk=status.pk).update(
+            connections=F("connections") + 1, status=AgentStatus.Status.ONLINE, last_seen_at=now
+        )
+        _emit_presence(user)
+    queue_drain()
+    status.refresh_from_db()
+    return status
+
+
+def agent_disconnect(*, user: Any) -> None:
+    with transaction.atomic():
+        status = AgentStatus.objects.select_for_update().filter(user=user).first()
+        if status is None:
+            return
+        connections = max(status.connections - 1, 0)
+        AgentStatus.objects.filter(pk=status.pk).update(
+            connections=Greatest(F("connections") - 1, 0),
+            status=AgentStatus.Status.OFFLINE if connections == 0 else status.status,
+        )
+        _emit_presence(user)
+
+
+def agent_heartbeat(*, user: Any) -> None:
+    AgentStatus.objects.filter(user=user).update(last_seen_at=timezone.now())
+
+
+def agent_presence_set(*, user: Any, status: str) -> AgentStatus:
+    if status not in (AgentStatus.Status.ONLINE, AgentStatus.Status.AWAY):
+        raise ValidationError("status must be online or away")
+    _check_agent(user)
+    with transaction.atomic():
+        row, _ = AgentStatus.objects.get_or_create(user=user)
+        AgentStatus.objects.filter(pk=row.pk).update(status=status, last_seen_at=timezone.now())
+        _emit_presence(user)
+    if status == AgentStatus.Status.ONLINE:
+        queue_drain()
+    row.refresh_from_db()
+    return row
+
+
+def agent_message_post(
+    *, agent: Any, conversation_id: int, body: str, client_id: str | None, internal: bool = False
+) -> PostedMessage:
+    """An agent writes. A public reply in a conversation nobody holds assigns it to the writer
+    first, so the bot can never answer over a person."""
+    _check_agent(agent)
+    if not internal:
+        state, holder = Conversation.objects.filter(pk=conversation_id).values_list(
+            "state", "assigned_agent_id"
+        ).first() or (None, None)
+        if state is None:
+            raise NotFound("No such conversation.")
+        if state == State.RESOLVED:
+            raise Conflict("This conversation is resolved.", code="conflict")
+        if state in (State.BOT, State.QUEUED) or holder is None:
+            conversation_assign(conversation_id=conversation_id, agent=agent, by=agent)
+    return message_post(
+        conversation_id=conversation_id,
+        author_kind=Author.AGENT,
+        body=body,
+        agent=agent,
+        client_id=client_id,
+        internal=internal,
+    )

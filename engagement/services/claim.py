@@ -1,0 +1,448 @@
+"""The outbox's claim: due messages taken in batches and put through the send-time checks."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import validate_email
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from engagement import registry
+from engagement.models import (
+    SUBSCRIBABLE_CHANNELS,
+    Campaign,
+    CampaignStep,
+    Channel,
+    Message,
+    Preference,
+    PushSubscription,
+    Run,
+    Suppression,
+    Unsubscribe,
+)
+from engagement.services._common import (
+    _CONSENT_FIELD,
+    _INTRUSIVE,
+    _Approved,
+    quiet_hours_release,
+    shopper_zone,
+)
+from engagement.services.enrolment import _occurrence, run_stop
+from engagement.services.offers import _offer_coupons_issue
+
+_LOCK_CLASS = {channel: 0x454E0 + index for index, channel in enumerate(Channel.values)}
+
+
+# --- The outbox: claiming and send-time checks -------------------------------------------
+
+
+_CLAIM_SQL = """
+UPDATE engagement_message SET state = 'sending', claimed_by = %s, claimed_at = %s,
+       attempts = attempts + 1, handed_at = NULL
+WHERE id IN (
+    SELECT m.id FROM engagement_message m
+    WHERE m.state = 'scheduled' AND m.due_at <= %s
+      AND NOT EXISTS (
+          SELECT 1 FROM engagement_campaign c
+          WHERE c.id = m.campaign_id AND c.status IN ('paused', 'draft'))
+    ORDER BY m.due_at, m.id
+    LIMIT %s
+    FOR UPDATE OF m SKIP LOCKED)
+RETURNING id
+"""
+
+
+def _lock_shopper_channels(messages: Sequence[Message]) -> None:
+    """Serialise send-time checks per (shopper, channel), in a fixed order (no deadlocks)."""
+    keys = sorted({(_LOCK_CLASS[m.channel], m.shopper_id % 2_147_483_647) for m in messages})
+    if not keys:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_advisory_xact_lock(a, b)) FROM unnest(%s::int[], %s::int[]) AS t(a, b)",
+            [[k[0] for k in keys], [k[1] for k in keys]],
+        )
+
+
+def _recipient(message: Message, push: Mapping[int, list[PushSubscription]]) -> str:
+    shopper = message.shopper
+    if message.channel == Channel.EMAIL:
+        address = (message.run.email_to or shopper.email).strip().lower()
+        try:
+            validate_email(address)
+        except DjangoValidationError:
+            return ""  # none, or one that could not be a mailbox (or smuggle headers)
+        return address
+    if message.channel == Channel.SMS:
+        return shopper.phone.strip()
+    if message.channel == Channel.PUSH:
+        subs = push.get(shopper.pk, [])
+        return subs[0].endpoint if subs else ""
+    if message.channel == Channel.WEBHOOK:
+        endpoint = message.step.webhook_endpoint
+        return endpoint.url if endpoint is not None else ""
+    return f"shopper:{shopper.pk}"
+
+
+def _set_outcome(message: Message, *, state: str, reason: str, **fields: Any) -> None:
+    Message.objects.filter(pk=message.pk).update(state=state, reason=reason[:200], **fields)
+
+
+@dataclass
+class _Batch:
+    """What the send-time checks read, loaded once for the whole claimed batch."""
+
+    now: dt.datetime
+    unsubscribed: set[tuple[int, str]]
+    preferences: dict[int, Preference]
+    suppressed: dict[tuple[str, str], str]
+    push: dict[int, list[PushSubscription]]
+    # Per (shopper, channel): when recent marketing went out (or was handed over) there; the
+    # batch's own approvals are added as they are made.
+    recent: dict[tuple[int, str], list[dt.datetime]]
+
+
+def _claim_due(*, worker: str, limit: int, now: dt.datetime) -> list[Message]:
+    """Claim up to ``limit`` due messages for ``worker`` (``FOR UPDATE SKIP LOCKED``).
+
+    Rule: a message of a paused or draft campaign is not claimed at all; it stays scheduled
+    (postponed until the campaign runs again). Returns the claimed messages in due order with
+    their run, shopper, campaign (and topic) and step (and webhook endpoint) loaded, each
+    campaign and step once per batch.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_SQL, [worker, now, now, limit])
+        ids = [row[0] for row in cursor.fetchall()]
+    if not ids:
+        return []
+    messages = list(
+        Message.objects.filter(pk__in=ids).select_related("run", "shopper").order_by("due_at", "pk")
+    )
+    # A batch spans few campaigns and steps: load each once rather than once per row.
+    campaigns = Campaign.objects.select_related("topic").in_bulk({m.campaign_id for m in messages})
+    steps = CampaignStep.objects.select_related("webhook_endpoint").in_bulk(
+        {m.step_id for m in messages}
+    )
+    for message in messages:
+        message.campaign = campaigns[message.campaign_id]
+        message.step = steps[message.step_id]
+    return messages
+
+
+def _batch_load(messages: Sequence[Message], *, now: dt.datetime) -> _Batch:
+    """Load what the checks need for the whole batch: a fixed number of queries, not per row.
+
+    Call after ``_lock_shopper_channels``, so the frequency-cap history read here cannot change
+    under the checks.
+    """
+    ids = [m.pk for m in messages]
+    shopper_ids = {m.shopper_id for m in messages}
+    unsubscribed = set(
+        Unsubscribe.objects.filter(shopper_id__in=shopper_ids).values_list("shopper_id", "channel")
+    )
+    preferences = {
+        p.shopper_id: p
+        for p in Preference.objects.filter(shopper_id__in=shopper_ids).prefetch_related(
+            "topics_opted_out"
+        )
+    }
+    addresses = {(m.channel, _recipient(m, {})) for m in messages if m.channel in _INTRUSIVE}
+    suppressed = {
+        (s.channel, s.address): s.reason
+        for s in Suppression.objects.filter(
+            channel__in={a[0] for a in addresses}, address__in={a[1] for a in addresses}
+        )
+    }
+    push: dict[int, list[PushSubscription]] = defaultdict(list)
+    if any(m.channel == Channel.PUSH for m in messages):
+        for sub in PushSubscription.objects.filter(
+            shopper_id__in=shopper_ids, active=True
+        ).order_by("pk"):
+            push[sub.shopper_id].append(sub)
+
+    capped = [
+        m for m in messages if m.campaign.frequency_cap is not None and not m.campaign.transactional
+    ]
+    recent: dict[tuple[int, str], list[dt.datetime]] = defaultdict(list)
+    if capped:
+        longest = max(m.campaign.frequency_cap_hours for m in capped)
+        cutoff = now - dt.timedelta(hours=longest)
+        rows = (
+            Message.objects.filter(
+                shopper_id__in={m.shopper_id for m in capped},
+                channel__in={m.channel for m in capped},
+            )
+            .filter(
+                Q(state=Message.State.SENT, sent_at__gte=cutoff)
+                | Q(state=Message.State.SENDING, claimed_at__gte=cutoff, handed_at__isnull=False)
+                | Q(state=Message.State.SENDING, claimed_at__gte=cutoff, claimed_by__gt="")
+            )
+            .exclude(pk__in=ids)
+            # Receipts and replies do not use up the shopper's allowance of marketing.
+            .exclude(campaign__transactional=True)
+            .values_list("shopper_id", "channel", "sent_at", "claimed_at")
+        )
+        for shopper_id, channel, sent_at, claimed_at in rows:
+            when = sent_at or claimed_at
+            if when is not None:
+                recent[(shopper_id, channel)].append(when)
+    return _Batch(
+        now=now,
+        unsubscribed=unsubscribed,
+        preferences=preferences,
+        suppressed=suppressed,
+        push=push,
+        recent=recent,
+    )
+
+
+# --- The send-time checks ----------------------------------------------------------------
+#
+# One rule each, run in the order of ``_SEND_TIME_CHECKS``. A check returns True when it
+# settled the message (wrote its outcome: cancelled, skipped or postponed), and the later
+# checks do not see it; False lets the message go on towards sending. None of them queries per
+# message except to write an outcome (and the end condition's own trigger rule).
+
+
+def _check_run_stopped(message: Message, recipient: str, batch: _Batch) -> bool:
+    """The run was stopped (its sequence ended): cancel, "sequence ended: <reason>"."""
+    run = message.run
+    if run.state == Run.State.STOPPED:
+        _set_outcome(
+            message,
+            state=Message.State.CANCELLED,
+            reason=f"sequence ended: {run.stop_reason}",
+        )
+        return True
+    return False
+
+
+def _check_campaign_archived(message: Message, recipient: str, batch: _Batch) -> bool:
+    """The campaign is archived: cancel, "campaign archived"."""
+    if message.campaign.status == Campaign.Status.ARCHIVED:
+        _set_outcome(message, state=Message.State.CANCELLED, reason="campaign archived")
+        return True
+    return False
+
+
+def _check_end_condition(message: Message, recipient: str, batch: _Batch) -> bool:
+    """The trigger's end condition holds for the shopper now: stop the run and cancel,
+    "sequence ended: end condition of <trigger>"."""
+    campaign, run, shopper = message.campaign, message.run, message.shopper
+    trigger = registry.trigger_get(campaign.trigger)
+    ended = (
+        trigger is not None
+        and trigger.ends_when is not None
+        and trigger.ends_when(shopper, _occurrence(run))
+    )
+    if ended and trigger is not None:
+        run_stop(run=run, reason=f"end condition of {trigger.label}")
+        _set_outcome(
+            message,
+            state=Message.State.CANCELLED,
+            reason=f"sequence ended: end condition of {trigger.label}",
+        )
+        return True
+    return False
+
+
+def _check_address_present(message: Message, recipient: str, batch: _Batch) -> bool:
+    """No address on the channel (none, or not a valid mailbox; no push subscription; no
+    webhook endpoint): skip, "no <channel> address"."""
+    if not recipient:
+        _set_outcome(message, state=Message.State.SKIPPED, reason=f"no {message.channel} address")
+        return True
+    return False
+
+
+def _check_suppression(message: Message, recipient: str, batch: _Batch) -> bool:
+    """An address that bounced or complained is never sent to, whatever the message
+    (transactional too): skip, "suppressed (<reason>)". Subscribable channels only."""
+    channel = message.channel
+    if channel in SUBSCRIBABLE_CHANNELS and (channel, recipient) in batch.suppressed:
+        _set_outcome(
+            message,
+            state=Message.State.SKIPPED,
+            reason=f"suppressed ({batch.suppressed[(channel, recipient)]})",
+        )
+        return True
+    return False
+
+
+def _marketing_choices_apply(message: Message) -> bool:
+    """The shopper's marketing choices (consent, unsubscribe, pause, topics) concern
+    subscribable channels, and do not stop a transactional message: a receipt or a reply they
+    asked for."""
+    return message.channel in SUBSCRIBABLE_CHANNELS and not message.campaign.transactional
+
+
+def _check_unsubscribe(message: Message, recipient: str, batch: _Batch) -> bool:
+    """The shopper unsubscribed from the channel: skip, "unsubscribed" (marketing only)."""
+    if (
+        _marketing_choices_apply(message)
+        and (message.shopper.pk, message.channel) in batch.unsubscribed
+    ):
+        _set_outcome(message, state=Message.State.SKIPPED, reason="unsubscribed")
+        return True
+    return False
+
+
+def _check_consent(message: Message, recipient: str, batch: _Batch) -> bool:
+    """The campaign requires consent and the shopper has not given it on the channel: skip,
+    "no consent" (marketing only)."""
+    if (
+        _marketing_choices_apply(message)
+        and message.campaign.requires_consent
+        and not getattr(message.shopper, _CONSENT_FIELD[message.channel])
+    ):
+        _set_outcome(message, state=Message.State.SKIPPED, reason="no consent")
+        return True
+    return False
+
+
+def _check_paused(message: Message, recipient: str, batch: _Batch) -> bool:
+    """The shopper paused messages until later than now: skip, "paused by shopper" (marketing
+    only)."""
+    if not _marketing_choices_apply(message):
+        return False
+    preference = batch.preferences.get(message.shopper.pk)
+    if preference is not None and preference.paused_until and preference.paused_until > batch.now:
+        _set_outcome(message, state=Message.State.SKIPPED, reason="paused by shopper")
+        return True
+    return False
+
+
+def _check_topic(message: Message, recipient: str, batch: _Batch) -> bool:
+    """The shopper opted out of the campaign's topic: skip, "opted out of <topic>" (marketing
+    only)."""
+    if not _marketing_choices_apply(message):
+        return False
+    campaign = message.campaign
+    preference = batch.preferences.get(message.shopper.pk)
+    if (
+        preference is not None
+        and campaign.topic_id is not None
+        and any(t.pk == campaign.topic_id for t in preference.topics_opted_out.all())
+    ):
+        _set_outcome(
+            message,
+            state=Message.State.SKIPPED,
+            reason=f"opted out of {campaign.topic}",
+        )
+        return True
+    return False
+
+
+def _check_webhook_endpoint(message: Message, recipient: str, batch: _Batch) -> bool:
+    """A webhook step whose endpoint is gone or inactive: skip, "endpoint inactive"."""
+    if message.channel == Channel.WEBHOOK:
+        endpoint = message.step.webhook_endpoint
+        if endpoint is None or not endpoint.active:
+            _set_outcome(message, state=Message.State.SKIPPED, reason="endpoint inactive")
+            return True
+    return False
+
+
+def _check_quiet_hours(message: Message, recipient: str, batch: _Batch) -> bool:
+    """Now is inside the campaign's quiet hours in the shopper's time zone (email, SMS, push):
+    postpone to the end of the quiet hours, back to scheduled with the attempt given back,
+    "quiet hours: postponed to <time>"."""
+    if message.channel not in _INTRUSIVE:
+        return False
+    campaign = message.campaign
+    release = quiet_hours_release(
+        when=batch.now,
+        zone=shopper_zone(message.shopper),
+        start=campaign.quiet_hours_start,
+        end=campaign.quiet_hours_end,
+    )
+    if release is not None:
+        Message.objects.filter(pk=message.pk).update(
+            state=Message.State.SCHEDULED,
+            due_at=release,
+            postponed=F("postponed") + 1,
+            attempts=F("attempts") - 1,
+            claimed_by="",
+            claimed_at=None,
+            reason=f"quiet hours: postponed to {release.isoformat()}",
+        )
+        return True
+    return False
+
+
+def _check_frequency_cap(message: Message, recipient: str, batch: _Batch) -> bool:
+    """The shopper already had the campaign's cap of marketing on the channel (email, SMS,
+    push) within its window, this batch's approvals included: skip, "frequency cap"."""
+    campaign, channel = message.campaign, message.channel
+    if channel in _INTRUSIVE and campaign.frequency_cap is not None and not campaign.transactional:
+        window_start = batch.now - dt.timedelta(hours=campaign.frequency_cap_hours)
+        sent_recently = [
+            t for t in batch.recent[(message.shopper.pk, channel)] if t >= window_start
+        ]
+        if len(sent_recently) >= campaign.frequency_cap:
+            _set_outcome(message, state=Message.State.SKIPPED, reason="frequency cap")
+            return True
+    return False
+
+
+_SEND_TIME_CHECKS: tuple[Callable[[Message, str, _Batch], bool], ...] = (
+    _check_run_stopped,
+    _check_campaign_archived,
+    _check_end_condition,
+    _check_address_present,
+    _check_suppression,
+    _check_unsubscribe,
+    _check_consent,
+    _check_paused,
+    _check_topic,
+    _check_webhook_endpoint,
+    _check_quiet_hours,
+    _check_frequency_cap,
+)
+
+
+def _approve(message: Message, recipient: str, batch: _Batch) -> _Approved:
+    """Every check passed: send. Marketing on email, SMS or push counts towards the frequency
+    cap of the batch's later messages to the same shopper and channel."""
+    if message.channel in _INTRUSIVE and not message.campaign.transactional:
+        batch.recent[(message.shopper.pk, message.channel)].append(batch.now)
+    return _Approved(
+        message=message,
+        recipient=recipient,
+        push_subscriptions=tuple(
+            {"endpoint": s.endpoint, "p256dh": s.p256dh, "auth": s.auth}
+            for s in batch.push.get(message.shopper.pk, [])
+        ),
+    )
+
+
+@transaction.atomic
+def outbox_claim(*, worker: str, limit: int) -> list[_Approved]:
+    """Claim up to ``limit`` due messages and run the send-time checks on them.
+
+    Returns the messages approved for delivery (left in ``sending``, claimed by ``worker``);
+    the others are skipped, cancelled or postponed in this same transaction. The per-shopper
+    channel locks make the frequency cap exact under concurrent workers. The checks, in order,
+    are ``_SEND_TIME_CHECKS`` (each function's docstring gives its rule and outcome); the
+    first that settles a message ends its checks. Approved broadcast offers get their coupon.
+    """
+    now = timezone.now()
+    messages = _claim_due(worker=worker, limit=limit, now=now)
+    if not messages:
+        return []
+    _lock_shopper_channels(messages)
+    batch = _batch_load(messages, now=now)
+    approved: list[_Approved] = []
+    for message in messages:
+        recipient = _recipient(message, batch.push)
+        if not any(check(message, recipient, batch) for check in _SEND_TIME_CHECKS):
+            approved.append(_approve(message, recipient, batch))
+    _offer_coupons_issue(approved, now)
+    return approved

@@ -1,0 +1,210 @@
+"""Product views, "notify me" watches, restocks and price drops."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from commerce.models import Product, Shopper
+from core.exceptions import ValidationError
+from engagement.models import ProductChange, ProductSnapshot, ProductView, ProductWatch
+from engagement.services.enrolment import trigger_fire
+
+# --- Product views, "notify me", restocks and price drops ---------------------------------
+
+
+def product_for_properties(properties: Mapping[str, Any]) -> Product | None:
+    for key in ("sku", "product_id", "productId", "id"):
+        value = properties.get(key)
+        if value not in (None, ""):
+            product = Product.objects.filter(sku=str(value)).first()
+            if product is not None:
+                return product
+    return None
+
+
+_PRODUCT_KEYS = ("sku", "product_id", "productId", "id")
+
+
+def products_for_properties(
+    properties: Sequence[Mapping[str, Any]],
+) -> list[Product | None]:
+    """``product_for_properties`` for many events in one query, in the same order."""
+    wanted = {
+        str(p.get(key)) for p in properties for key in _PRODUCT_KEYS if p.get(key) not in (None, "")
+    }
+    known = {product.sku: product for product in Product.objects.filter(sku__in=wanted)}
+    found: list[Product | None] = []
+    for p in properties:
+        product = None
+        for key in _PRODUCT_KEYS:
+            value = p.get(key)
+            if value not in (None, "") and str(value) in known:
+                product = known[str(value)]
+                break
+        found.append(product)
+    return found
+
+
+_VIEWS_SQL = """
+INSERT INTO engagement_productview (shopper_id, product_id, views, first_viewed_at, last_viewed_at)
+SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::int[], %s::timestamptz[], %s::timestamptz[])
+ON CONFLICT (shopper_id, product_id) DO UPDATE
+SET views = engagement_productview.views + EXCLUDED.views,
+    last_viewed_at = GREATEST(engagement_productview.last_viewed_at, EXCLUDED.last_viewed_at)
+"""
+
+
+def product_views_record_many(*, views: Sequence[tuple[int, int, dt.datetime]]) -> None:
+    """Count many views, ``(shopper_id, product_id, at)`` each, in one statement.
+
+    Rows are written in (shopper, product) order, so two workers recording overlapping views
+    lock them in the same order (no deadlock).
+    """
+    totals: dict[tuple[int, int], list[Any]] = {}
+    for shopper_id, product_id, at in views:
+        row = totals.get((shopper_id, product_id))
+        if row is None:
+            totals[(shopper_id, product_id)] = [1, at, at]
+        else:
+            row[0] += 1
+            row[1] = min(row[1], at)
+            row[2] = max(row[2], at)
+    if not totals:
+        return
+    keys = sorted(totals)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _VIEWS_SQL,
+            [
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [totals[k][0] for k in keys],
+                [totals[k][1] for k in keys],
+                [totals[k][2] for k in keys],
+            ],
+        )
+
+
+def product_views_record(*, shopper: Shopper, product: Product, at: dt.datetime) -> None:
+    """Count a view (kept for back-in-stock and price-drop audiences)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO engagement_productview (shopper_id, product_id, views, first_viewed_at, last_viewed_at)
+            VALUES (%s, %s, 1, %s, %s)
+            ON CONFLICT (shopper_id, product_id) DO UPDATE
+            SET views = engagement_productview.views + 1,
+                last_viewed_at = GREATEST(engagement_productview.last_viewed_at, EXCLUDED.last_viewed_at)
+            """,
+            [shopper.pk, product.pk, at, at],
+        )
+
+
+@transaction.atomic
+def product_watch_create(
+    *, shopper: Shopper, product: Product, kind: str
+) -> tuple[ProductWatch, bool]:
+    """A "notify me" request; asking again while one is pending changes nothing."""
+    if kind not in ProductWatch.Kind.values:
+        raise ValidationError(f"kind must be one of {ProductWatch.Kind.values}")
+    watch, created = ProductWatch.objects.get_or_create(shopper=shopper, product=product, kind=kind)
+    if not created and watch.notified_at is not None:
+        watch.notified_at = None
+        watch.created_at = timezone.now()
+        watch.save(update_fields=["notified_at", "created_at"])
+        created = True
+    return watch, created
+
+
+def _notify_product_change(change: ProductChange) -> int:
+    now = timezone.now()
+    watches = ProductWatch.objects.filter(
+        product_id=change.product_id, kind=change.kind, notified_at__isnull=True
+    )
+    shopper_ids = set(watches.values_list("shopper_id", flat=True))
+    since = now - dt.timedelta(days=settings.PATRON_PRODUCT_VIEW_WATCH_DAYS)
+    shopper_ids |= set(
+        ProductView.objects.filter(
+            product_id=change.product_id, last_viewed_at__gte=since
+        ).values_list("shopper_id", flat=True)
+    )
+    data = {
+        "product_id": change.product_id,
+        "old_price": str(change.old_price),
+        "new_price": str(change.new_price),
+        "change_id": change.pk,
+    }
+    fired = 0
+    for shopper in Shopper.objects.filter(pk__in=shopper_ids, merged_into__isnull=True).order_by(
+        "pk"
+    ):
+        fired += len(
+            trigger_fire(
+                trigger=change.kind,
+                shopper=shopper,
+                occurrence_key=f"change:{change.pk}",
+                data=data,
+            )
+        )
+    watches.update(notified_at=now)
+    return fired
+
+
+def product_changes_detect(*, product_ids: Collection[int] | None = None) -> list[ProductChange]:
+    """Compare products with their last snapshot; record and announce restocks and price drops.
+
+    Other code that changes stock or prices may call this with the product ids at once; beat
+    runs it over every product periodically. Snapshot rows are locked, so two runs never
+    announce one change twice.
+    """
+    products = Product.objects.filter(active=True).order_by("pk")
+    if product_ids is not None:
+        products = products.filter(pk__in=list(product_ids))
+    changes: list[ProductChange] = []
+    ids = list(products.values_list("pk", flat=True))
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        with transaction.atomic():
+            current = {p.pk: p for p in Product.objects.filter(pk__in=chunk)}
+            ProductSnapshot.objects.bulk_create(
+                [
+                    ProductSnapshot(product_id=p.pk, stock=p.stock, price=p.price)
+                    for p in current.values()
+                ],
+                ignore_conflicts=True,
+            )
+            snapshots = (
+                ProductSnapshot.objects.select_for_update()
+                .filter(product_id__in=chunk)
+                .order_by("product_id")
+            )
+            for snapshot in snapshots:
+                product = current[snapshot.product_id]
+                kinds = []
+                if snapshot.stock <= 0 < product.stock:
+                    kinds.append(ProductChange.Kind.BACK_IN_STOCK)
+                if product.price < snapshot.price:
+                    kinds.append(ProductChange.Kind.PRICE_DROP)
+                if snapshot.stock == product.stock and snapshot.price == product.price:
+                    continue
+                for kind in kinds:
+                    change = ProductChange.objects.create(
+                        product=product,
+                        kind=kind,
+                        old_price=snapshot.price,
+                        new_price=product.price,
+                        old_stock=snapshot.stock,
+                        new_stock=product.stock,
+                    )
+                    changes.append(change)
+                    _notify_product_change(change)
+                ProductSnapshot.objects.filter(pk=snapshot.pk).update(
+                    stock=product.stock, price=product.price, seen_at=timezone.now()
+                )
+    return changes
