@@ -7,7 +7,6 @@ PostgreSQL, and the socket was dropped (close 1011, no frame) instead of told wh
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,19 +19,12 @@ from tests.chat.conftest import (  # noqa: F401  (fixtures)
     consoles_disconnected,
 )
 from tests.chat.wsclient import ChatClient
-from tests.support.processes import asgi_server
 
 pytestmark = [
     pytest.mark.system,
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("consoles_disconnected"),
 ]
-
-
-@pytest.fixture(scope="module")
-def server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
-    with asgi_server() as url:
-        yield url
 
 
 @pytest.fixture

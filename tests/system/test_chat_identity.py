@@ -13,7 +13,6 @@ import base64
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -27,7 +26,6 @@ from tests.chat.conftest import (  # noqa: F401  (fixtures)
 )
 from tests.chat.wsclient import ChatClient
 from tests.support.identity import user_hash
-from tests.support.processes import asgi_server
 
 pytestmark = [
     pytest.mark.system,
@@ -38,12 +36,6 @@ pytestmark = [
 SECRET = "s3cret"  # the identity secret tests/chat/conftest.py gives the store
 ANA_HASH = user_hash("c-ana", SECRET)
 CLOSE_FORBIDDEN = 4003
-
-
-@pytest.fixture(scope="module")
-def server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
-    with asgi_server() as url:
-        yield url
 
 
 @pytest.fixture

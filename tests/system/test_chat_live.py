@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,19 +23,12 @@ from tests.chat.conftest import (  # noqa: F401  (fixtures)
     make_agent,
 )
 from tests.chat.wsclient import ChatClient
-from tests.support.processes import asgi_server
 
 pytestmark = [
     pytest.mark.system,
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("consoles_disconnected"),
 ]
-
-
-@pytest.fixture(scope="module")
-def server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
-    with asgi_server() as url:
-        yield url
 
 
 @pytest.fixture

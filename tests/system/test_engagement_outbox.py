@@ -73,24 +73,6 @@ def _settled() -> bool:
 
 
 @pytest.fixture
-def real_celery() -> Iterator[None]:
-    from config.celery import app
-
-    app.conf.task_always_eager = False
-    app.control.purge()
-    yield
-    app.control.purge()
-
-
-@pytest.fixture
-def sink() -> Iterator[SMTPSink]:
-    server = SMTPSink()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def web_port() -> int:
     return free_port()
 

@@ -40,24 +40,6 @@ MESSAGES = 60
 
 
 @pytest.fixture
-def real_celery() -> Iterator[None]:
-    from config.celery import app
-
-    app.conf.task_always_eager = False
-    app.control.purge()
-    yield
-    app.control.purge()
-
-
-@pytest.fixture
-def sink() -> Iterator[SMTPSink]:
-    server = SMTPSink()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def env(sink: SMTPSink, real_celery: None) -> dict[str, str]:
     return child_env(
         EMAIL_URL=sink.url,
