@@ -240,7 +240,10 @@ class ChatSocket(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ship
         await self.send_json(event)
 
     async def chat_ephemeral(self, payload: dict[str, Any]) -> None:
-        """Typing and read receipts, relayed by consumers without touching the database."""
+        """Typing and read receipts, relayed by consumers without touching the database; the
+        socket that sent one does not hear it back (docs/chat-protocol.md: "others get")."""
+        if payload.get("sender") == self.channel_name:
+            return
         await self.forward(payload["event"])
 
     async def acknowledge(
@@ -268,4 +271,6 @@ class ChatSocket(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ship
         return {"ref": ref} if ref is not None else {}
 
     async def relay(self, group: str, event: dict[str, Any]) -> None:
-        await self.channel_layer.group_send(group, {"type": "chat.ephemeral", "event": event})
+        await self.channel_layer.group_send(
+            group, {"type": "chat.ephemeral", "event": event, "sender": self.channel_name}
+        )

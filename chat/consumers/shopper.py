@@ -39,7 +39,8 @@ class ShopperConsumer(ChatSocket):
         self.page: dict[str, str] = {}
         await super().connect()
         self.hello_timer = asyncio.get_running_loop().call_later(
-            settings.PATRON_CHAT_HELLO_TIMEOUT_MS / 1000, lambda: asyncio.ensure_future(self._hello_timeout())
+            settings.PATRON_CHAT_HELLO_TIMEOUT_MS / 1000,
+            lambda: asyncio.ensure_future(self._hello_timeout()),
         )
 
     async def _hello_timeout(self) -> None:
@@ -231,7 +232,9 @@ class ShopperConsumer(ChatSocket):
             self.conversation_id = conversation.pk
             self.delivered[conversation.pk] = 0
         await self.fill(conversation.pk)
-        if joined_now and handoff.offline_prompt is not None:
+        if not joined_now:
+            return  # the socket follows the conversation: its group's events tell it the rest
+        if handoff.offline_prompt is not None:
             # The hand-off started the conversation and told its group before this socket
             # could join it: send the prompt here, after the offline message it follows.
             await self.send_json(handoff.offline_prompt)

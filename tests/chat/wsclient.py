@@ -89,8 +89,10 @@ class ChatClient:
 
         "Nothing more arrives" is ``await client.settle() == []``: the server handles a
         socket's frames in order, and a ping first sends whatever the socket missed of its
-        conversations, so what the server had for this socket comes before the pong. (A
-        shopper socket must have sent ``hello`` first.)
+        conversations, so what the server had for this socket comes before the pong. An event
+        still on its way through Redis is not "had": first wait for a frame published after it
+        (one Redis connection per process carries events in publish order). A shopper socket
+        must have sent ``hello`` first.
         """
         self.markers += 1
         ref = f"marker-{self.markers}"

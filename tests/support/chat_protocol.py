@@ -72,7 +72,9 @@ def documented_frames(text: str | None = None) -> set[str]:
         elif line.startswith("| `") and direction == ">":
             cells = [cell.strip() for cell in line.strip("|").split("|")]
             frames.update(f"{socket}>{name}" for name in _CODE.findall(cells[0]))
-            frames.update(f"{socket}<{name}" for name in _CODE.findall(cells[-1]))
+            for answer in cells[-1].split(";"):
+                if "shopper gets" not in answer:  # "the shopper gets `csat.request`"
+                    frames.update(f"{socket}<{name}" for name in _CODE.findall(answer))
     return frames
 
 

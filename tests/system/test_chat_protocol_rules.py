@@ -5,7 +5,8 @@ Covered here: binary and malformed frames and their close codes, the hello deadl
 fields, ``ref`` echoes, ``rate_limited``, ping and its catch-up, history paging by ``last_seq``,
 and the "subscribe, then read the history" order (pinned with a server checkpoint, not a sleep).
 The other parts: ``test_chat_protocol_shopper.py`` and ``test_chat_protocol_console.py``; the
-last test here checks that every frame the document lists is covered by one of them.
+test in tests/chat/test_protocol_document.py checks that every frame the document lists is
+covered by one of them.
 """
 
 from __future__ import annotations
@@ -28,9 +29,7 @@ from tests.chat.conftest import (  # noqa: F401  (fixtures)
 from tests.chat.wsclient import ChatClient
 from tests.support.chat_protocol import (
     console_socket,
-    covered_frames,
     covers,
-    documented_frames,
     session_cookie,
     shopper_socket,
 )
@@ -90,42 +89,37 @@ def lose_a_message(conversation_id: int, body: str) -> int:
 HELLO = "HELLO"
 
 
+REFUSED: dict[str, tuple[list[str | bytes], int, str]] = {
+    "binary-first": ([b"\x00\x01binary"], CLOSE_PROTOCOL, "protocol_error"),
+    "binary-after-hello": ([HELLO, b'{"type": "ping"}'], CLOSE_PROTOCOL, "protocol_error"),
+    "not-json": (["not json"], CLOSE_PROTOCOL, "protocol_error"),
+    "not-an-object": ([HELLO, '["a list"]'], CLOSE_PROTOCOL, "protocol_error"),
+    "unknown-type": ([HELLO, '{"type": "nope"}'], CLOSE_PROTOCOL, "protocol_error"),
+    "wrong-field-type": ([HELLO, '{"type": "read", "seq": "7"}'], CLOSE_PROTOCOL, "protocol_error"),
+    "ref-too-long": (
+        [HELLO, '{"type": "ping", "ref": "' + "r" * 65 + '"}'],
+        CLOSE_PROTOCOL,
+        "protocol_error",
+    ),
+    "second-hello": (
+        [HELLO, '{"type": "hello", "write_key": "k", "anonymous_id": "b"}'],
+        CLOSE_PROTOCOL,
+        "protocol_error",
+    ),
+    "first-frame-not-hello": (['{"type": "ping"}'], CLOSE_HELLO, "hello_required"),
+    "over-16-KiB": (
+        [HELLO, '{"type": "ping", "pad": "' + "x" * 16_400 + '"}'],
+        CLOSE_TOO_LARGE,
+        "frame_too_large",
+    ),
+}
+
+
 @covers("shopper<error")
-@pytest.mark.parametrize(
-    ("frames", "close_code", "code"),
-    [
-        ([b"\x00\x01binary"], CLOSE_PROTOCOL, "protocol_error"),
-        ([HELLO, b'{"type": "ping"}'], CLOSE_PROTOCOL, "protocol_error"),
-        (["not json"], CLOSE_PROTOCOL, "protocol_error"),
-        ([HELLO, '["a list"]'], CLOSE_PROTOCOL, "protocol_error"),
-        ([HELLO, '{"type": "nope"}'], CLOSE_PROTOCOL, "protocol_error"),
-        ([HELLO, '{"type": "read", "seq": "7"}'], CLOSE_PROTOCOL, "protocol_error"),
-        ([HELLO, '{"type": "ping", "ref": "' + "r" * 65 + '"}'], CLOSE_PROTOCOL, "protocol_error"),
-        ([HELLO, '{"type": "hello", "write_key": "k", "anonymous_id": "b"}'], 4000, "protocol_error"),
-        (['{"type": "ping"}'], CLOSE_HELLO, "hello_required"),
-        (
-            [HELLO, '{"type": "ping", "pad": "' + "x" * 16_400 + '"}'],
-            CLOSE_TOO_LARGE,
-            "frame_too_large",
-        ),
-    ],
-    ids=[
-        "binary-first",
-        "binary-after-hello",
-        "not-json",
-        "not-an-object",
-        "unknown-type",
-        "wrong-field-type",
-        "ref-too-long",
-        "second-hello",
-        "first-frame-not-hello",
-        "over-16-KiB",
-    ],
-)
-def test_a_refused_frame_gets_one_error_frame_then_its_close_code(
-    server, key, frames, close_code, code
-):
-    async def scenario() -> tuple[list[dict[str, Any]], int | None]:
+def test_a_refused_frame_gets_one_error_frame_then_its_close_code(server, key):
+    """Each case on its own socket; one test, so the database is reset once for all."""
+
+    async def refused(frames: list[str | bytes]) -> tuple[list[tuple[str, str]], int | None]:
         client = await ChatClient(server, "/ws/chat/").connect()
         for frame in frames:
             if frame == HELLO:
@@ -134,12 +128,17 @@ def test_a_refused_frame_gets_one_error_frame_then_its_close_code(
             else:
                 assert client.ws is not None
                 await client.ws.send(frame)
-        return await client.closed_with()
+        received, closed = await client.closed_with()
+        return [(f["type"], f["code"]) for f in received], closed
 
-    received, closed = run(scenario())
+    async def scenario() -> dict[str, tuple[list[tuple[str, str]], int | None]]:
+        return {case: await refused(frames) for case, (frames, _, _) in REFUSED.items()}
 
-    assert [(f["type"], f["code"]) for f in received] == [("error", code)]
-    assert closed == close_code
+    outcomes = run(scenario())
+
+    assert outcomes == {
+        case: ([("error", code)], close_code) for case, (_, close_code, code) in REFUSED.items()
+    }
     assert not Message.objects.exists()
 
 
@@ -246,9 +245,7 @@ def test_the_direct_answer_to_a_frame_echoes_its_ref(server, key):
         answers["error"] = await client.expect("error")
         await client.send({"type": "ping", "ref": "r3"})
         answers["pong"] = await client.expect("pong")
-        await client.send(
-            {"type": "transcript.request", "email": "ref@example.com", "ref": "r4"}
-        )
+        await client.send({"type": "transcript.request", "email": "ref@example.com", "ref": "r4"})
         answers["transcript.queued"] = await client.expect("transcript.queued")
         await client.close()
         return answers
@@ -271,9 +268,7 @@ def test_the_direct_answer_to_a_frame_echoes_its_ref(server, key):
 
 
 @covers("shopper<error", "shopper>ping", "shopper<pong")
-def test_frames_over_the_rate_are_dropped_with_rate_limited_and_the_socket_stays_open(
-    server, key
-):
+def test_frames_over_the_rate_are_dropped_with_rate_limited_and_the_socket_stays_open(server, key):
     sent = FRAMES_BURST + 5
 
     async def scenario() -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -372,7 +367,9 @@ def _conversation_with_history(server: str, key: WriteKey, cookie: str) -> Any:
     return run(scenario())
 
 
-@covers("shopper>hello", "shopper<welcome", "console>conversation.open", "console<conversation.opened")
+@covers(
+    "shopper>hello", "shopper<welcome", "console>conversation.open", "console<conversation.opened"
+)
 def test_history_pages_from_last_seq_on_both_sockets(server, key):
     agent = make_agent("anna", online=False)
     cookie = session_cookie(agent)
@@ -505,37 +502,3 @@ def test_an_opening_console_subscribes_before_reading_history(server, key, subsc
     cid, seqs = run(scenario())
 
     assert seqs == [Message.objects.get(conversation_id=cid, client_id="mid").seq]
-
-
-# --- The document, all of it ---------------------------------------------------------------
-
-
-def test_the_document_parser_finds_frames_of_every_kind():
-    frames = documented_frames()
-    assert {
-        "shopper>hello",
-        "shopper>ping",
-        "shopper<welcome",
-        "shopper<pong",
-        "console>inbox.query",
-        "console>ping",
-        "console<inbox.snapshot",
-        "console<presence",
-        "console<transcript.queued",
-    } <= frames
-    assert len(frames) >= 50
-
-
-def test_every_documented_frame_has_a_test():
-    from tests.system import (
-        test_chat_protocol_console,
-        test_chat_protocol_rules,
-        test_chat_protocol_shopper,
-    )
-
-    covered = covered_frames(
-        test_chat_protocol_rules, test_chat_protocol_shopper, test_chat_protocol_console
-    )
-    documented = documented_frames()
-    assert sorted(documented - covered) == []
-    assert sorted(covered - documented) == [], "a test covers a frame the document lacks"
