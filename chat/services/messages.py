@@ -35,7 +35,8 @@ StoredRow = tuple[int, int, str, str]
 
 def messages_store(requests: Sequence[PostRequest], *, now: dt.datetime) -> list[StoredRow | None]:
     """Store ``requests`` in one statement (and, outside an atomic block, one transaction); see
-    chat/sql/chat_messages_post_v2.sql for what each row does. Rows come back in the requests' order.
+    chat/sql/chat_messages_post_v2.sql for what each row does. Rows come back in the requests'
+    order.
 
     Callers that pass many conversations sort them by conversation id: rows are locked in the
     order given, and two batches that lock in the same order cannot deadlock.
@@ -68,7 +69,7 @@ def messages_store(requests: Sequence[PostRequest], *, now: dt.datetime) -> list
     return [None if row[0] is None else (row[0], row[1], row[2], row[3]) for row in rows]
 
 
-def message_dict(request: PostRequest, row: StoredRow, *, now: dt.datetime) -> dict[str, Any]:
+def _message_dict(request: PostRequest, row: StoredRow, *, now: dt.datetime) -> dict[str, Any]:
     """The ``message`` object of docs/chat-protocol.md for a message just stored."""
     agent = request.agent
     return {
@@ -95,7 +96,7 @@ def message_event(message: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return group, {"type": "chat.event", "event": event, "cid": cid, "seq": message["seq"]}
 
 
-def message_posted(request: PostRequest, posted: PostedMessage, *, channel: str) -> None:
+def _message_posted(request: PostRequest, posted: PostedMessage, *, channel: str) -> None:
     """What follows a stored message besides its own event: the consoles' inbox while nobody
     holds the conversation, and the emailed reply in an email follow-up."""
     if posted.state in (State.BOT, State.QUEUED) and not request.internal:
@@ -199,11 +200,11 @@ def _outcome(
     ``post_rejected``'s answer."""
     if row is None:
         return post_rejected(request)
-    posted = PostedMessage(message=message_dict(request, row, now=now), created=True, state=row[2])
+    posted = PostedMessage(message=_message_dict(request, row, now=now), created=True, state=row[2])
     if publish:
         # After commit, publish from this thread (no hop to the event loop and back).
         transaction.on_commit(partial(group_send_sync, *message_event(posted.message)))
-    message_posted(request, posted, channel=row[3])
+    _message_posted(request, posted, channel=row[3])
     return posted
 
 

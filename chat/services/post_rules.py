@@ -7,12 +7,14 @@ sockets (``chat.writer`` → ``messages.message_post_many``). Both store through
 ``chat_messages_post`` (chat/sql/), which checks the conditions a request carries and decides
 nothing of its own: the allowed states, the owner, the holder and the channel all come from here.
 
-| author | may post while the conversation is | and |
-|---|---|---|
-| shopper | bot, queued, assigned | it is theirs (``shopper_id``); a resolved one is reopened first by ``shopper_message_post`` |
-| bot | bot | |
-| agent | bot, queued, assigned | a public reply where nobody holds it assigns it first (``reply_assigns``, ``agent_message_post``); only agents write notes |
-| system | any state | |
+The table (``STATES_FOR`` and the checks below it):
+
+- shopper: while the conversation is ``bot``, ``queued`` or ``assigned``, and only in their own
+  (``shopper_id``); a resolved one is reopened first (``shopper_message_post``);
+- bot: while the conversation is the bot's (``bot``);
+- agent: ``bot``, ``queued`` or ``assigned``; a public reply where nobody holds the conversation
+  assigns it to them first (``reply_assigns``, ``agent_message_post``); only agents write notes;
+- system: in every state.
 
 A ``client_id`` already stored in the conversation is a resend, whatever the state: nothing is
 stored and the stored message comes back (``created`` False). Ownership is checked before that,
@@ -72,7 +74,7 @@ def clean_body(body: Any) -> str:
 
 
 def clean_client_id(client_id: Any) -> str | None:
-    """The sender's idempotency key (``CLIENT_ID_RE``), or None; ``ValidationError`` if malformed."""
+    """The sender's idempotency key (``CLIENT_ID_RE``) or None; ``ValidationError`` if bad."""
     if client_id is None:
         return None
     if not isinstance(client_id, str) or not CLIENT_ID_RE.match(client_id):
@@ -191,6 +193,8 @@ def post_rejected(request: PostRequest) -> PostedMessage:
         reason = "This conversation is held by another agent."
     elif request.channel is not None and channel != request.channel and state in request.states:
         reason = f"This conversation is on the {channel} channel."
+    elif state == State.RESOLVED:
+        reason = "This conversation is resolved."
     else:
         reason = (
             f"No {request.author_kind} message can be posted while the conversation is {state}."
