@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping, Sequence
-from decimal import Decimal
 from typing import Any
 
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
-from commerce.models import Order, Shopper, ShopperAlias
+from commerce.models import Shopper, ShopperAlias
 from core.exceptions import ValidationError
-from engagement.models import Campaign, Message, Run, Segment, SegmentMembership
+from engagement.models import (
+    Campaign,
+    EngagementSettings,
+    Message,
+    Segment,
+    SegmentMembership,
+)
 
 # Shopper fields an audience rule may test, and the operators each kind of field allows.
 _TEXT_FIELDS = {
@@ -143,28 +147,6 @@ def onsite_messages_pending(*, shopper: Shopper, limit: int = 20) -> list[Messag
     )
 
 
-def campaign_results(*, campaign: Campaign, attribution_days: int = 7) -> dict[str, dict[str, Any]]:
-    """Conversion of the treated and the held-out shoppers, for measuring uplift.
-
-    A run converts when its shopper placed an order within ``attribution_days`` of its start.
-    """
-    window = dt.timedelta(days=attribution_days)
-    converted = Exists(
-        Order.objects.filter(
-            shopper_id=OuterRef("shopper_id"),
-            placed_at__gte=OuterRef("started_at"),
-            placed_at__lt=OuterRef("started_at") + window,
-        ).exclude(status__in=[Order.Status.CANCELLED, Order.Status.REFUNDED])
-    )
-    runs = Run.objects.filter(campaign=campaign).annotate(converted=converted)
-    results: dict[str, dict[str, Any]] = {}
-    for group, q in (("treatment", ~Q(state=Run.State.HELD_OUT)), ("control", Q(state="held_out"))):
-        total = runs.filter(q).count()
-        conversions = runs.filter(q, converted=True).count()
-        rate = (Decimal(conversions) / total).quantize(Decimal("0.0001")) if total else None
-        results[group] = {"runs": total, "conversions": conversions, "rate": rate}
-    treated, control = results["treatment"]["rate"], results["control"]["rate"]
-    results["uplift"] = {
-        "rate": (treated - control) if treated is not None and control is not None else None
-    }
-    return results
+def engagement_settings() -> EngagementSettings:
+    """The store's engagement settings: the saved row, or an unsaved one with the defaults."""
+    return EngagementSettings.objects.filter(pk=1).first() or EngagementSettings(pk=1)
