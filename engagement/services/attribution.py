@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass, field
 from decimal import Decimal
 from statistics import NormalDist
+from typing import Any
 
 from django.db import connection
 from django.db.models import Count, Q
@@ -295,16 +296,23 @@ GROUP BY 1
 """
 
 
+def _sql_params(campaign: Campaign, window: dt.timedelta) -> dict[str, Any]:
+    return {"campaign": campaign.pk, "window": window, "not_counted": _NOT_COUNTED}
+
+
 def _step_results(campaign: Campaign, window: dt.timedelta) -> list[StepResult]:
-    counts = {
-        row["step_id"]: row
-        for row in Message.objects.filter(campaign=campaign, state=Message.State.SENT)
+    counts: dict[int, tuple[int, int, int]] = {
+        step_id: (sent, opened, clicked)
+        for step_id, sent, opened, clicked in Message.objects.filter(
+            campaign=campaign, state=Message.State.SENT
+        )
         .values("step_id")
         .annotate(
             sent=Count("pk"),
             opened=Count("pk", filter=Q(opened_at__isnull=False) | Q(clicked_at__isnull=False)),
             clicked=Count("pk", filter=Q(clicked_at__isnull=False)),
         )
+        .values_list("step_id", "sent", "opened", "clicked")
     }
     unsubscribed = dict(
         Unsubscribe.objects.filter(message__campaign=campaign)
@@ -314,15 +322,12 @@ def _step_results(campaign: Campaign, window: dt.timedelta) -> list[StepResult]:
     )
     credited: dict[int, tuple[int, int, Decimal]] = {}
     with connection.cursor() as cursor:
-        cursor.execute(
-            _STEP_ORDERS_SQL,
-            {"campaign": campaign.pk, "window": window, "not_counted": _NOT_COUNTED},
-        )
+        cursor.execute(_STEP_ORDERS_SQL, _sql_params(campaign, window))
         for step_id, orders, converted, revenue in cursor.fetchall():
             credited[step_id] = (orders, converted, Decimal(revenue))
     results = []
     for step in CampaignStep.objects.filter(campaign=campaign).order_by("position"):
-        row = counts.get(step.pk, {})
+        sent, opened, clicked = counts.get(step.pk, (0, 0, 0))
         orders, converted, revenue = credited.get(step.pk, (0, 0, _ZERO))
         results.append(
             StepResult(
@@ -330,9 +335,9 @@ def _step_results(campaign: Campaign, window: dt.timedelta) -> list[StepResult]:
                 position=step.position,
                 channel=step.channel,
                 subject=step.subject,
-                sent=row.get("sent", 0),
-                opened=row.get("opened", 0),
-                clicked=row.get("clicked", 0),
+                sent=sent,
+                opened=opened,
+                clicked=clicked,
                 converted=converted,
                 orders=orders,
                 revenue=revenue,
@@ -345,9 +350,7 @@ def _step_results(campaign: Campaign, window: dt.timedelta) -> list[StepResult]:
 def _uplift(campaign: Campaign, window: dt.timedelta) -> Uplift:
     groups = {True: GroupOutcome(), False: GroupOutcome()}
     with connection.cursor() as cursor:
-        cursor.execute(
-            _GROUPS_SQL, {"campaign": campaign.pk, "window": window, "not_counted": _NOT_COUNTED}
-        )
+        cursor.execute(_GROUPS_SQL, _sql_params(campaign, window))
         for held_out, runs, converted, revenue, squares in cursor.fetchall():
             groups[bool(held_out)] = GroupOutcome(
                 runs=runs,

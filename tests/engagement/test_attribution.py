@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -89,7 +90,7 @@ def _order(
     )
 
 
-def _two_step_campaign(**fields: object) -> tuple[Campaign, CampaignStep, CampaignStep]:
+def _two_step_campaign(**fields: Any) -> tuple[Campaign, CampaignStep, CampaignStep]:
     campaign = make_campaign(
         steps=[{"subject": "Welcome"}, {"subject": "Still there?", "delay": D}], **fields
     )
