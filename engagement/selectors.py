@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
 from commerce.models import Order, Shopper, ShopperAlias
 from core.exceptions import ValidationError
@@ -141,6 +141,18 @@ def onsite_messages_pending(*, shopper: Shopper, limit: int = 20) -> list[Messag
             shopper=shopper, channel="onsite", state=Message.State.SENT, seen_at__isnull=True
         ).order_by("-sent_at", "-id")[:limit]
     )
+
+
+def campaign_scheduled_counts(*, campaign_ids: Sequence[int]) -> dict[int, int]:
+    """Per campaign id, how many of its messages wait to be sent (what archiving cancels)."""
+    rows = (
+        Message.objects.filter(campaign_id__in=campaign_ids, state=Message.State.SCHEDULED)
+        .values("campaign_id")
+        .annotate(n=Count("pk"))
+    )
+    counts = {campaign_id: 0 for campaign_id in campaign_ids}
+    counts.update({row["campaign_id"]: row["n"] for row in rows})
+    return counts
 
 
 def campaign_results(*, campaign: Campaign, attribution_days: int = 7) -> dict[str, dict[str, Any]]:

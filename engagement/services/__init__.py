@@ -61,13 +61,16 @@ from engagement.services.delivery import (
     outbox_sweep,
 )
 from engagement.services.enrolment import (
+    broadcast_check,
     broadcast_schedule,
     broadcast_send,
     broadcasts_due_send,
+    campaign_status_check,
     campaign_status_set,
     run_stop,
     runs_end,
     runs_end_for_events,
+    runs_stop,
     trigger_fire,
     trigger_has_active_campaigns,
 )
@@ -82,6 +85,8 @@ from engagement.services.periodic import (
 )
 from engagement.services.previews import step_preview, step_test_send
 from engagement.services.products import (
+    NotifyRequest,
+    notify_request_create,
     product_changes_detect,
     product_for_properties,
     product_views_record,
@@ -100,10 +105,13 @@ from engagement.services.tracking import (
 
 __all__ = [
     "LeaseKeeper",
+    "NotifyRequest",
     "birthday_scan",
+    "broadcast_check",
     "broadcast_schedule",
     "broadcast_send",
     "broadcasts_due_send",
+    "campaign_status_check",
     "campaign_status_set",
     "email_address_clean",
     "in_control_group",
@@ -112,6 +120,7 @@ __all__ = [
     "message_click_record",
     "message_open_record",
     "message_requeue",
+    "notify_request_create",
     "nps_message",
     "nps_record",
     "onsite_mark_seen",
@@ -137,6 +146,7 @@ __all__ = [
     "run_stop",
     "runs_end",
     "runs_end_for_events",
+    "runs_stop",
     "shopper_for_preferences",
     "shopper_merge_fold",
     "shopper_unsubscribe",
