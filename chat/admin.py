@@ -59,24 +59,28 @@ class MessageInline(admin.TabularInline[Message, Conversation]):
         return False
 
 
-class AssignForm(forms.Form):
-    """Pick the agent who answers a conversation; labels show each agent's presence and load."""
+class AgentChoiceField(forms.ModelChoiceField):  # type: ignore[type-arg]  # django-stubs: generic in the model and its key
+    """Agents, each labelled with their presence and load ("Anna (online, 2 of 5 ...)")."""
 
-    agent = forms.ModelChoiceField(queryset=get_user_model().objects.none())  # set per form
+    rows: dict[int, dict[str, Any]] = {}
+
+    def label_from_instance(self, obj: Any) -> str:
+        row = self.rows.get(obj.pk, {"status": "offline", "load": 0, "capacity": 0})
+        name = selectors.agent_name(obj)
+        return f"{name} ({row['status']}, {row['load']} of {row['capacity']} conversations)"
+
+
+class AssignForm(forms.Form):
+    """Pick the agent who answers a conversation."""
+
+    agent = AgentChoiceField(queryset=get_user_model().objects.none())  # set per form
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         field = self.fields["agent"]
-        assert isinstance(field, forms.ModelChoiceField)
+        assert isinstance(field, AgentChoiceField)
         field.queryset = selectors.agents_queryset().order_by("username")
-        rows = {row["id"]: row for row in selectors.agents_list()}
-
-        def label(user: Any) -> str:
-            row = rows.get(user.pk, {"status": "offline", "load": 0, "capacity": 0})
-            name = selectors.agent_name(user)
-            return f"{name} ({row['status']}, {row['load']} of {row['capacity']} conversations)"
-
-        field.label_from_instance = label  # type: ignore[method-assign]  # Django's documented hook
+        field.rows = {row["id"]: row for row in selectors.agents_list()}
 
 
 @admin.register(Conversation)
@@ -135,7 +139,7 @@ class ConversationAdmin(PersonalDataAdminMixin, admin.ModelAdmin[Conversation]):
             else:
                 self.message_user(
                     request,
-                    f"{conversation} is now with {selectors.agent_name(agent)}.",
+                    f"Conversation {conversation.pk} is now with {selectors.agent_name(agent)}.",
                     messages.SUCCESS,
                 )
                 return redirect("admin:chat_conversation_change", conversation.pk)

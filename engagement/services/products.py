@@ -15,6 +15,7 @@ from commerce import services as commerce_services
 from commerce.models import Product, Shopper
 from core.exceptions import NotFound, ValidationError
 from engagement.models import ProductChange, ProductSnapshot, ProductView, ProductWatch
+from engagement.services._common import email_address_clean
 from engagement.services.enrolment import trigger_fire
 
 # --- Product views, "notify me", restocks and price drops ---------------------------------
@@ -156,6 +157,7 @@ def notify_request_create(
     """
     if kind not in ProductWatch.Kind.values:
         raise ValidationError(f"kind must be one of {ProductWatch.Kind.values}")
+    email = email_address_clean(email or "", field="email")
     product = Product.objects.filter(sku=sku.strip(), active=True).first()
     if product is None:
         raise NotFound(f"no product with sku {sku!r}", code="product_not_found")
