@@ -294,12 +294,13 @@ class PushSubscriptionApi(WidgetApi):
         serializer = self.PushSubscriptionInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        shopper = visitor_shopper(data, create=True)
         subscription = services.push_subscription_save(
-            shopper=shopper,
             endpoint=data["endpoint"],
             p256dh=data["keys"]["p256dh"],
             auth=data["keys"]["auth"],
+            anonymous_id=data.get("anonymous_id"),
+            customer_id=data.get("user_id"),
+            proof=data.get("user_hash"),
         )
         return Response(
             self.PushSubscriptionOutputSerializer(
