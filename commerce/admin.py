@@ -28,9 +28,16 @@ from commerce.models import (
 
 
 class ShopperAliasInline(admin.TabularInline[ShopperAlias, Shopper]):
+    """Anonymous ids join a shopper through identify and merges (``services.shopper_resolve``,
+    ``shopper_merge``), never by hand."""
+
     model = ShopperAlias
     extra = 0
+    can_delete = False
     readonly_fields = ("anonymous_id", "created_at")
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 class PersonalDataAdminMixin:
@@ -68,7 +75,16 @@ class ShopperAdmin(PersonalDataAdminMixin, admin.ModelAdmin[Shopper]):
         "phone",
         "aliases__anonymous_id",
     )
-    readonly_fields = ("created_at", "updated_at", "merged_into")
+    # Consent changes with its records (unsubscribes, skipped messages): engagement's
+    # preference centre, unsubscribe links and Unsubscribe admin, or identify traits.
+    readonly_fields = (
+        "created_at",
+        "updated_at",
+        "merged_into",
+        "email_consent",
+        "sms_consent",
+        "push_consent",
+    )
     raw_id_fields = ("merged_into",)
     inlines = [ShopperAliasInline]
     show_full_result_count = False

@@ -439,8 +439,26 @@ class WebhookEndpointAdmin(admin.ModelAdmin[WebhookEndpoint]):
 
 @admin.register(Suppression)
 class SuppressionAdmin(admin.ModelAdmin[Suppression]):
+    """Suppressions are added through ``services.suppression_add`` (the address normalised as
+    the send-time check compares it); read-only once added, deleted to lift them."""
+
     list_display = ("address", "channel", "reason", "created_at")
     search_fields = ("address",)
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: Suppression | None = None
+    ) -> list[str]:
+        return ["created_at"] if obj is None else [f.name for f in Suppression._meta.fields]
+
+    def save_model(self, request: HttpRequest, obj: Suppression, form: Any, change: bool) -> None:
+        if change:
+            return  # read-only once added
+        services.suppression_add(channel=obj.channel, address=obj.address, reason=obj.reason)
+        address = obj.address.strip()
+        saved = Suppression.objects.filter(channel=obj.channel, address__iexact=address).first()
+        if saved is not None:
+            obj.pk = saved.pk
+            obj.refresh_from_db()
 
 
 class UnsubscribeForm(forms.ModelForm[Unsubscribe]):
@@ -486,9 +504,20 @@ class NpsResponseAdmin(admin.ModelAdmin[NpsResponse]):
 
 @admin.register(ProductWatch)
 class ProductWatchAdmin(admin.ModelAdmin[ProductWatch]):
+    """Shoppers' "notify me" requests, read-only: the widget creates them
+    (``services.notify_request_create``), restocks and price drops notify them."""
+
     list_display = ("shopper", "product", "kind", "created_at", "notified_at")
     raw_id_fields = ("shopper", "product")
     list_select_related = ("shopper", "product")
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: ProductWatch | None = None
+    ) -> list[str]:
+        return [f.name for f in ProductWatch._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
 
 admin.site.register(Topic)

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from commerce import importers, services
-from commerce.models import Category, Order, OrderLine, Product, Review
+from commerce.models import Category, Order, OrderLine, Product, Review, Shopper, ShopperAlias
 from core.exceptions import NotFound, ValidationError
 from tests.support.admin_forms import change_form_data
 
@@ -94,6 +94,27 @@ def test_deleting_the_last_review_clears_the_rating():
 
     product.refresh_from_db()
     assert (product.average_rating, product.rating_count) == (None, 0)
+
+
+def test_consent_and_aliases_are_read_only_on_the_shopper_page(admin_client):
+    shopper = services.shopper_resolve(customer_id="c-1", anonymous_id="anon-1")
+    page = admin_client.get(f"/admin/commerce/shopper/{shopper.pk}/change/")
+    data = change_form_data(page)
+    assert "email_consent" not in data
+    assert data["aliases-MAX_NUM_FORMS"] == 0
+
+    admin_client.post(
+        f"/admin/commerce/shopper/{shopper.pk}/change/",
+        {
+            **data,
+            "email_consent": "on",
+            "aliases-TOTAL_FORMS": "2",
+            "aliases-1-anonymous_id": "someone-else",
+        },
+    )
+
+    assert Shopper.objects.get(pk=shopper.pk).email_consent is False
+    assert list(ShopperAlias.objects.values_list("anonymous_id", flat=True)) == ["anon-1"]
 
 
 # --- product_update: the PATCH's one service ------------------------------------------------

@@ -13,7 +13,15 @@ from django.utils import timezone
 
 from commerce.models import Shopper
 from engagement import services
-from engagement.models import Broadcast, Campaign, CampaignStep, Message, Run, Unsubscribe
+from engagement.models import (
+    Broadcast,
+    Campaign,
+    CampaignStep,
+    Message,
+    Run,
+    Suppression,
+    Unsubscribe,
+)
 from tests.engagement.conftest import make_campaign, make_shopper
 from tests.support.admin_forms import change_form_data
 
@@ -227,3 +235,23 @@ def test_an_unsubscribe_added_in_the_admin_drops_consent_and_skips_scheduled_mai
     assert Unsubscribe.objects.get().source == "admin"
     assert Shopper.objects.get(pk=shopper.pk).email_consent is False
     assert Message.objects.get(pk=message.pk).state == Message.State.SKIPPED
+
+
+def test_a_suppression_added_in_the_admin_is_stored_as_the_send_time_check_reads_it(
+    admin_client,
+):
+    response = admin_client.post(
+        "/admin/engagement/suppression/add/",
+        {
+            "channel": "email",
+            "address": " Bob@Example.COM ",
+            "reason": "manual",
+            "created_at_0": "2026-01-01",
+            "created_at_1": "10:00:00",
+        },
+    )
+
+    assert response.status_code == 302
+    assert list(Suppression.objects.values_list("channel", "address")) == [
+        ("email", "bob@example.com")
+    ]
