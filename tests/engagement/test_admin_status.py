@@ -68,6 +68,23 @@ def test_the_change_form_does_not_save_a_posted_status(admin_client):
     assert Campaign.objects.get(pk=campaign.pk).status == Campaign.Status.DRAFT
 
 
+def test_a_campaign_added_in_the_admin_starts_as_a_draft_whatever_is_posted(admin_client):
+    page = admin_client.get("/admin/engagement/campaign/add/")
+    data = {
+        **change_form_data(page),
+        "name": "New",
+        "trigger": "welcome",
+        "trigger_options": "{}",
+        "audience_rules": "[]",
+        "status": "active",
+    }
+
+    response = admin_client.post("/admin/engagement/campaign/add/", data)
+
+    assert response.status_code == 302
+    assert list(Campaign.objects.filter(name="New").values_list("status", flat=True)) == ["draft"]
+
+
 def test_activating_a_stepless_campaign_shows_the_error_and_changes_nothing(admin_client):
     campaign = _stepless()
 
