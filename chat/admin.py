@@ -154,9 +154,15 @@ class ConversationAdmin(PersonalDataAdminMixin, admin.ModelAdmin[Conversation]):
 
     @admin.action(description="Resolve the selected conversations")
     def resolve(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> None:
+        resolved = 0
         for conversation in queryset:
-            services.conversation_resolve(conversation_id=conversation.pk, by=request.user)
-        self.message_user(request, f"Resolved {queryset.count()} conversations.", messages.SUCCESS)
+            try:
+                services.conversation_resolve(conversation_id=conversation.pk, by=request.user)
+            except ApplicationError as exc:
+                self.message_user(request, f"{conversation}: {exc.message}", messages.ERROR)
+            else:
+                resolved += 1
+        self.message_user(request, f"Resolved {resolved} conversations.", messages.SUCCESS)
 
 
 @admin.register(AgentStatus)

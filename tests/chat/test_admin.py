@@ -10,14 +10,16 @@ from typing import Any
 
 import pytest
 from channels.layers import get_channel_layer
+from django.contrib.auth import get_user_model
 from django.contrib.messages import get_messages
 
 from chat import services
 from chat.models import AgentStatus, Conversation, Message
-from commerce.models import Shopper
+from commerce.models import PERSONAL_DATA_PERMISSION, Shopper
 from core.exceptions import Conflict
 from tests.chat.conftest import make_agent
 from tests.support.admin_forms import change_form_data
+from tests.support.permissions import grant
 
 pytestmark = pytest.mark.django_db
 
@@ -135,6 +137,34 @@ def test_raising_an_agents_capacity_in_the_admin_hands_them_the_queue(admin_clie
     row = Conversation.objects.get(pk=queued.pk)
     assert (row.state, row.assigned_agent_id) == (State.ASSIGNED, anna.pk)
     assert AgentStatus.objects.get(pk=status.pk).status == AgentStatus.Status.ONLINE
+
+
+def test_a_manager_who_is_not_an_agent_is_told_and_nothing_changes(client, shopper):
+    anna = make_agent("anna")
+    manager = get_user_model().objects.create_user(username="boss", is_staff=True)
+    manager = grant(
+        manager,
+        "chat.view_conversation",
+        "chat.change_conversation",
+        PERSONAL_DATA_PERMISSION,
+    )
+    client.force_login(manager)
+    conversation = services.conversation_start(shopper=shopper)
+
+    assign = client.post(_assign_url(conversation), {"agent": anna.pk}, follow=True)
+    resolve = client.post(
+        "/admin/chat/conversation/",
+        {"action": "resolve", "_selected_action": [conversation.pk]},
+        follow=True,
+    )
+
+    assert _said(assign) == ["Only agents can do this."]
+    assert _said(resolve) == [
+        f"Conversation {conversation.pk} (bot): Only agents can do this.",
+        "Resolved 0 conversations.",
+    ]
+    row = Conversation.objects.get(pk=conversation.pk)
+    assert (row.state, row.assigned_agent_id) == (State.BOT, None)
 
 
 # --- The rule's home: the service -----------------------------------------------------------
