@@ -199,4 +199,8 @@ def nps_score(*, campaign: Campaign | None = None) -> dict[str, Any]:
                 Decimal(1), rounding=ROUND_HALF_UP
             )
         )
-    return {**counts, "passives": total - counts["promoters"] - counts["detractors"], "score": score}
+    return {
+        **counts,
+        "passives": total - counts["promoters"] - counts["detractors"],
+        "score": score,
+    }

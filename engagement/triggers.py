@@ -22,12 +22,11 @@ occurrence, so an event handed over again enrols nobody twice.
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal, InvalidOperation
 from collections.abc import Mapping, Sequence
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q
 
 from commerce.models import Event, Order, Product, Shopper
 from engagement import services
@@ -147,9 +146,10 @@ def _order_refunded(shopper: Shopper, occurrence: Occurrence) -> bool:
 
 def _nps_answered(shopper: Shopper, occurrence: Occurrence) -> bool:
     """The shopper answered one of the run's NPS messages: no reminder after the answer."""
-    return occurrence.run_id is not None and NpsResponse.objects.filter(
-        message__run_id=occurrence.run_id
-    ).exists()
+    return (
+        occurrence.run_id is not None
+        and NpsResponse.objects.filter(message__run_id=occurrence.run_id).exists()
+    )
 
 
 def _ordered_again(shopper: Shopper, occurrence: Occurrence) -> bool:
@@ -267,12 +267,10 @@ def register() -> None:
 _CONSENT_TRAITS = ("email_consent", "emailConsent")
 
 
-def _reached_before(event: Event, campaign: Campaign) -> bool:
-    """Whether an earlier identify of the shopper already made them reachable for
-    ``campaign``: it carried an email (and, for a campaign that needs consent, an earlier one
-    carried the consent)."""
+def _reached_before(event: Event, shopper_id: int) -> tuple[bool, bool]:
+    """What earlier identifies of the shopper already gave: (an email, email consent)."""
     earlier = (
-        Event.objects.filter(shopper_id=event.shopper_id, type=Event.Type.IDENTIFY, id__lt=event.id)
+        Event.objects.filter(shopper_id=shopper_id, type=Event.Type.IDENTIFY, id__lt=event.id)
         .exclude(user_id="")
         .values_list("properties", flat=True)
     )
@@ -281,7 +279,7 @@ def _reached_before(event: Event, campaign: Campaign) -> bool:
         traits = _traits(Event(properties=properties))
         had_email = had_email or bool(traits.get("email"))
         had_consent = had_consent or any(traits.get(key) is True for key in _CONSENT_TRAITS)
-    return had_email and (had_consent or not campaign.requires_consent)
+    return had_email, had_consent
 
 
 def on_identify(events: Sequence[Event]) -> None:
@@ -308,10 +306,14 @@ def on_identify(events: Sequence[Event]) -> None:
             continue
         if Order.objects.filter(shopper_id=shopper_id, placed_at__lt=event.timestamp).exists():
             continue
+        had_email, had_consent = _reached_before(event, shopper_id)
+        # A campaign whose conditions an earlier identify already met welcomed them then (or
+        # they predate it): only the identify that completes them starts the welcome.
         reachable = [
             c.pk
             for c in campaigns
-            if (shopper.email_consent or not c.requires_consent) and not _reached_before(event, c)
+            if (shopper.email_consent or not c.requires_consent)
+            and not (had_email and (had_consent or not c.requires_consent))
         ]
         if reachable:
             services.trigger_fire(

@@ -86,8 +86,10 @@ def _birthday_q(day: dt.date) -> Q:
 def _is_birthday(birthday: dt.date, day: dt.date) -> bool:
     if (birthday.month, birthday.day) == (day.month, day.day):
         return True
-    return (birthday.month, birthday.day) == (2, 29) and (day.month, day.day) == (2, 28) and (
-        not _is_leap(day.year)
+    return (
+        (birthday.month, birthday.day) == (2, 29)
+        and (day.month, day.day) == (2, 28)
+        and (not _is_leap(day.year))
     )
 
 
