@@ -30,21 +30,27 @@ from core.exceptions import Conflict, NotFound, PermissionDenied, ValidationErro
 from core.ratelimit import rate_limit_hit
 
 
-class _ErrorDetail(serializers.Serializer[Any]):
+class CouponErrorDetailSerializer(serializers.Serializer[Any]):
     code = serializers.CharField()
     message = serializers.CharField()
     detail = serializers.JSONField(required=False)
 
 
-class _Error(serializers.Serializer[Any]):
-    error = _ErrorDetail()
+class CouponErrorSerializer(serializers.Serializer[Any]):
+    error = CouponErrorDetailSerializer()
 
 
 _ERRORS = {
-    400: OpenApiResponse(_Error, description="Invalid input (nothing changed)"),
-    401: OpenApiResponse(_Error, description="Missing, unknown or inactive write key"),
-    403: OpenApiResponse(_Error, description="server_key_required: a browser write key"),
-    429: OpenApiResponse(_Error, description="Too many calls for this write key; see Retry-After"),
+    400: OpenApiResponse(CouponErrorSerializer, description="Invalid input (nothing changed)"),
+    401: OpenApiResponse(
+        CouponErrorSerializer, description="Missing, unknown or inactive write key"
+    ),
+    403: OpenApiResponse(
+        CouponErrorSerializer, description="server_key_required: a browser write key"
+    ),
+    429: OpenApiResponse(
+        CouponErrorSerializer, description="Too many calls for this write key; see Retry-After"
+    ),
 }
 
 
@@ -82,14 +88,14 @@ class _CouponView(APIView):
 
 
 class CouponValidateView(_CouponView):
-    class InputSerializer(serializers.Serializer[Any]):
+    class CouponValidateInputSerializer(serializers.Serializer[Any]):
         code = serializers.CharField(max_length=64)
         userId = serializers.CharField(
             max_length=255, required=False, default="", help_text="The shopper's customer id"
         )
         subtotal = MoneyInputField(min_value=Decimal(0), help_text="The basket before discounts")
 
-    class OutputSerializer(serializers.Serializer[Any]):
+    class CouponValidateOutputSerializer(serializers.Serializer[Any]):
         valid = serializers.BooleanField()
         code = serializers.CharField()
         kind = serializers.CharField(allow_blank=True)
@@ -103,13 +109,13 @@ class CouponValidateView(_CouponView):
     @extend_schema(
         tags=["coupons"],
         summary="Check whether a coupon code applies to a shopper's basket (nothing changes)",
-        request=InputSerializer,
-        responses={200: OutputSerializer, **_ERRORS},
+        request=CouponValidateInputSerializer,
+        responses={200: CouponValidateOutputSerializer, **_ERRORS},
     )
     def post(self, request: Request) -> Response:
         """200 always for a well-formed call: ``valid`` says whether the code applies, and
         ``reason`` (a ``coupon_*`` code) and ``message`` say why not."""
-        data = self.input(request, self.InputSerializer)
+        data = self.input(request, self.CouponValidateInputSerializer)
         body = {"valid": False, "code": data["code"].strip().upper(), "kind": "", "value": ""}
         body |= {"discount": "", "reason": "", "message": ""}
         try:
@@ -122,11 +128,11 @@ class CouponValidateView(_CouponView):
             discount = services.coupon_discount(coupon=coupon, subtotal=data["subtotal"])
             body |= {"valid": True, "kind": coupon.kind, "value": str(coupon.value)}
             body["discount"] = str(discount)
-        return Response(self.OutputSerializer(body).data)
+        return Response(self.CouponValidateOutputSerializer(body).data)
 
 
 class CouponRedeemView(_CouponView):
-    class InputSerializer(serializers.Serializer[Any]):
+    class CouponRedeemInputSerializer(serializers.Serializer[Any]):
         code = serializers.CharField(max_length=64)
         orderId = serializers.CharField(max_length=64, help_text="The store's order number")
         userId = serializers.CharField(
@@ -134,7 +140,7 @@ class CouponRedeemView(_CouponView):
         )
         subtotal = MoneyInputField(min_value=Decimal(0), help_text="The basket before discounts")
 
-    class OutputSerializer(serializers.Serializer[Any]):
+    class CouponRedeemOutputSerializer(serializers.Serializer[Any]):
         code = serializers.CharField()
         orderId = serializers.CharField()
         amount = serializers.CharField(help_text="The discount counted")
@@ -144,13 +150,15 @@ class CouponRedeemView(_CouponView):
     @extend_schema(
         tags=["coupons"],
         summary="Use a coupon for an order (once per order number; a retry changes nothing)",
-        request=InputSerializer,
+        request=CouponRedeemInputSerializer,
         responses={
-            201: OutputSerializer,
-            200: OpenApiResponse(OutputSerializer, description="Already redeemed for this order"),
-            404: OpenApiResponse(_Error, description="coupon_not_found"),
+            201: CouponRedeemOutputSerializer,
+            200: OpenApiResponse(
+                CouponRedeemOutputSerializer, description="Already redeemed for this order"
+            ),
+            404: OpenApiResponse(CouponErrorSerializer, description="coupon_not_found"),
             409: OpenApiResponse(
-                _Error,
+                CouponErrorSerializer,
                 description=(
                     "Refused, nothing counted: coupon_used_up, coupon_not_yours, "
                     "coupon_expired, coupon_not_started, coupon_inactive, coupon_min_spend, "
@@ -163,7 +171,7 @@ class CouponRedeemView(_CouponView):
     def post(self, request: Request) -> Response:
         """Count the use; the order sent later (Order Completed naming the code) is linked to
         this redemption and counts nothing more."""
-        data = self.input(request, self.InputSerializer)
+        data = self.input(request, self.CouponRedeemInputSerializer)
         number = data["orderId"].strip()
         if not number:
             raise ValidationError("orderId is required", code="invalid")
@@ -187,6 +195,6 @@ class CouponRedeemView(_CouponView):
             "usage_limit": coupon.usage_limit,
         }
         return Response(
-            self.OutputSerializer(body).data,
+            self.CouponRedeemOutputSerializer(body).data,
             status=status.HTTP_200_OK if before else status.HTTP_201_CREATED,
         )
