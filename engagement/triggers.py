@@ -9,14 +9,25 @@ occurrence, so an event handed over again enrols nobody twice.
 | welcome          | identify that makes a new customer reachable (email, consent) | ``welcome``       |
 | browse_abandoned | Product Viewed N times within a window (campaign options      | product + window  |
 |                  | ``views``, ``window_hours``; settings give the defaults)      |                   |
-| win_back         | beat: last order passed ``days`` ago (option, default 90)     | last order        |
-| back_in_stock    | a detected restock, for watchers and recent viewers           | the change        |
-| price_drop       | a detected price drop, for watchers and recent viewers        | the change        |
+| win_back         | beat: last order more than ``days`` ago (option, default 90), | last order        |
+|                  | including customers already lapsed when the campaign starts   |                   |
+| back_in_stock    | a detected restock, for watchers and recent viewers; once per | the change        |
+|                  | shopper and product within ``once_per_days``                  |                   |
+| price_drop       | a detected price drop of at least ``min_drop_percent`` or     | the change        |
+|                  | ``min_drop_amount``, for watchers and recent viewers; once    |                   |
+|                  | per shopper and product within ``once_per_days``              |                   |
 | review_request   | Order Completed, or an order recorded through the API         | the order number  |
-| nps_survey       | the same as review_request                                    | the order number  |
-| birthday         | beat: the shopper's birthday                                  | the year          |
+| nps_survey       | the same as review_request, at most once per shopper within   | the order number  |
+|                  | ``PATRON_NPS_THROTTLE_DAYS``                                  |                   |
+| birthday         | beat: the shopper's birthday in their time zone               | the year          |
 | limited_offer    | a Broadcast of the campaign (options ``coupon``: kind, value, | the broadcast     |
 |                  | valid_hours, prefix, min_spend)                               |                   |
+
+End conditions, checked before every step is sent: browse abandonment and win-back end on a
+purchase; back in stock when the product sells out again; price drop when the price rises
+above the dropped price; a review request when its order is refunded in full; an NPS survey
+when the shopper answered it. A watcher's ("notify me") first message goes without marketing
+consent: the request is consent to that one message, and the message records it.
 """
 
 from __future__ import annotations
