@@ -423,6 +423,17 @@ for _proxy in PATRON_TRUSTED_PROXIES:
 # How often an open agent console re-reads the agent's rights: a deactivated agent, or one
 # removed from the agent group, is disconnected within this many seconds.
 PATRON_AGENT_RECHECK_SECONDS = env_int("PATRON_AGENT_RECHECK_SECONDS", 5, minimum=1)
+# How long a shopper socket may stay open without sending hello (docs/chat-protocol.md: 10 s,
+# then error hello_required and close 4001). Tests shorten it rather than wait.
+PATRON_CHAT_HELLO_TIMEOUT_MS = env_int("PATRON_CHAT_HELLO_TIMEOUT_MS", 10_000, minimum=1)
+
+# --- Test checkpoints ----------------------------------------------------------------------
+# Named points where a server started by a system test pauses, when the test arms them, so the
+# test can act between two steps without a sleep race (core/checkpoints.py). Refused outside
+# tests: a production server never waits on a test.
+PATRON_TEST_CHECKPOINTS = frozenset(env_list("PATRON_TEST_CHECKPOINTS", []))
+if PATRON_TEST_CHECKPOINTS and not TESTING:
+    raise ConfigurationError("PATRON_TEST_CHECKPOINTS is only accepted with PATRON_TESTING=1")
 
 # --- Security (production) ---------------------------------------------------------------
 SESSION_COOKIE_SECURE = not DEBUG
