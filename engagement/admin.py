@@ -148,7 +148,7 @@ class CampaignAdmin(admin.ModelAdmin[Campaign]):
     list_display = ("name", "trigger", "status", "audience", "control_percent", "created_at")
     list_filter = ("status", "trigger")
     search_fields = ("name",)
-    readonly_fields = ("status", "status_actions", "results")
+    readonly_fields = ("status", "status_actions", "results", "nps")
     actions = ["activate", "pause", "archive", "broadcast_now"]
 
     @admin.display(description="Results (orders within 7 days)")
@@ -179,6 +179,23 @@ class CampaignAdmin(admin.ModelAdmin[Campaign]):
                 for status, (label, _) in STATUS_ACTIONS.items()
                 if status != campaign.status
             ),
+        )
+
+    @admin.display(description="NPS")
+    def nps(self, campaign: Campaign) -> str:
+        """The campaign's Net Promoter Score (promoters minus detractors), for NPS surveys."""
+        if not campaign.pk or campaign.trigger != "nps_survey":
+            return "-"
+        r = selectors.nps_score(campaign=campaign)
+        if r["score"] is None:
+            return "no answers yet"
+        return format_html(
+            "NPS {} · {} answers: {} promoters, {} passives, {} detractors",
+            r["score"],
+            r["responses"],
+            r["promoters"],
+            r["passives"],
+            r["detractors"],
         )
 
     def _set_status(self, request: HttpRequest, queryset: QuerySet[Campaign], status: str) -> None:
