@@ -303,15 +303,33 @@ def _check_unsubscribe(message: Message, recipient: str, batch: _Batch) -> bool:
 
 def _check_consent(message: Message, recipient: str, batch: _Batch) -> bool:
     """The campaign requires consent and the shopper has not given it on the channel: skip,
-    "no consent" (marketing only)."""
+    "no consent" (marketing only). Except the first message of a run the shopper requested
+    ("notify me"): it goes, with the reason recorded on it."""
     if (
         _marketing_choices_apply(message)
         and message.campaign.requires_consent
         and not getattr(message.shopper, _CONSENT_FIELD[message.channel])
     ):
+        if _requested_by_shopper(message):
+            Message.objects.filter(pk=message.pk).update(reason=_REQUESTED_REASON)
+            return False
         _set_outcome(message, state=Message.State.SKIPPED, reason="no consent")
         return True
     return False
+
+
+# Kept on the message once sent (delivery keeps a reason starting "consent:").
+_REQUESTED_REASON = "consent: no marketing consent; the shopper asked for it (notify me)"
+
+
+def _requested_by_shopper(message: Message) -> bool:
+    """The run's first message answers the shopper's own request ("notify me" with their
+    address): that request is their consent to this one message, not to later steps."""
+    if not message.run.data.get("requested"):
+        return False
+    return not CampaignStep.objects.filter(
+        campaign_id=message.campaign_id, position__lt=message.step.position
+    ).exists()
 
 
 def _check_paused(message: Message, recipient: str, batch: _Batch) -> bool:
@@ -401,15 +419,15 @@ def _check_frequency_cap(message: Message, recipient: str, batch: _Batch) -> boo
 
 def _smart_sending_applies(message: Message, hours: int) -> bool:
     """Smart sending concerns marketing on email, SMS and push of a campaign that keeps it on,
-    when the store's window is not 0; never a transactional message or one the shopper asked
-    for (a "notify me" run)."""
+    when the store's window is not 0; never a transactional message or the one the shopper
+    asked for (the first message of a "notify me" run)."""
     campaign = message.campaign
     return (
         hours > 0
         and message.channel in _INTRUSIVE
         and campaign.smart_sending
         and not campaign.transactional
-        and message.run.data.get("requested") is not True
+        and not _requested_by_shopper(message)
     )
 
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from decimal import Decimal
 
 import pytest
 from django.core import mail
 from django.utils import timezone
 
-from commerce.models import Shopper
+from commerce.models import Product, Shopper
 from engagement import registry, services
-from engagement.models import Campaign, EngagementSettings, Message, Run
+from engagement.models import Campaign, EngagementSettings, Message
 from engagement.registry import register_trigger
-from tests.engagement.conftest import make_campaign, make_shopper
+from tests.engagement.conftest import make_campaign, make_shopper, process, track
 
 pytestmark = pytest.mark.django_db
 
@@ -140,20 +141,23 @@ def test_a_campaign_can_opt_out_and_transactional_messages_neither_wait_nor_coun
     assert Message.objects.get(campaign__name="newsletter", shopper=other).state == "sent"
 
 
-def test_a_message_the_shopper_asked_for_is_never_held_back():
+def test_the_message_the_shopper_asked_for_is_never_held_back(write_key):
+    product = Product.objects.create(sku="LAMP", title="Lamp", price=Decimal("40.00"), stock=0)
     make_campaign("win_back", name="newsletter")
-    notify = make_campaign("back_in_stock", name="notify me")
+    notify = make_campaign("back_in_stock", steps=[{"subject": "{{ product.title }} is back"}])
     asker, viewer = make_shopper(), make_shopper()
+    services.product_watch_create(shopper=asker, product=product, kind="back_in_stock")
+    process(track(write_key, viewer, "Product Viewed", properties={"sku": "LAMP"}))
+    services.product_changes_detect()
     fire("win_back", asker)
     fire("win_back", viewer)
     deliver()
 
-    fire("back_in_stock", asker)
-    fire("back_in_stock", viewer)
-    Run.objects.filter(campaign=notify, shopper=asker).update(data={"requested": True})
+    Product.objects.filter(pk=product.pk).update(stock=5)
+    services.product_changes_detect()
     deliver()
 
-    assert outcome(notify, asker) == ("sent", "")
+    assert outcome(notify, asker) == ("sent", "")  # their "notify me"
     assert outcome(notify, viewer) == SKIPPED_16H  # a recent viewer did not ask
 
 
