@@ -120,7 +120,7 @@ def _results_html(result: services.CampaignAttribution) -> str:
     )
     uplift = result.uplift
     figures = format_html(
-        "<p>Uplift (orders within {} days of enrolment): sent {} of {} shoppers ordered, "
+        "<p>Uplift (orders within {} days of enrolment): targeted {} of {} shoppers ordered, "
         "control group {} of {}.</p>",
         days,
         uplift.treated.converted,

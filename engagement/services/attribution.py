@@ -407,7 +407,7 @@ def uplift_reading(uplift: Uplift, *, window: dt.timedelta) -> str:
     treated_rate, control_rate = treated.converted / treated.runs, control.converted / control.runs
     low, high = uplift.interval
     facts = (
-        f"{treated_rate:.1%} of the {treated.runs} shoppers sent it ordered within {days} days, "
+        f"{treated_rate:.1%} of the {treated.runs} shoppers it targeted ordered within {days} days, "
         f"against {control_rate:.1%} of the {control.runs} held out: "
         f"{_points(uplift.absolute)} points (95% interval {_points(low)} to {_points(high)})"
     )

@@ -42,7 +42,7 @@ def test_the_campaign_page_shows_each_steps_figures_and_the_uplift(marketer):
     # of tests/engagement/test_attribution.py's worked example, rates of those sent).
     assert "1. Welcome email 10 7 (70.0%) 1 (10.0%) 2 (20.0%) 3 170.00 1 (10.0%)" in text
     assert "2. Still there? email 2 1 (50.0%) 1 (50.0%) 1 (50.0%) 1 50.00 0 (0.0%)" in text
-    assert "sent 5 of 10 shoppers ordered, control group 2 of 10" in text
+    assert "targeted 5 of 10 shoppers ordered, control group 2 of 10" in text
     assert "Conversion uplift +30.00 points (95% interval -10.67 to +59.99, Newcombe)" in text
     assert "relative +150.0%" in text
     assert "Revenue per recipient +21.00 (95% interval -6.58 to +48.58, Welch)" in text

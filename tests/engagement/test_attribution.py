@@ -227,7 +227,7 @@ def test_the_reading_says_not_significant_yet_while_the_interval_spans_zero():
 
     reading = services.campaign_attribution(campaign=campaign, window=FIVE_DAYS).reading
 
-    assert reading.startswith("Not significant yet: 50.0% of the 10 shoppers sent it ordered")
+    assert reading.startswith("Not significant yet: 50.0% of the 10 shoppers it targeted ordered")
     assert "against 20.0% of the 10 held out: +30.0 points" in reading
     assert "(95% interval -10.7 to +60.0)" in reading
     assert "incremental revenue 210.00 (95% interval -65.78 to 485.78)" in reading
