@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 
-from chat import bot, services
+from chat import bot, presence, selectors, services
 from chat.models import (
     AgentStatus,
     BotIntent,
@@ -87,10 +87,19 @@ class ConversationAdmin(PersonalDataAdminMixin, admin.ModelAdmin[Conversation]):
 
 @admin.register(AgentStatus)
 class AgentStatusAdmin(admin.ModelAdmin[AgentStatus]):
-    list_display = ["user", "status", "capacity", "connections", "last_seen_at"]
+    list_display = ["user", "status", "presence_now", "live_connections", "capacity", "last_seen_at"]
     list_select_related = ["user"]
     raw_id_fields = ["user"]
     list_editable = ["capacity"]
+
+    @admin.display(description="presence")
+    def presence_now(self, row: AgentStatus) -> str:
+        """What consoles and routing see: offline without a live console (chat.presence)."""
+        return selectors.agent_presence(row.status, live=row.user_id in presence.live_agent_ids())
+
+    @admin.display(description="live consoles")
+    def live_connections(self, row: AgentStatus) -> int:
+        return presence.live_connections().get(row.user_id, 0)
 
 
 @admin.register(KnowledgeArticle)

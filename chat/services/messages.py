@@ -235,8 +235,9 @@ def message_post(
     With ``shopper_id`` the conversation must be that shopper's (``PermissionDenied``).
 
     A ``client_id`` already stored in this conversation returns that message (``created`` is
-    False) and sends nothing. Raises ``Conflict`` when the conversation's state does not accept
-    this author (the bot outside ``bot``, anyone but the system in ``resolved``).
+    False), stores nothing and publishes that message again. Raises ``Conflict`` when the
+    conversation's state does not accept this author (the bot outside ``bot``, anyone but the
+    system in ``resolved``).
 
     ``chat.writer`` does the same for many messages at once, from the event loop.
     """
@@ -256,7 +257,11 @@ def message_post(
     with transaction.atomic():
         [row] = messages_store([request], now=now)
         if row is None:
-            return post_rejected(request)
+            posted = post_rejected(request)
+            # Stored before under this client_id: publish it again, as chat.writer does (the
+            # first publish may have been lost; receivers drop seqs they already have).
+            transaction.on_commit(partial(group_send_sync, *message_event(posted.message)))
+            return posted
         posted = PostedMessage(
             message=message_dict(request, row, now=now), created=True, state=row[2]
         )

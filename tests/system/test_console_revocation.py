@@ -59,7 +59,7 @@ def agents_group() -> Group:
 def make_group_agent(username: str) -> Any:
     user = get_user_model().objects.create_user(username=username, is_staff=True)
     user.groups.add(agents_group())
-    AgentStatus.objects.create(user=user, status=AgentStatus.Status.OFFLINE, connections=0)
+    AgentStatus.objects.create(user=user, status=AgentStatus.Status.OFFLINE)
     return user
 
 
