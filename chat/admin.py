@@ -87,7 +87,14 @@ class ConversationAdmin(PersonalDataAdminMixin, admin.ModelAdmin[Conversation]):
 
 @admin.register(AgentStatus)
 class AgentStatusAdmin(admin.ModelAdmin[AgentStatus]):
-    list_display = ["user", "status", "presence_now", "live_connections", "capacity", "last_seen_at"]
+    list_display = [
+        "user",
+        "status",
+        "presence_now",
+        "live_connections",
+        "capacity",
+        "last_seen_at",
+    ]
     list_select_related = ["user"]
     raw_id_fields = ["user"]
     list_editable = ["capacity"]

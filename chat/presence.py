@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import cast
 
 import redis
 from django.conf import settings
@@ -72,9 +73,14 @@ def live_agent_ids() -> set[int]:
     return set(live_connections())
 
 
+def members() -> list[bytes]:
+    """Every recorded connection, live or not yet pruned, as ``b"<user id>:<connection id>"``."""
+    return cast(list[bytes], _redis().zrange(KEY, 0, -1))
+
+
 def presence_clear(user_ids: Iterable[int]) -> None:
     """Forget every connection of these agents (tests, and support staff resetting one)."""
     wanted = {str(user_id).encode() for user_id in user_ids}
-    members = [m for m in _redis().zrange(KEY, 0, -1) if m.split(b":", 1)[0] in wanted]
-    if members:
-        _redis().zrem(KEY, *members)
+    found = [m for m in members() if m.split(b":", 1)[0] in wanted]
+    if found:
+        _redis().zrem(KEY, *found)

@@ -369,7 +369,9 @@ def agent_presence(status: str, *, live: bool) -> str:
     (``chat.presence``), whatever the row says; else ``away`` if they chose it, or ``online``."""
     if not live:
         return AgentStatus.Status.OFFLINE
-    return AgentStatus.Status.AWAY if status == AgentStatus.Status.AWAY else AgentStatus.Status.ONLINE
+    return (
+        AgentStatus.Status.AWAY if status == AgentStatus.Status.AWAY else AgentStatus.Status.ONLINE
+    )
 
 
 def agents_list() -> list[dict[str, Any]]:

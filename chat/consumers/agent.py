@@ -188,9 +188,7 @@ class AgentConsumer(ChatSocket):
         self.opened.add(cid)
         # Re-opening resends from last_seq; drop the socket's cursor so nothing is skipped.
         self.delivered.pop(cid, None)
-        messages, more = await self.subscribe(
-            cid, history_after=last_seq, latest=last_seq is None
-        )
+        messages, more = await self.subscribe(cid, history_after=last_seq, latest=last_seq is None)
         pushed = self.pushed.pop(cid, set())
         if last_seq is not None:
             # What this socket pushed after the client's last_seq reaches the client ahead of

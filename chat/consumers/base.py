@@ -82,7 +82,9 @@ class ChatSocket(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ship
                     await events
 
     @staticmethod
-    async def _unavailable(receive: Callable[[], Awaitable[dict[str, Any]]] | None, send: Any) -> None:
+    async def _unavailable(
+        receive: Callable[[], Awaitable[dict[str, Any]]] | None, send: Any
+    ) -> None:
         """Answer a handshake while Redis is down (docs/chat-protocol.md): accept, send
         ``error`` ``unavailable``, close 1011; the client reconnects with backoff."""
         if receive is not None:

@@ -146,11 +146,9 @@ FIXTURE_CONNECTION = "fixture"
 
 def _server_connections() -> int:
     """Live console connections of real sockets (not ``make_agent``'s pretend ones)."""
-    return sum(
-        1
-        for member in presence._redis().zrange(presence.KEY, 0, -1)
-        if not member.endswith(b":" + FIXTURE_CONNECTION.encode())
-    )
+    presence.live_connections()  # prunes connections whose heartbeat aged out
+    suffix = b":" + FIXTURE_CONNECTION.encode()
+    return len([member for member in presence.members() if not member.endswith(suffix)])
 
 
 def _server_idle() -> bool:

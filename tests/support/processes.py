@@ -13,8 +13,8 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
-from typing import IO
 from pathlib import Path
+from typing import IO
 from urllib.parse import quote
 
 from core.servers import celery_worker_command, uvicorn_command
@@ -101,7 +101,10 @@ def asgi_process(
     port = port or free_port()
     command = uvicorn_command(host="127.0.0.1", port=port, workers=workers)
     process = subprocess.Popen(
-        command, cwd=ROOT, env=env or child_env(), stdout=log,
+        command,
+        cwd=ROOT,
+        env=env or child_env(),
+        stdout=log,
         stderr=subprocess.STDOUT if log is not None else None,
     )
     try:

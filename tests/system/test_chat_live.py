@@ -14,7 +14,7 @@ from django.test import Client
 from websockets.exceptions import InvalidStatus
 
 from chat import emails, presence, selectors
-from chat.models import AgentStatus, BusinessHours, ChatSettings, Conversation, Message
+from chat.models import BusinessHours, ChatSettings, Conversation, Message
 from commerce.models import WriteKey
 from engagement.models import Message as OutboxMessage
 from tests.chat.conftest import (  # noqa: F401  (fixtures)
