@@ -37,12 +37,15 @@ def _member(user_id: int, connection_id: str) -> str:
     return f"{user_id}:{connection_id}"
 
 
-def presence_beat(*, user_id: int, connection_id: str, now: float | None = None) -> None:
-    """Record a heartbeat of one console connection (its opening, or a ``ping``).
+def presence_beat(*, user_id: int, connection_id: str, now: float | None = None) -> bool:
+    """Record a heartbeat of one console connection (its opening, or a ``ping``); True when
+    the connection was not recorded before (new, or forgotten: aged out, Redis restarted).
 
     ``now``: Unix seconds (default: the clock). Raises ``redis.RedisError`` when Redis is down.
     """
-    _redis().zadd(KEY, {_member(user_id, connection_id): time.time() if now is None else now})
+    member = _member(user_id, connection_id)
+    added = _redis().zadd(KEY, {member: time.time() if now is None else now})
+    return bool(added)
 
 
 def presence_end(*, user_id: int, connection_id: str) -> None:

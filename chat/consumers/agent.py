@@ -80,7 +80,10 @@ class AgentConsumer(ChatSocket):
             watch.cancel()
         if getattr(self, "online", False):
             self.online = False
-            await db(services.agent_disconnect)(user=self.user, connection_id=self.channel_name)
+            try:
+                await db(services.agent_disconnect)(user=self.user, connection_id=self.channel_name)
+            except RedisError as exc:  # its heartbeat ages out instead (chat.presence)
+                logger.warning("console: agent %s presence not cleared: %r", self.user.pk, exc)
         if hasattr(self, "groups_joined"):
             await super().disconnect(code)
 

@@ -64,9 +64,14 @@ def agent_disconnect(*, user: Any, connection_id: str) -> None:
 
 
 def agent_heartbeat(*, user: Any, connection_id: str) -> None:
-    """A console's ``ping``: the connection is alive (keeps the agent routable)."""
-    presence.presence_beat(user_id=user.pk, connection_id=connection_id)
+    """A console's ``ping``: the connection is alive (keeps the agent routable). A connection
+    presence had forgotten (Redis restarted, or its heartbeat aged out) counts again: the
+    consoles hear the agent is back and queued conversations may route to them."""
+    returned = presence.presence_beat(user_id=user.pk, connection_id=connection_id)
     AgentStatus.objects.filter(user=user).update(last_seen_at=timezone.now())
+    if returned:
+        _emit_presence(user)
+        queue_drain()
 
 
 def agent_presence_set(*, user: Any, status: str) -> AgentStatus:

@@ -159,6 +159,19 @@ def test_without_free_agents_the_conversation_waits_in_fifo_order(shopper):
     assert presence.live_connections()[agent.pk] == 1
 
 
+def test_a_heartbeat_after_presence_was_lost_routes_what_queued_meanwhile(shopper):
+    agent = make_agent("anna", online=False)
+    services.agent_connect(user=agent, connection_id="console-1")
+    presence.presence_clear([agent.pk])  # Redis restarted: every heartbeat is gone
+    cid = say(shopper, "human", "c1").conversation_id
+    assert Conversation.objects.get(pk=cid).state == State.QUEUED
+
+    services.agent_heartbeat(user=agent, connection_id="console-1")
+
+    assert Conversation.objects.get(pk=cid).assigned_agent_id == agent.pk
+    assert selectors.agents_list()[0]["status"] == "online"
+
+
 def test_capacity_is_respected_and_resolving_frees_a_slot(shopper):
     agent = make_agent("anna", capacity=1)
     other = Shopper.objects.create()
