@@ -4,14 +4,26 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
 from commerce.models import Order, Shopper, ShopperAlias
 from core.exceptions import ValidationError
-from engagement.models import Campaign, Message, Run, Segment, SegmentMembership
+from engagement.models import (
+    SUBSCRIBABLE_CHANNELS,
+    Campaign,
+    Channel,
+    Message,
+    NpsResponse,
+    Preference,
+    Run,
+    Segment,
+    SegmentMembership,
+    Topic,
+    Unsubscribe,
+)
 
 # Shopper fields an audience rule may test, and the operators each kind of field allows.
 _TEXT_FIELDS = {
@@ -143,6 +155,56 @@ def onsite_messages_pending(*, shopper: Shopper, limit: int = 20) -> list[Messag
     )
 
 
+def topics_list() -> list[Topic]:
+    """Every topic a shopper may opt out of, by name (as the preference centre lists them)."""
+    return list(Topic.objects.order_by("name", "key"))
+
+
+def preference_centre(*, shopper: Shopper) -> dict[str, Any]:
+    """What the preference centre shows a shopper: ``channels`` (``key``, ``label``, ``on``:
+    consent given and no unsubscribe recorded), ``topics`` (``key``, ``name``,
+    ``description``, ``on``: not opted out) and ``paused_until`` (aware datetime or None)."""
+    unsubscribed = set(
+        Unsubscribe.objects.filter(shopper=shopper).values_list("channel", flat=True)
+    )
+    preference = Preference.objects.filter(shopper=shopper).first()
+    opted_out = (
+        set(preference.topics_opted_out.values_list("key", flat=True)) if preference else set()
+    )
+    return {
+        "channels": [
+            {
+                "key": c,
+                "label": Channel(c).label,
+                "on": c not in unsubscribed and bool(getattr(shopper, f"{c}_consent")),
+            }
+            for c in SUBSCRIBABLE_CHANNELS
+        ],
+        "topics": [
+            {
+                "key": t.key,
+                "name": t.name,
+                "description": t.description,
+                "on": t.key not in opted_out,
+            }
+            for t in topics_list()
+        ],
+        "paused_until": preference.paused_until if preference else None,
+    }
+
+
+def campaign_scheduled_counts(*, campaign_ids: Sequence[int]) -> dict[int, int]:
+    """Per campaign id, how many of its messages wait to be sent (what archiving cancels)."""
+    rows = (
+        Message.objects.filter(campaign_id__in=campaign_ids, state=Message.State.SCHEDULED)
+        .values("campaign_id")
+        .annotate(n=Count("pk"))
+    )
+    counts = {campaign_id: 0 for campaign_id in campaign_ids}
+    counts.update({row["campaign_id"]: row["n"] for row in rows})
+    return counts
+
+
 def campaign_results(*, campaign: Campaign, attribution_days: int = 7) -> dict[str, dict[str, Any]]:
     """Conversion of the treated and the held-out shoppers, for measuring uplift.
 
@@ -168,3 +230,32 @@ def campaign_results(*, campaign: Campaign, attribution_days: int = 7) -> dict[s
         "rate": (treated - control) if treated is not None and control is not None else None
     }
     return results
+
+
+def nps_score(*, campaign: Campaign | None = None) -> dict[str, Any]:
+    """The Net Promoter Score of the answers (to ``campaign``, or to every campaign).
+
+    ``score`` is the share of promoters (9-10) minus the share of detractors (0-6), in whole
+    percentage points from -100 to 100 (None without answers); also the counts.
+    """
+    answers = NpsResponse.objects.all()
+    if campaign is not None:
+        answers = answers.filter(campaign=campaign)
+    counts = answers.aggregate(
+        responses=Count("pk"),
+        promoters=Count("pk", filter=Q(score__gte=9)),
+        detractors=Count("pk", filter=Q(score__lte=6)),
+    )
+    total = counts["responses"]
+    score = None
+    if total:
+        score = int(
+            (Decimal(counts["promoters"] - counts["detractors"]) * 100 / total).quantize(
+                Decimal(1), rounding=ROUND_HALF_UP
+            )
+        )
+    return {
+        **counts,
+        "passives": total - counts["promoters"] - counts["detractors"],
+        "score": score,
+    }

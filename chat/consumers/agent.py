@@ -16,6 +16,7 @@ from chat.consumers.base import ChatSocket
 from chat.consumers.frames import AGENT_FRAMES, CLOSE_FORBIDDEN, ProtocolError, parse_resume
 from chat.models import Conversation
 from chat.threads import db
+from core.checkpoints import checkpoint
 from core.exceptions import Conflict, NotFound, ValidationError
 
 logger = logging.getLogger(__name__)
@@ -129,18 +130,20 @@ class AgentConsumer(ChatSocket):
         await self.join(
             services.conversation_group(conversation_id), services.staff_group(conversation_id)
         )
+        if history_after is None and not latest:
+            if conversation_id not in self.delivered:
+                self.delivered[conversation_id] = await db(self._last_seq)(conversation_id)
+            return [], False
+        # Subscribed first, then the history: see ShopperConsumer.subscribe.
+        await checkpoint("chat.subscribed")
         more = False
         if latest:
             history: list[dict[str, Any]] = await db(selectors.messages_latest)(
                 conversation_id=conversation_id, include_internal=True
             )
-        elif history_after is None:
-            if conversation_id not in self.delivered:
-                self.delivered[conversation_id] = await db(self._last_seq)(conversation_id)
-            return [], False
         else:
             history, more = await db(selectors.messages_page)(
-                conversation_id=conversation_id, after_seq=history_after, include_internal=True
+                conversation_id=conversation_id, after_seq=history_after or 0, include_internal=True
             )
         self.delivered[conversation_id] = max(
             [m["seq"] for m in history]
@@ -327,6 +330,7 @@ class AgentConsumer(ChatSocket):
                 "type": "transcript.queued",
                 "conversation_id": frame["conversation_id"],
                 "email": address,
+                **self.ref_of(frame),
             }
         )
 
@@ -334,9 +338,8 @@ class AgentConsumer(ChatSocket):
         await db(services.agent_presence_set)(user=self.user, status=frame["status"])
 
     async def on_canned_list(self, frame: dict[str, Any]) -> None:
-        await self.send_json(
-            {"type": "canned.list", "responses": await db(selectors.canned_responses)()}
-        )
+        responses = await db(selectors.canned_responses)()
+        await self.send_json({"type": "canned.list", "responses": responses, **self.ref_of(frame)})
 
     async def forward(self, event: dict[str, Any]) -> None:
         if event.get("audience") == "shopper":

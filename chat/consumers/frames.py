@@ -8,7 +8,6 @@ from urllib.parse import parse_qs
 import orjson
 
 MAX_FRAME_BYTES = 16 * 1024
-HELLO_TIMEOUT = 10.0
 
 CLOSE_PROTOCOL = 4000
 CLOSE_HELLO = 4001

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from commerce.models import ZERO, Order, OrderLine, Product, Refund, RefundLine, Review, Shopper
 from commerce.services._common import CENT, MAX_AMOUNT, money
+from commerce.services.coupons import order_coupon_count
 from commerce.services.shoppers import shopper_current
 from core.exceptions import Conflict, ValidationError
 
@@ -48,6 +49,8 @@ def order_create(
 
     Lines refer to products by SKU; an unknown SKU is recorded on the line without a product.
     The total is computed from the lines, shipping, tax and discount, never trusted from input.
+    A ``coupon_code`` that is one of Patron's coupons has its use counted once
+    (``order_coupon_count``); a refused use is flagged on the order, not counted.
     """
     number = number.strip()
     if not number:
@@ -109,6 +112,8 @@ def order_create(
         )
         for line in lines
     )
+    if order.coupon_code:
+        order_coupon_count(order=order)
     return order, True
 
 
@@ -224,9 +229,27 @@ def review_record(
         defaults={"product": product, "shopper": shopper, "rating": rating, "body": body},
     )
     if created:
-        Product.objects.select_for_update().filter(pk=product.pk).first()
-        stats = Review.objects.filter(product=product).aggregate(avg=Avg("rating"), n=Count("id"))
-        Product.objects.filter(pk=product.pk).update(
-            average_rating=Decimal(stats["avg"]).quantize(CENT), rating_count=stats["n"]
-        )
+        _product_rating_refresh(product_id=product.pk)
     return review, created
+
+
+@transaction.atomic
+def reviews_delete(*, review_ids: Sequence[int]) -> int:
+    """Delete these reviews (staff removing spam) and refresh their products' average rating
+    and count; returns how many were deleted. Unknown ids are ignored."""
+    product_ids = sorted(
+        set(Review.objects.filter(pk__in=review_ids).values_list("product_id", flat=True))
+    )
+    list(Product.objects.select_for_update().filter(pk__in=product_ids).order_by("pk"))
+    deleted, _ = Review.objects.filter(pk__in=review_ids).delete()
+    for product_id in product_ids:
+        _product_rating_refresh(product_id=product_id)
+    return deleted
+
+
+def _product_rating_refresh(*, product_id: int) -> None:
+    """Recompute a product's average rating and count from its reviews (row locked here)."""
+    Product.objects.select_for_update().filter(pk=product_id).first()
+    stats = Review.objects.filter(product_id=product_id).aggregate(avg=Avg("rating"), n=Count("id"))
+    average = Decimal(stats["avg"]).quantize(CENT) if stats["avg"] is not None else None
+    Product.objects.filter(pk=product_id).update(average_rating=average, rating_count=stats["n"])

@@ -61,28 +61,36 @@ from engagement.services.delivery import (
     outbox_sweep,
 )
 from engagement.services.enrolment import (
+    broadcast_check,
     broadcast_schedule,
     broadcast_send,
     broadcasts_due_send,
+    campaign_status_check,
     campaign_status_set,
     run_stop,
     runs_end,
     runs_end_for_events,
+    runs_stop,
     trigger_fire,
     trigger_has_active_campaigns,
 )
 from engagement.services.merges import shopper_merge_fold
+from engagement.services.offers import offer_coupon_display
 from engagement.services.periodic import (
     birthday_scan,
     order_since,
     post_purchase_fire,
+    post_purchase_fire_for,
     post_purchase_scan,
     product_bought_since,
     win_back_scan,
 )
 from engagement.services.previews import step_preview, step_test_send
 from engagement.services.products import (
+    NotifyRequest,
+    notify_request_create,
     product_changes_detect,
+    product_events_q,
     product_for_properties,
     product_views_record,
     product_views_record_many,
@@ -100,10 +108,13 @@ from engagement.services.tracking import (
 
 __all__ = [
     "LeaseKeeper",
+    "NotifyRequest",
     "birthday_scan",
+    "broadcast_check",
     "broadcast_schedule",
     "broadcast_send",
     "broadcasts_due_send",
+    "campaign_status_check",
     "campaign_status_set",
     "email_address_clean",
     "in_control_group",
@@ -112,8 +123,10 @@ __all__ = [
     "message_click_record",
     "message_open_record",
     "message_requeue",
+    "notify_request_create",
     "nps_message",
     "nps_record",
+    "offer_coupon_display",
     "onsite_mark_seen",
     "order_since",
     "outbox_claim",
@@ -123,10 +136,12 @@ __all__ = [
     "outbox_kick",
     "outbox_sweep",
     "post_purchase_fire",
+    "post_purchase_fire_for",
     "post_purchase_scan",
     "preferences_update",
     "product_bought_since",
     "product_changes_detect",
+    "product_events_q",
     "product_for_properties",
     "product_views_record",
     "product_views_record_many",
@@ -137,6 +152,7 @@ __all__ = [
     "run_stop",
     "runs_end",
     "runs_end_for_events",
+    "runs_stop",
     "shopper_for_preferences",
     "shopper_merge_fold",
     "shopper_unsubscribe",

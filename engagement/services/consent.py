@@ -54,8 +54,18 @@ def shopper_unsubscribe(
     return True
 
 
-def unsubscribe_by_token(*, token: str, source: str) -> tuple[Shopper, str]:
+def unsubscribe_by_token(*, token: str, source: str) -> tuple[Shopper | None, str]:
+    """Unsubscribe the shopper a message's link names from its channel; returns them and the
+    channel. A preview's or test send's link names nobody: (None, channel), nothing changes.
+    ``NotFound`` for a forged or mangled token."""
     value = tokens.read("unsubscribe", token)
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and value[0] == tokens.TEST
+        and isinstance(value[1], str)
+    ):
+        return None, value[1]
     if not (isinstance(value, list) and len(value) == 3):
         raise NotFound("this link is not valid", code="bad_token")
     message_id, shopper_id, channel = value
@@ -121,10 +131,27 @@ def suppression_add(*, channel: str, address: str, reason: str = Suppression.Rea
 
 @transaction.atomic
 def push_subscription_save(
-    *, shopper: Shopper, endpoint: str, p256dh: str, auth: str
+    *,
+    endpoint: str,
+    p256dh: str,
+    auth: str,
+    anonymous_id: str | None = None,
+    customer_id: str | None = None,
+    proof: object = None,
 ) -> PushSubscription:
+    """Save a browser's push subscription for the visitor, in one transaction.
+
+    The visitor is resolved by ``commerce.services.visitor_resolve`` (a customer only with
+    ``proof``, else the anonymous shopper, created if new); an endpoint seen before moves to
+    this visitor and is active again. ``ValidationError`` for an endpoint that is not https
+    (outside DEBUG), ``PermissionDenied`` as ``visitor_resolve`` says; then nothing is
+    stored, not even a new shopper.
+    """
     if not endpoint.startswith("https://") and not settings.DEBUG:
         raise ValidationError("a push endpoint must be an https URL")
+    shopper = commerce_services.visitor_resolve(
+        anonymous_id=anonymous_id, customer_id=customer_id, proof=proof
+    ).shopper
     subscription, _ = PushSubscription.objects.update_or_create(
         endpoint=endpoint,
         defaults={"shopper": shopper, "p256dh": p256dh, "auth": auth, "active": True},
