@@ -220,32 +220,55 @@ class MessageListApi(AgentView):
             default=0,
             help_text="Only messages with a greater seq",
         )
+        limit = serializers.IntegerField(
+            required=False,
+            min_value=1,
+            max_value=selectors.HISTORY_LIMIT,
+            default=selectors.HISTORY_LIMIT,
+            help_text="At most this many messages per page",
+        )
 
-    class OutputSerializer(ChatMessageSerializer):
+    class OutputSerializer(serializers.Serializer[Any]):
+        next = serializers.URLField(
+            allow_null=True, help_text="The next page (after this page's last seq), or null"
+        )
+        results = ChatMessageSerializer(many=True)
+
         class Meta:
-            ref_name = "ChatMessage"
+            ref_name = "ChatMessagePage"
 
     @extend_schema(
         tags=TAGS,
-        summary="A conversation's messages (private notes included), ascending by seq",
+        summary="A conversation's messages (private notes included), ascending by seq, a page "
+        "at a time from after_seq",
         parameters=[CONVERSATION_ID, FilterSerializer],
         responses={
-            200: OutputSerializer(many=True),
+            200: OutputSerializer,
             400: INVALID,
             403: FORBIDDEN,
             404: NO_CONVERSATION,
         },
     )
     def get(self, request: Request, conversation_id: int) -> Response:
+        """``{"next": url | null, "results": [message, …]}``: the first ``limit`` (≤ 200)
+        messages with ``seq > after_seq``; ``next`` asks for the page after the last one, null
+        when nothing follows. 400 for a bad ``after_seq``/``limit``, 404 for an unknown
+        conversation."""
         _conversation(conversation_id)
         params = self.FilterSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
-        messages = selectors.messages_after(
+        limit = params.validated_data["limit"]
+        messages, more = selectors.messages_page(
             conversation_id=conversation_id,
             after_seq=params.validated_data["after_seq"],
             include_internal=True,
+            limit=limit,
         )
-        return Response(self.OutputSerializer(messages, many=True).data)
+        next_url = None
+        if more:
+            query = urlencode({"after_seq": messages[-1]["seq"], "limit": limit})
+            next_url = f"{request.build_absolute_uri(request.path)}?{query}"
+        return Response(self.OutputSerializer({"next": next_url, "results": messages}).data)
 
 
 class ContextApi(AgentView):

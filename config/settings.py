@@ -423,6 +423,10 @@ for _proxy in PATRON_TRUSTED_PROXIES:
 # How often an open agent console re-reads the agent's rights: a deactivated agent, or one
 # removed from the agent group, is disconnected within this many seconds.
 PATRON_AGENT_RECHECK_SECONDS = env_int("PATRON_AGENT_RECHECK_SECONDS", 5, minimum=1)
+# An agent is present (routable, shown online) while one of their console sockets sent a
+# heartbeat (its opening or a ping; consoles ping every 25 s) within this many seconds
+# (chat/presence.py): a web process that dies takes its agents offline within this window.
+PATRON_AGENT_PRESENCE_SECONDS = env_int("PATRON_AGENT_PRESENCE_SECONDS", 90, minimum=1)
 # How long a shopper socket may stay open without sending hello (docs/chat-protocol.md: 10 s,
 # then error hello_required and close 4001). Tests shorten it rather than wait.
 PATRON_CHAT_HELLO_TIMEOUT_MS = env_int("PATRON_CHAT_HELLO_TIMEOUT_MS", 10_000, minimum=1)

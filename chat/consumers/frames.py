@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
 
@@ -13,6 +14,9 @@ CLOSE_HELLO = 4001
 CLOSE_FORBIDDEN = 4003
 CLOSE_TOO_LARGE = 4009
 CLOSE_UNAVAILABLE = 1011
+
+
+MAX_RESUME = 50
 
 
 class ProtocolError(Exception):
@@ -160,3 +164,25 @@ def _contains_nul(value: Any) -> bool:
     if isinstance(value, list):
         return any(_contains_nul(item) for item in value)
     return False
+
+
+def parse_resume(query_string: bytes) -> list[tuple[int, int]]:
+    """The console socket's ``?resume=42:17,43:5`` (conversation id ``:`` last seq seen, at
+    most ``MAX_RESUME`` pairs), in the order given; no ``resume``: none. Raises
+    ``ProtocolError`` for anything else."""
+    values = parse_qs(query_string.decode("latin-1")).get("resume", [])
+    if not values:
+        return []
+    pairs: list[tuple[int, int]] = []
+    for item in ",".join(values).split(","):
+        cid, sep, seq = item.partition(":")
+        if not (sep and cid.isdigit() and seq.isdigit() and len(cid) < 19 and len(seq) < 19):
+            raise ProtocolError(
+                "protocol_error", "resume must be conversation_id:last_seq pairs.", CLOSE_PROTOCOL
+            )
+        pairs.append((int(cid), int(seq)))
+    if len(pairs) > MAX_RESUME:
+        raise ProtocolError(
+            "protocol_error", f"resume takes at most {MAX_RESUME} conversations.", CLOSE_PROTOCOL
+        )
+    return pairs

@@ -24,7 +24,6 @@ The package, by sub-domain (this module re-exports every public name, so callers
 """
 
 from chat.services._common import (
-    AGENT_SEEN_WINDOW,
     CLIENT_ID_RE,
     CONSOLE_GROUP,
     MAX_BODY,
@@ -101,7 +100,6 @@ from chat.services.routing import (
 from chat.services.transcripts import follow_up_email_fire, offline_emails_fire, transcript_send
 
 __all__ = [
-    "AGENT_SEEN_WINDOW",
     "CLIENT_ID_RE",
     "CONSOLE_GROUP",
     "MAX_BODY",

@@ -128,8 +128,9 @@ def message_post(
     With ``shopper_id`` the conversation must be that shopper's (``PermissionDenied``).
 
     A ``client_id`` already stored in this conversation returns that message (``created`` is
-    False) and sends nothing. Raises ``Conflict`` when the conversation's state does not accept
-    this author (the bot outside ``bot``, anyone but the system in ``resolved``).
+    False), stores nothing and publishes that message again. Raises ``Conflict`` when the
+    conversation's state does not accept this author (the bot outside ``bot``, anyone but the
+    system in ``resolved``).
     """
     request = post_request(
         conversation_id=conversation_id,
@@ -199,7 +200,12 @@ def _outcome(
     message stored, with its follow-ups (and, with ``publish``, its event after commit), or
     ``post_rejected``'s answer."""
     if row is None:
-        return post_rejected(request)
+        posted = post_rejected(request)
+        if publish:
+            # Stored before under this client_id: publish it again, as chat.writer does (its
+            # first publish may have been lost; receivers drop seqs they already have).
+            transaction.on_commit(partial(group_send_sync, *message_event(posted.message)))
+        return posted
     posted = PostedMessage(message=_message_dict(request, row, now=now), created=True, state=row[2])
     if publish:
         # After commit, publish from this thread (no hop to the event loop and back).

@@ -12,7 +12,7 @@ from django.core import mail
 from django.test import Client
 
 from chat import registry, services
-from chat.models import AgentStatus, CannedResponse, Conversation
+from chat.models import AgentStatus, CannedResponse, Conversation, Message
 from commerce.models import Shopper, WriteKey
 from tests.chat.conftest import agent_permission, make_agent
 from tests.support.permissions import grant
@@ -211,6 +211,8 @@ def test_messages_include_notes_for_agents_and_start_after_a_seq(conversation):
 
     everything = client.get(f"/api/chat/conversations/{conversation.pk}/messages/").json()
     later = client.get(f"/api/chat/conversations/{conversation.pk}/messages/?after_seq=3").json()
+    assert (everything["next"], later["next"]) == (None, None)
+    everything, later = everything["results"], later["results"]
 
     assert [(m["seq"], m["author"]["kind"], m["internal"]) for m in everything] == [
         (1, "shopper", False),
@@ -223,7 +225,9 @@ def test_messages_include_notes_for_agents_and_start_after_a_seq(conversation):
     assert later[0]["author"] == {"kind": "agent", "name": "Anna", "id": anna.pk}
 
 
-@pytest.mark.parametrize("query", ["after_seq=-1", "after_seq=x", "after_seq=99999999999"])
+@pytest.mark.parametrize(
+    "query", ["after_seq=-1", "after_seq=x", "after_seq=99999999999", "limit=0", "limit=201"]
+)
 def test_messages_refuse_bad_cursors(conversation, query):
     client = logged_in(make_agent("anna"))
 
@@ -246,7 +250,29 @@ def test_messages_list_costs_the_same_queries_for_long_conversations(
     with django_assert_max_num_queries(6):
         response = client.get(f"/api/chat/conversations/{conversation.pk}/messages/")
 
-    assert len(response.json()) == 33
+    assert len(response.json()["results"]) == 33
+
+
+def test_messages_page_forward_from_after_seq_and_never_cut_to_the_newest(conversation):
+    anna = make_agent("anna")
+    Message.objects.bulk_create(
+        Message(conversation_id=conversation.pk, seq=seq, author_kind="system", body=f"m{seq}")
+        for seq in range(4, 451)
+    )
+    client = logged_in(anna)
+
+    pages = []
+    url = f"/api/chat/conversations/{conversation.pk}/messages/?after_seq=10"
+    while url:
+        body = client.get(url).json()
+        pages.append([m["seq"] for m in body["results"]])
+        url = body["next"]
+
+    assert [len(page) for page in pages] == [200, 200, 40]
+    assert [seq for page in pages for seq in page] == list(range(11, 451))
+    short = client.get(f"/api/chat/conversations/{conversation.pk}/messages/?after_seq=440&limit=5")
+    assert [m["seq"] for m in short.json()["results"]] == [441, 442, 443, 444, 445]
+    assert short.json()["next"].endswith("?after_seq=445&limit=5")
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import IO
 from urllib.parse import quote
 
 from core.servers import celery_worker_command, uvicorn_command
@@ -88,18 +89,38 @@ def stop(
 
 
 @contextlib.contextmanager
+def asgi_process(
+    *,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    workers: int = 1,
+    log: IO[bytes] | None = None,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run Patron's ASGI app under uvicorn; yields its base URL and the process (to kill it).
+    ``log``: a file that gets the server's stdout and stderr."""
+    port = port or free_port()
+    command = uvicorn_command(host="127.0.0.1", port=port, workers=workers)
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env or child_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT if log is not None else None,
+    )
+    try:
+        wait_for_port(port, process=process)
+        yield f"http://127.0.0.1:{port}", process
+    finally:
+        stop(process)
+
+
+@contextlib.contextmanager
 def asgi_server(
     *, port: int | None = None, env: dict[str, str] | None = None, workers: int = 1
 ) -> Iterator[str]:
     """Run Patron's ASGI app under uvicorn; yields its base URL."""
-    port = port or free_port()
-    command = uvicorn_command(host="127.0.0.1", port=port, workers=workers)
-    process = subprocess.Popen(command, cwd=ROOT, env=env or child_env())
-    try:
-        wait_for_port(port, process=process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(process)
+    with asgi_process(port=port, env=env, workers=workers) as (url, _):
+        yield url
 
 
 def start_celery_worker(
