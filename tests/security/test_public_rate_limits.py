@@ -390,3 +390,25 @@ def test_transcripts_are_limited_per_agent_and_per_typed_address(
     _assert_refused(same_address, html=False)
     _assert_refused(over_agent, html=False)
     assert [m.to for m in mail.outbox] == [["first@example.com"], ["second@example.com"]]
+
+
+@pytest.mark.django_db
+def test_coupon_calls_refused_for_their_key_are_limited_per_address() -> None:
+    browser_key = WriteKey.objects.create(name="browser").key
+    server_key = WriteKey.objects.create(name="server", server_side=True).key
+    prober = Client(REMOTE_ADDR=ADDRESS)
+    body = json.dumps({"code": "WELCOME10", "subtotal": "50.00"})
+
+    def validate(key: str) -> Any:
+        return prober.post(
+            "/v1/coupons/validate", body, content_type="application/json", headers=_basic(key)
+        )
+
+    with _limits(coupons=(2, 60)):
+        statuses = [validate("guess").status_code, validate(browser_key).status_code]
+        refused = validate("guess-again")
+        by_the_store = validate(server_key)
+
+    assert statuses == [401, 403]
+    _assert_refused(refused, html=False)
+    assert by_the_store.status_code != 429  # the store's own key is counted apart
