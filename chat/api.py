@@ -330,12 +330,9 @@ class TranscriptApi(AgentView):
         _conversation(conversation_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        # Each transcript is an email: limited per agent, and per typed address whoever sends
-        # (the shopper's own address is sent to once an hour per transcript anyway).
-        rate_limit_hit(scope="transcript", key=(str(request.user.pk),))
-        typed = (data.validated_data.get("email") or "").strip().lower()
-        if typed:
-            rate_limit_hit(scope="email_recipient", key=(typed,))
+        services.transcript_agent_rate_limit(
+            agent_id=request.user.pk, email=data.validated_data.get("email")
+        )
         address = services.transcript_send(
             conversation_id=conversation_id, email=data.validated_data.get("email")
         )
