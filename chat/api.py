@@ -330,8 +330,10 @@ class TranscriptApi(AgentView):
         _conversation(conversation_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        agent_id = request.user.pk
+        assert isinstance(agent_id, int)  # StaffModelPermissions let only a signed-in agent in
         services.transcript_agent_rate_limit(
-            agent_id=request.user.pk, email=data.validated_data.get("email")
+            agent_id=agent_id, email=data.validated_data.get("email")
         )
         address = services.transcript_send(
             conversation_id=conversation_id, email=data.validated_data.get("email")
