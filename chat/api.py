@@ -32,15 +32,17 @@ from rest_framework.views import APIView
 from chat import metrics, selectors, services
 from chat.models import AgentStatus, CannedResponse, Conversation, Message
 from commerce import selectors as commerce_selectors
+from core.api import StaffApiView
 from core.exceptions import NotFound
 from core.permissions import StaffModelPermissions
+from core.ratelimit import rate_limit_hit, request_client_address
 
 TAGS = ["chat"]
 # PostgreSQL's integer: seqs, offsets and ids beyond it cannot exist.
 MAX_INT = 2**31 - 1
 
 
-class AgentView(APIView):
+class AgentView(StaffApiView):
     """An agent-console endpoint: the agent permission plus the view's model permission."""
 
     permission_classes = [StaffModelPermissions]
@@ -342,12 +344,20 @@ class TranscriptApi(AgentView):
             403: FORBIDDEN,
             404: NO_CONVERSATION,
             415: _error("Unsupported media type"),
+            429: _error(
+                "Too many transcripts from this agent, or to this address; see Retry-After"
+            ),
         },
     )
     def post(self, request: Request, conversation_id: int) -> Response:
         _conversation(conversation_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        agent_id = request.user.pk
+        assert isinstance(agent_id, int)  # StaffModelPermissions let only a signed-in agent in
+        services.transcript_agent_rate_limit(
+            agent_id=agent_id, email=data.validated_data.get("email")
+        )
         address = services.transcript_send(
             conversation_id=conversation_id, email=data.validated_data.get("email")
         )
@@ -505,10 +515,18 @@ class MetricsApi(AgentView):
 
 
 class WidgetConfigApi(APIView):
-    """Public: the widget may call it from any shop page whose origin its write key allows."""
+    """Public: the widget may call it from any shop page whose origin its write key allows.
+
+    Calls per client address over ``PATRON_RATE_LIMITS["widget_public"]`` get 429 with
+    ``Retry-After``, counted before the write key is looked up (a guessed key counts too).
+    """
 
     permission_classes = [AllowAny]
     authentication_classes: list[Any] = []
+    rate_limit_scopes = ("widget_public",)
+
+    def check_throttles(self, request: Request) -> None:
+        rate_limit_hit(scope="widget_public", key=(request_client_address(request.META),))
 
     class FilterSerializer(serializers.Serializer[Any]):
         write_key = serializers.CharField(max_length=64)
@@ -530,6 +548,7 @@ class WidgetConfigApi(APIView):
             200: OutputSerializer,
             400: INVALID,
             404: _error("Unknown or inactive write key"),
+            429: _error("Too many calls from this address; see Retry-After"),
         },
         auth=[],
     )

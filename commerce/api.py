@@ -36,10 +36,10 @@ from rest_framework.authentication import SessionAuthentication
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from commerce import importers, selectors, services
 from commerce.models import PERSONAL_DATA_PERMISSION, Category, Order, Product, Refund, Shopper
+from core.api import StaffApiView
 from core.exceptions import NotFound, ValidationError
 from core.logins import BasicAuthentication
 from core.parsers import JSONParser
@@ -134,7 +134,7 @@ def _page_of(
     )
 
 
-class StaffApi(APIView):
+class StaffApi(StaffApiView):
     """Base of every view here: staff with the model permissions the view names, JSON bodies."""
 
     # Basic auth with login attempts limited (django-axes), as in REST_FRAMEWORK's defaults.

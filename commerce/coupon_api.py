@@ -3,8 +3,8 @@
 ``POST /v1/coupons/validate`` and ``POST /v1/coupons/redeem`` (also under ``/api/v1/``), with a
 *server-side* write key as the HTTP Basic username, like the tracking API. A browser key is
 refused (403 ``server_key_required``): anyone can read it, and with it could probe which codes
-exist or use up another shopper's coupon. Limited per write key
-(``PATRON_RATE_LIMITS["coupons"]``, 429 with ``Retry-After``). Errors use the project's body
+exist or use up another shopper's coupon. Limited per write key, and calls refused for their key
+per client address (``PATRON_RATE_LIMITS["coupons"]``, 429 with ``Retry-After``). Errors use the project's body
 ``{"error": {"code", "message", "detail"}}``. The rules are ``commerce.services``'
 (``coupon_check``, ``coupon_redeem_checked``); these views only translate HTTP.
 """
@@ -26,8 +26,14 @@ from commerce import selectors, services
 from commerce.api import MoneyInputField
 from commerce.models import Shopper, WriteKey
 from commerce.tracking_api import WriteKeyAuthentication, request_payload
-from core.exceptions import Conflict, NotFound, PermissionDenied, ValidationError
-from core.ratelimit import rate_limit_hit
+from core.exceptions import (
+    AuthenticationFailed,
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    ValidationError,
+)
+from core.ratelimit import rate_limit_hit, request_client_address
 
 
 class CouponErrorDetailSerializer(serializers.Serializer[Any]):
@@ -71,6 +77,18 @@ class _CouponView(APIView):
                 "coupons are checked and redeemed with a server-side write key",
                 code="server_key_required",
             )
+
+    rate_limit_scopes = ("coupons",)
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        """A call refused for its key (missing, unknown, a browser key) counts against its client
+        address under ``PATRON_RATE_LIMITS["coupons"]``: probing keys is limited too."""
+        try:
+            super().initial(request, *args, **kwargs)
+        except (AuthenticationFailed, PermissionDenied):
+            address = request_client_address(request.META)
+            rate_limit_hit(scope="coupons", key=("refused-key", address))
+            raise
 
     def check_throttles(self, request: Request) -> None:
         if isinstance(request.auth, WriteKey):

@@ -238,17 +238,31 @@ _ERRORS = {
 class _SegmentView(APIView):
     """Segment's answer shapes and the CORS headers of every tracking path."""
 
+    rate_limit_scopes = ("tracking",)
+
     def options(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Response:
         return Response(status=204)
 
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        """A call refused for its write key (missing, unknown, malformed) counts against its
+        client address alone under ``PATRON_RATE_LIMITS["tracking"]``: guessing keys is limited
+        like sending events."""
+        try:
+            super().initial(request, *args, **kwargs)
+        except AuthenticationFailed:
+            address = request_client_address(request.META)
+            rate_limit_hit(scope="tracking", key=("no-write-key", address))
+            raise
+
     def check_throttles(self, request: Request) -> None:
         """One request (a batch counts once) per write key and client address: 429 with
-        ``Retry-After`` over ``PATRON_RATE_LIMITS["tracking"]``."""
+        ``Retry-After`` over ``PATRON_RATE_LIMITS["tracking"]``; calls that carry no key (the
+        library's metrics, CORS preflights) per client address."""
+        address = request_client_address(request.META)
         if isinstance(request.auth, WriteKey):
-            rate_limit_hit(
-                scope="tracking",
-                key=(request.auth.key, request_client_address(request.META)),
-            )
+            rate_limit_hit(scope="tracking", key=(request.auth.key, address))
+        else:  # the library's metrics, and CORS preflights (they carry no key)
+            rate_limit_hit(scope="tracking", key=("no-write-key", address))
 
     def handle_exception(self, exc: Exception) -> Response:
         response = super().handle_exception(exc)
@@ -379,7 +393,7 @@ class MetricsView(_SegmentView):
         tags=["tracking"],
         summary="Accept the browser library's own usage metrics (not stored)",
         request=None,
-        responses={200: SuccessOutput, 413: _ERRORS[413]},
+        responses={200: SuccessOutput, 413: _ERRORS[413], 429: _ERRORS[429]},
     )
     def post(self, request: Request) -> Response:
         body = request._request.read(int(settings.PATRON_TRACK_MAX_EVENT_BYTES) + 1)

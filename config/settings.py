@@ -402,6 +402,30 @@ PATRON_RATE_LIMITS: dict[str, tuple[int, int] | None] = {
     # addresses): per sending client address, and per recipient whoever sends.
     "email_sender": env_rate("PATRON_RATE_EMAIL_PER_ADDRESS", "20/3600"),
     "email_recipient": env_rate("PATRON_RATE_EMAIL_PER_RECIPIENT", "5/3600"),
+    # Transcripts an agent emails from the console (POST .../transcript/), per agent.
+    "transcript": env_rate("PATRON_RATE_TRANSCRIPTS_PER_AGENT", "60/3600"),
+    # The widget's public calls that need no write key or look one up (widget-config, push-key),
+    # per client address: a page load makes one or two.
+    "widget_public": env_rate("PATRON_RATE_WIDGET_PUBLIC", "600/60"),
+    # HTML pages anyone can open (the demo shop, the help centre, the API docs), per client
+    # address: a person reads far fewer; a shop's visitors behind one NAT share the count.
+    "pages": env_rate("PATRON_RATE_PAGES", "600/60"),
+    # The OpenAPI schema, per client address: each request builds the whole schema (costly).
+    "api_schema": env_rate("PATRON_RATE_API_SCHEMA", "30/60"),
+    # Links in messages (/e/: open pixel, click, unsubscribe, preferences, NPS) per client
+    # address, and per link token. Mail providers fetch pixels and post one-click unsubscribes
+    # for many recipients from few addresses (Gmail's image proxy), hence the high per-address
+    # rate; one message's links are opened a handful of times.
+    "email_links": env_rate("PATRON_RATE_EMAIL_LINKS", "1200/60"),
+    "email_link_token": env_rate("PATRON_RATE_EMAIL_LINK_TOKEN", "60/600"),
+    # Calls to the staff APIs (catalog, orders, shoppers, chat console) that do not end signed in
+    # as staff (no or wrong credentials), per client address; over it, credentials are not even
+    # checked. Signed-in staff are not counted. django-axes also locks a username + address out
+    # after PATRON_LOGIN_FAILURE_LIMIT wrong passwords.
+    "staff_login_free": env_rate("PATRON_RATE_STAFF_LOGIN_FREE", "60/60"),
+    # The admin's login page (GET and POST), per client address: a team behind one office
+    # address signs in a few dozen times a day; a password sprayer tries many usernames.
+    "admin_login": env_rate("PATRON_RATE_ADMIN_LOGIN", "100/600"),
 }
 # Frames a shopper's chat socket may send: a sustained rate per second and a burst. A person
 # types far slower; bench/chat.py's top level (9,000 msg/s over 500 sockets) is 18 per socket.

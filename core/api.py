@@ -10,12 +10,13 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions as drf_exceptions
+from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView, set_rollback
 from rest_framework.views import exception_handler as drf_exception_handler
-from rest_framework.views import set_rollback
 
 from core.exceptions import ApplicationError
-from core.ratelimit import RateLimited
+from core.ratelimit import RateLimited, rate_limit_hit, rate_limit_peek, request_client_address
 
 
 def error_body(code: str, message: str, detail: Any = None) -> dict[str, Any]:
@@ -80,3 +81,27 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         code = codes if isinstance(codes, str) else exc.default_code
         response.data = error_body(str(code), str(detail))
     return response
+
+
+class StaffApiView(APIView):
+    """Base of the staff APIs: limits what anyone can do there without a staff login.
+
+    A call that does not end signed in as active staff (no credentials, wrong HTTP Basic
+    password, a shopper's session, a locked-out login) counts against its client address under
+    ``PATRON_RATE_LIMITS["staff_login_free"]``; once the window is used up, further calls from
+    that address get 429 with ``Retry-After`` before any credential is checked (no password hash
+    is computed for them). Calls of signed-in staff are not counted.
+    """
+
+    rate_limit_scopes = ("staff_login_free",)
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        address = request_client_address(request.META)
+        rate_limit_peek(scope="staff_login_free", key=(address,))
+        try:
+            super().initial(request, *args, **kwargs)
+        except drf_exceptions.APIException:
+            user = request.user
+            if not (user and user.is_authenticated and user.is_active and user.is_staff):
+                rate_limit_hit(scope="staff_login_free", key=(address,))
+            raise

@@ -20,7 +20,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
-from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated
 from rest_framework.permissions import AllowAny, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -111,9 +111,17 @@ class WidgetCorsApi(APIView):
 class WidgetApi(WidgetCorsApi):
     authentication_classes = [WriteKeyAuthentication]
     permission_classes = [HasWriteKey]
+    rate_limit_scopes = ("widget",)
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        super().initial(request, *args, **kwargs)
+        try:
+            super().initial(request, *args, **kwargs)
+        except (AuthenticationFailed, NotAuthenticated):
+            # No key, or a wrong one: counted per client address alone, so guessing is limited.
+            rate_limit_hit(
+                scope="widget", key=("no-write-key", request_client_address(request.META))
+            )
+            raise
         if request.method == "OPTIONS":
             return
         key = request.auth
@@ -126,11 +134,13 @@ class WidgetApi(WidgetCorsApi):
             )
 
     def check_throttles(self, request: Request) -> None:
-        """Calls per write key and client address over ``PATRON_RATE_LIMITS["widget"]``: 429."""
+        """Calls per write key and client address over ``PATRON_RATE_LIMITS["widget"]``: 429;
+        CORS preflights (they carry no key) per client address."""
+        address = request_client_address(request.META)
         if isinstance(request.auth, WriteKey):
-            rate_limit_hit(
-                scope="widget", key=(request.auth.key, request_client_address(request.META))
-            )
+            rate_limit_hit(scope="widget", key=(request.auth.key, address))
+        else:
+            rate_limit_hit(scope="widget", key=("no-write-key", address))
 
     def finalize_response(
         self, request: Request, response: Response, *args: Any, **kwargs: Any
@@ -311,8 +321,15 @@ class PushSubscriptionApi(WidgetApi):
 
 
 class PushKeyApi(WidgetCorsApi):
+    """Public: the VAPID public key; calls per client address over
+    ``PATRON_RATE_LIMITS["widget_public"]`` get 429 with ``Retry-After``."""
+
     authentication_classes: list[type[BaseAuthentication]] = []
     permission_classes = [AllowAny]
+    rate_limit_scopes = ("widget_public",)
+
+    def check_throttles(self, request: Request) -> None:
+        rate_limit_hit(scope="widget_public", key=(request_client_address(request.META),))
 
     class PushKeyOutputSerializer(serializers.Serializer[Any]):
         public_key = serializers.CharField(allow_blank=True)
@@ -320,7 +337,7 @@ class PushKeyApi(WidgetCorsApi):
     @extend_schema(
         operation_id="engagement_push_key",
         summary="The VAPID public key browsers subscribe with",
-        responses={200: PushKeyOutputSerializer},
+        responses={200: PushKeyOutputSerializer, 429: ErrorSerializer},
         auth=[],
     )
     def get(self, request: Request) -> Response:

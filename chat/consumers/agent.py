@@ -322,6 +322,9 @@ class AgentConsumer(ChatSocket):
         )
 
     async def on_transcript_send(self, frame: dict[str, Any]) -> None:
+        await db(services.transcript_agent_rate_limit)(
+            agent_id=self.user.pk, email=frame.get("email")
+        )
         address = await db(services.transcript_send)(
             conversation_id=frame["conversation_id"], email=frame.get("email")
         )

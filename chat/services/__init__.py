@@ -97,7 +97,12 @@ from chat.services.routing import (
     conversation_transfer,
     queue_drain,
 )
-from chat.services.transcripts import follow_up_email_fire, offline_emails_fire, transcript_send
+from chat.services.transcripts import (
+    follow_up_email_fire,
+    offline_emails_fire,
+    transcript_agent_rate_limit,
+    transcript_send,
+)
 
 __all__ = [
     "CLIENT_ID_RE",
@@ -162,5 +167,6 @@ __all__ = [
     "shopper_token_issue",
     "shopper_token_verify",
     "staff_group",
+    "transcript_agent_rate_limit",
     "transcript_send",
 ]

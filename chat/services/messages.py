@@ -35,7 +35,7 @@ StoredRow = tuple[int, int, str, str]
 
 def messages_store(requests: Sequence[PostRequest], *, now: dt.datetime) -> list[StoredRow | None]:
     """Store ``requests`` in one statement (and, outside an atomic block, one transaction); see
-    chat/sql/chat_messages_post_v2.sql for what each row does. Rows come back in the requests'
+    chat/sql/chat_messages_post_v3.sql for what each row does. Rows come back in the requests'
     order.
 
     Callers that pass many conversations sort them by conversation id: rows are locked in the
