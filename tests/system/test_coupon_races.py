@@ -58,7 +58,9 @@ def _redeem_together(servers: tuple[str, str], coupon: Coupon, key: str) -> list
             calls = [pool.submit(redeem, servers[0], "A-1"), pool.submit(redeem, servers[1], "A-2")]
             deadline = time.monotonic() + 30
             while _waiting_on_locks() < 2:
-                assert not any(c.done() for c in calls), [c.result().text for c in calls if c.done()]
+                assert not any(c.done() for c in calls), [
+                    c.result().text for c in calls if c.done()
+                ]
                 assert time.monotonic() < deadline, "the calls never waited on the coupon"
                 time.sleep(0.05)
         return [call.result() for call in calls]
