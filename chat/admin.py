@@ -152,7 +152,7 @@ class ConversationAdmin(PersonalDataAdminMixin, admin.ModelAdmin[Conversation]):
         }
         return TemplateResponse(request, "admin/chat/conversation/assign.html", context)
 
-    @admin.action(description="Resolve the selected conversations")
+    @admin.action(description="Resolve the selected conversations", permissions=["change"])
     def resolve(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> None:
         resolved = 0
         for conversation in queryset:

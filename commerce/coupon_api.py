@@ -190,9 +190,7 @@ class CouponRedeemView(_CouponView):
         """Count the use; the order sent later (Order Completed naming the code) is linked to
         this redemption and counts nothing more."""
         data = self.input(request, self.CouponRedeemInputSerializer)
-        number = data["orderId"].strip()
-        if not number:
-            raise ValidationError("orderId is required", code="invalid")
+        number = data["orderId"]  # trimmed and non-blank (the serializer's CharField)
         before = services.coupon_redemption_exists(code=data["code"], order_number=number)
         try:
             redemption = services.coupon_redeem_checked(

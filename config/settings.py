@@ -458,10 +458,13 @@ PATRON_CHAT_HELLO_TIMEOUT_MS = env_int("PATRON_CHAT_HELLO_TIMEOUT_MS", 10_000, m
 # --- Test checkpoints ----------------------------------------------------------------------
 # Named points where a server started by a system test pauses, when the test arms them, so the
 # test can act between two steps without a sleep race (core/checkpoints.py). Refused outside
-# tests: a production server never waits on a test.
+# tests: a production server never waits on a test. DEBUG off (production, check --deploy)
+# refuses them too, so a test environment copied into production cannot turn them on.
 PATRON_TEST_CHECKPOINTS = frozenset(env_list("PATRON_TEST_CHECKPOINTS", []))
 if PATRON_TEST_CHECKPOINTS and not TESTING:
     raise ConfigurationError("PATRON_TEST_CHECKPOINTS is only accepted with PATRON_TESTING=1")
+if PATRON_TEST_CHECKPOINTS and not DEBUG:
+    raise ConfigurationError("PATRON_TEST_CHECKPOINTS is refused with DEBUG off (production)")
 
 # --- Security (production) ---------------------------------------------------------------
 SESSION_COOKIE_SECURE = not DEBUG

@@ -275,15 +275,15 @@ class CampaignAdmin(admin.ModelAdmin[Campaign]):
         self.message_user(request, done, messages.SUCCESS)
         return True
 
-    @admin.action(description="Activate")
+    @admin.action(description="Activate", permissions=["change"])
     def activate(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
         self._set_status(request, queryset, Campaign.Status.ACTIVE)
 
-    @admin.action(description="Pause (scheduled messages wait)")
+    @admin.action(description="Pause (scheduled messages wait)", permissions=["change"])
     def pause(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
         self._set_status(request, queryset, Campaign.Status.PAUSED)
 
-    @admin.action(description="Archive (cancel scheduled messages)…")
+    @admin.action(description="Archive (cancel scheduled messages)…", permissions=["change"])
     def archive(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> HttpResponse | None:
         """Asks first (a page listing what each campaign would cancel), then archives."""
         if request.POST.get("confirm") != "yes":
@@ -302,7 +302,7 @@ class CampaignAdmin(admin.ModelAdmin[Campaign]):
         self._set_status(request, queryset, Campaign.Status.ARCHIVED)
         return None
 
-    @admin.action(description="Broadcast to the audience now")
+    @admin.action(description="Broadcast to the audience now", permissions=["change"])
     def broadcast_now(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
         for campaign in queryset:
             try:
@@ -421,12 +421,12 @@ class MessageAdmin(admin.ModelAdmin[Message]):
     def step_position(self, message: Message) -> int:
         return message.step.position
 
-    @admin.action(description="Cancel (scheduled only)")
+    @admin.action(description="Cancel (scheduled only)", permissions=["change"])
     def cancel(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
         done = sum(services.message_cancel(message=m) for m in queryset)
         self.message_user(request, f"cancelled {done}")
 
-    @admin.action(description="Send again (failed, skipped, cancelled)")
+    @admin.action(description="Send again (failed, skipped, cancelled)", permissions=["change"])
     def requeue(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
         done = sum(services.message_requeue(message=m) for m in queryset)
         self.message_user(request, f"requeued {done}")

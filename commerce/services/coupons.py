@@ -121,7 +121,8 @@ def coupon_redeem_checked(
     names a coupon): an order number that already redeemed the code gets its redemption back
     without a second check or count (a retried call); otherwise ``coupon_check`` decides
     (``NotFound``/``ValidationError`` with a ``coupon_*`` code) and ``coupon_redeem`` counts.
-    ``amount`` defaults to the discount the coupon gives ``subtotal``.
+    ``amount`` defaults to the discount the coupon gives ``subtotal``. Concurrent uses of one
+    code wait for each other on the coupon's row, so none passes a limit another just reached.
     """
     coupon = Coupon.objects.filter(code=code.strip().upper()).first()
     if coupon is not None:
@@ -131,6 +132,9 @@ def coupon_redeem_checked(
                 coupon=coupon, order=order, order_number=order_number, amount=done.amount
             )
     with transaction.atomic():
+        # The coupon's row lock first: the checks then see every use committed before, so two
+        # concurrent uses never both pass a limit (the per-shopper one has no counter to guard).
+        Coupon.objects.select_for_update().filter(code=code.strip().upper()).first()
         coupon = coupon_check(code=code, subtotal=subtotal, shopper=shopper, when=when)
         if amount is None:
             amount = coupon_discount(coupon=coupon, subtotal=subtotal)

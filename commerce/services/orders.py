@@ -94,7 +94,7 @@ def order_create(
                 tax_total=tax_total,
                 discount_total=discount_total,
                 total=total,
-                coupon_code=coupon_code.upper(),
+                coupon_code=coupon_code.strip().upper(),
                 country=country,
                 placed_at=placed_at or timezone.now(),
             )

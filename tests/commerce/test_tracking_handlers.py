@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from commerce.models import Event, Order, Product, Refund, Review, Shopper, WriteKey
+from commerce.models import Coupon, Event, Order, Product, Refund, Review, Shopper, WriteKey
 from tests.commerce.tracking_support import post, track
 from tests.support.identity import user_hash
 
@@ -79,6 +79,21 @@ def test_order_completed_records_the_order_with_its_lines(send):
     lines = sorted(order.lines.values_list("sku", "quantity", "unit_price", "product__sku"))
     assert lines == [("MUG", 2, Decimal("8.00"), "MUG"), ("TEA", 1, Decimal("4.25"), None)]
     assert Event.objects.get().processed_at is not None
+
+
+def test_an_order_naming_a_used_up_coupon_with_spaces_around_it_is_flagged_not_let_through(
+    send,
+):
+    coupon = Coupon.objects.create(code="SPRING", kind="fixed", value=2, usage_limit=1)
+    send(_order_completed("m-1", coupon="spring"))
+
+    send(_order_completed("m-2", order_id="1002", coupon=" spring "))
+
+    coupon.refresh_from_db()
+    assert coupon.times_used == 1
+    second = Order.objects.get(number="1002")
+    assert second.coupon_code == "SPRING"
+    assert second.coupon_problem.startswith("coupon_used_up")
 
 
 def test_order_completed_replayed_under_another_message_id_creates_the_order_once(send):
