@@ -35,6 +35,12 @@ from engagement.services._common import (
     shopper_zone,
 )
 from engagement.services.enrolment import _occurrence, run_stop
+from engagement.services.flows import (
+    ab_variants_assign,
+    branch_cancel_reason,
+    flow_filter_failure,
+    run_branch_decide,
+)
 from engagement.services.offers import _offer_coupons_issue
 
 _LOCK_CLASS = {channel: 0x454E0 + index for index, channel in enumerate(Channel.values)}
@@ -253,6 +259,37 @@ def _check_end_condition(message: Message, recipient: str, batch: _Batch) -> boo
     return False
 
 
+def _check_flow_filters(message: Message, recipient: str, batch: _Batch) -> bool:
+    """The campaign's flow filters no longer hold for the shopper (checked before every step):
+    the run exits, "flow filter: <the filter that failed>", and this message is cancelled,
+    "sequence ended: flow filter: ..." (the filters' own queries, when the campaign has any)."""
+    failed = flow_filter_failure(
+        run=message.run, campaign=message.campaign, shopper=message.shopper, now=batch.now
+    )
+    if failed:
+        reason = f"flow filter: {failed}"
+        run_stop(run=message.run, reason=reason)
+        _set_outcome(message, state=Message.State.CANCELLED, reason=f"sequence ended: {reason}")
+        return True
+    return False
+
+
+def _check_branch(message: Message, recipient: str, batch: _Batch) -> bool:
+    """A step on a branch of the conditional split that the run did not take: cancel, "split:
+    the shopper took the <yes/no> branch". The run's first branch step decides the branch
+    (the split condition read now, recorded on the run)."""
+    step_branch = message.step.branch
+    if not step_branch:
+        return False
+    branch = run_branch_decide(
+        run=message.run, campaign=message.campaign, shopper=message.shopper, now=batch.now
+    )
+    if branch != step_branch:
+        _set_outcome(message, state=Message.State.CANCELLED, reason=branch_cancel_reason(branch))
+        return True
+    return False
+
+
 def _check_address_present(message: Message, recipient: str, batch: _Batch) -> bool:
     """No address on the channel (none, or not a valid mailbox; no push subscription; no
     webhook endpoint): skip, "no <channel> address"."""
@@ -414,6 +451,8 @@ _SEND_TIME_CHECKS: tuple[Callable[[Message, str, _Batch], bool], ...] = (
     _check_run_stopped,
     _check_campaign_archived,
     _check_end_condition,
+    _check_flow_filters,
+    _check_branch,
     _check_address_present,
     _check_suppression,
     _check_unsubscribe,
@@ -449,7 +488,8 @@ def outbox_claim(*, worker: str, limit: int) -> list[_Approved]:
     the others are skipped, cancelled or postponed in this same transaction. The per-shopper
     channel locks make the frequency cap exact under concurrent workers. The checks, in order,
     are ``_SEND_TIME_CHECKS`` (each function's docstring gives its rule and outcome); the
-    first that settles a message ends its checks. Approved broadcast offers get their coupon.
+    first that settles a message ends its checks. Approved broadcast offers get their coupon,
+    approved messages of an A/B-tested step their variant.
     """
     now = timezone.now()
     messages = _claim_due(worker=worker, limit=limit, now=now)
@@ -463,4 +503,5 @@ def outbox_claim(*, worker: str, limit: int) -> list[_Approved]:
         if not any(check(message, recipient, batch) for check in _SEND_TIME_CHECKS):
             approved.append(_approve(message, recipient, batch))
     _offer_coupons_issue(approved, now)
+    ab_variants_assign(approved, now=now)
     return approved
