@@ -120,8 +120,8 @@ def _claim_due(*, worker: str, limit: int, now: dt.datetime) -> list[Message]:
 
     Rule: a message of a paused or draft campaign is not claimed at all; it stays scheduled
     (postponed until the campaign runs again). Returns the claimed messages in due order with
-    their run, shopper, campaign (and topic) and step (and webhook endpoint) loaded, each
-    campaign and step once per batch.
+    their run, shopper, campaign (and topic) and step (and webhook endpoint, A/B test) loaded,
+    each campaign and step once per batch.
     """
     with connection.cursor() as cursor:
         cursor.execute(_CLAIM_SQL, [worker, now, now, limit])
@@ -133,7 +133,7 @@ def _claim_due(*, worker: str, limit: int, now: dt.datetime) -> list[Message]:
     )
     # A batch spans few campaigns and steps: load each once rather than once per row.
     campaigns = Campaign.objects.select_related("topic").in_bulk({m.campaign_id for m in messages})
-    steps = CampaignStep.objects.select_related("webhook_endpoint").in_bulk(
+    steps = CampaignStep.objects.select_related("webhook_endpoint", "ab_test").in_bulk(
         {m.step_id for m in messages}
     )
     for message in messages:

@@ -29,7 +29,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, DateTimeField, ExpressionWrapper, F, Q
+from django.db.models import Count, DateTimeField, ExpressionWrapper, F, Q, prefetch_related_objects
 from django.utils import timezone
 
 from commerce.models import Shopper
@@ -301,18 +301,19 @@ def ab_variants_assign(approved: Sequence[_Approved], *, now: dt.datetime) -> No
 
     A message that already has one (sent again after a requeue) keeps it; otherwise it gets
     the winner once chosen (the choice is made here when due), else the run's draw. The
-    test's clock starts at its first assignment. A few queries per batch, none per message.
-    Call inside the claim's transaction.
+    test's clock starts at its first assignment. No query for a batch without tested steps, a
+    few for one with them, none per message. Call inside the claim's transaction, with the
+    messages' steps loaded with ``select_related("ab_test")``.
     """
-    step_ids = {item.message.step_id for item in approved}
-    if not step_ids:
-        return
-    tests = {
-        t.step_id: t
-        for t in StepTest.objects.filter(step_id__in=step_ids).prefetch_related("variants")
-    }
+    tests: dict[int, StepTest] = {}
+    for item in approved:
+        # The claim loaded each step with its test (None when the step is not tested).
+        test = getattr(item.message.step, "ab_test", None)
+        if test is not None:
+            tests[test.step_id] = test
     if not tests:
         return
+    prefetch_related_objects(list(tests.values()), "variants")
     for pending in tests.values():
         if (
             pending.winner_id is None
