@@ -502,15 +502,15 @@ def test_after_the_set_time_the_best_click_rate_wins_and_later_recipients_get_it
     later = _enrol(6)
     services.outbox_deliver_batch()
 
-    test.refresh_from_db()
-    assert test.winner is not None
-    assert test.winner.label == expected
-    assert test.decided_at is not None
+    decided = StepTest.objects.select_related("winner").get(pk=test.pk)
+    assert decided.winner is not None
+    assert decided.winner.label == expected
+    assert decided.decided_at is not None
     assert set(
         Message.objects.filter(shopper__in=later).values_list("variant__label", flat=True)
     ) == {expected}
     a, b = figures["A"], figures["B"]
-    assert test.decision == (
+    assert decided.decision == (
         f"{expected} won on click rate: "
         f"A {len(clicked['A'])}/{a['sent']} ({rates['A'] * 100:.1f}%), "
         f"B {len(clicked['B'])}/{b['sent']} ({rates['B'] * 100:.1f}%)"
@@ -554,6 +554,7 @@ def test_a_message_sent_again_after_a_lost_worker_keeps_its_variant():
     services.outbox_deliver_batch()
     message = Message.objects.get()
     first = message.variant
+    assert first is not None
     StepTest.objects.filter(pk=test.pk).update(winner=test.variants.exclude(pk=first.pk).get())
     # A worker claimed it again and died before handing it over: the sweeper requeues it.
     Message.objects.filter(pk=message.pk).update(

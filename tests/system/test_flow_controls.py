@@ -159,7 +159,9 @@ def test_a_two_branch_flow_with_a_filter_a_split_and_an_ab_step(server, worker, 
     # Ann clicks her email's link (through the server, in her browser).
     (ann_email,) = [r for r in first if r.rcpt_tos == ["c-1@example.com"]]
     html = ann_email.message.get_body(preferencelist=("html",)).get_content()
-    link = re.search(r'href="([^"]+/e/c/[^"]+)"', html).group(1)
+    found = re.search(r'href="([^"]+/e/c/[^"]+)"', html)
+    assert found is not None
+    link = found.group(1)
     clicked = httpx.get(link, headers={"User-Agent": BROWSER})
     assert clicked.status_code == 302
     # Ann views a product; Cem views one and buys.
