@@ -69,13 +69,16 @@ from engagement.services.delivery import (
     outbox_sweep,
 )
 from engagement.services.enrolment import (
+    broadcast_check,
     broadcast_schedule,
     broadcast_send,
     broadcasts_due_send,
+    campaign_status_check,
     campaign_status_set,
     run_stop,
     runs_end,
     runs_end_for_events,
+    runs_stop,
     trigger_fire,
     trigger_has_active_campaigns,
 )
@@ -100,6 +103,8 @@ from engagement.services.periodic import (
 )
 from engagement.services.previews import step_preview, step_test_send
 from engagement.services.products import (
+    NotifyRequest,
+    notify_request_create,
     product_changes_detect,
     product_events_q,
     product_for_properties,
@@ -120,13 +125,16 @@ from engagement.services.tracking import (
 __all__ = [
     "ConditionContext",
     "LeaseKeeper",
+    "NotifyRequest",
     "ab_test_decide",
     "ab_test_figures",
     "ab_tests_decide_due",
     "birthday_scan",
+    "broadcast_check",
     "broadcast_schedule",
     "broadcast_send",
     "broadcasts_due_send",
+    "campaign_status_check",
     "campaign_status_set",
     "condition_describe",
     "conditions_hold",
@@ -140,6 +148,7 @@ __all__ = [
     "message_click_record",
     "message_open_record",
     "message_requeue",
+    "notify_request_create",
     "nps_message",
     "nps_record",
     "offer_coupon_display",
@@ -168,6 +177,7 @@ __all__ = [
     "run_stop",
     "runs_end",
     "runs_end_for_events",
+    "runs_stop",
     "shopper_for_preferences",
     "shopper_merge_fold",
     "shopper_unsubscribe",
