@@ -214,7 +214,8 @@ def _batch_load(messages: Sequence[Message], *, now: dt.datetime) -> _Batch:
 # One rule each, run in the order of ``_SEND_TIME_CHECKS``. A check returns True when it
 # settled the message (wrote its outcome: cancelled, skipped or postponed), and the later
 # checks do not see it; False lets the message go on towards sending. None of them queries per
-# message except to write an outcome (and the end condition's own trigger rule).
+# message except to write an outcome (and the end condition's own trigger rule, the flow
+# filters of a campaign that has them, a split's decision once per run).
 
 
 def _check_run_stopped(message: Message, recipient: str, batch: _Batch) -> bool:
