@@ -388,7 +388,8 @@ class Message(models.Model):
         "StepVariant",
         null=True,
         blank=True,
-        on_delete=models.PROTECT,
+        # Deleting a variant (or its campaign) takes its figures with it; the messages stay.
+        on_delete=models.SET_NULL,
         related_name="messages",
         help_text="The A/B test variant this message carried",
     )

@@ -73,7 +73,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='message',
             name='variant',
-            field=models.ForeignKey(blank=True, help_text='The A/B test variant this message carried', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='messages', to='engagement.stepvariant'),
+            field=models.ForeignKey(blank=True, help_text='The A/B test variant this message carried', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='messages', to='engagement.stepvariant'),
         ),
         migrations.AddConstraint(
             model_name='stepvariant',

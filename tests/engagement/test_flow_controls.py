@@ -630,3 +630,15 @@ def test_the_admin_refuses_bad_conditions_with_the_reason_and_saves_nothing(admi
     campaign.refresh_from_db()
     assert campaign.flow_filters == []
     assert CampaignStep.objects.get(pk=step.pk).branch == ""
+
+
+def test_a_campaign_with_a_finished_test_can_still_be_deleted():
+    test = _ab_campaign()
+    _enrol(2)
+    services.outbox_deliver_batch()
+    campaign = test.step.campaign
+
+    campaign.delete()
+
+    assert not StepVariant.objects.exists()
+    assert not Message.objects.exists()
