@@ -642,3 +642,35 @@ def test_a_campaign_with_a_finished_test_can_still_be_deleted():
 
     assert not StepVariant.objects.exists()
     assert not Message.objects.exists()
+
+
+def test_a_merchant_sets_up_a_test_from_the_steps_link(admin_client):
+    campaign = make_campaign()
+    step = campaign.steps.get()
+    add = admin_client.get(f"/admin/engagement/steptest/add/?step={step.pk}")
+    form = {
+        "step": str(step.pk),
+        "metric": "open_rate",
+        "decide_after": "06:00:00",
+        "variants-TOTAL_FORMS": "2",
+        "variants-INITIAL_FORMS": "0",
+        "variants-MIN_NUM_FORMS": "0",
+        "variants-MAX_NUM_FORMS": "1000",
+        "variants-0-label": "A",
+        "variants-0-weight": "1",
+        "variants-1-label": "B",
+        "variants-1-weight": "3",
+        "variants-1-subject": "Last chance",
+    }
+
+    response = admin_client.post("/admin/engagement/steptest/add/", form)
+
+    assert add.status_code == 200
+    assert f'value="{step.pk}"' in add.content.decode()
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    test = StepTest.objects.get(step=step)
+    assert (test.metric, test.decide_after) == ("open_rate", dt.timedelta(hours=6))
+    assert list(test.variants.values_list("label", "weight", "subject")) == [
+        ("A", 1, ""),
+        ("B", 3, "Last chance"),
+    ]
