@@ -36,6 +36,7 @@ from commerce.models import Shopper
 from core.exceptions import ValidationError
 from engagement.models import Campaign, CampaignStep, Message, Run, StepTest, StepVariant
 from engagement.services._common import _Approved
+from engagement.services.attribution import variant_conversions
 from engagement.services.conditions import (
     ConditionContext,
     condition_describe,
@@ -183,27 +184,29 @@ def variant_pick(*, variants: Sequence[StepVariant], run_id: int, step_id: int) 
 
 
 def ab_test_figures(*, test: StepTest) -> list[dict[str, Any]]:
-    """Per variant (in label order): ``label``, ``weight``, ``sent``, ``opened``, ``clicked``,
-    ``converted`` (counts of sent messages) and the rates ``open_rate``, ``click_rate``,
-    ``conversion_rate`` (Decimal fractions to 4 places, None before any send), and
-    ``winner`` (bool). Two queries."""
+    """Per variant (in label order): ``label``, ``weight``, ``sent``, ``opened`` (opened or
+    clicked), ``clicked``, ``converted`` (messages credited with an order by the attribution
+    service's last-touch rule within the store's window) and the rates ``open_rate``,
+    ``click_rate``, ``conversion_rate`` (Decimal fractions of ``sent`` to 4 places, None
+    before any send), and ``winner`` (bool). A handful of queries."""
     counts = {
         row["variant_id"]: row
         for row in Message.objects.filter(variant__test=test, state=Message.State.SENT)
         .values("variant_id")
         .annotate(
             sent=Count("pk"),
-            opened=Count("pk", filter=Q(opened_at__isnull=False)),
+            # A click proves the open an image blocker hid (as the step results count it).
+            opened=Count("pk", filter=Q(opened_at__isnull=False) | Q(clicked_at__isnull=False)),
             clicked=Count("pk", filter=Q(clicked_at__isnull=False)),
         )
     }
+    conversions = variant_conversions(step=test.step)
     figures = []
     for variant in StepVariant.objects.filter(test=test).order_by("label"):
         row: Mapping[str, Any] = counts.get(variant.pk) or {}
         sent = int(row.get("sent", 0))
         opened, clicked = int(row.get("opened", 0)), int(row.get("clicked", 0))
-        # Until the attribution service exists, a conversion is a click (the issue's stand-in).
-        converted = clicked
+        converted = conversions.get(variant.pk, 0)
 
         def rate(n: int, sent: int = sent) -> Decimal | None:
             return (Decimal(n) / sent).quantize(Decimal("0.0001")) if sent else None

@@ -674,3 +674,35 @@ def test_a_merchant_sets_up_a_test_from_the_steps_link(admin_client):
         ("A", 1, ""),
         ("B", 3, "Last chance"),
     ]
+
+
+def test_on_conversion_rate_the_variant_credited_with_an_order_wins():
+    test = _ab_campaign(metric=StepTest.Metric.CONVERSION_RATE)
+    _enrol(16)
+    services.outbox_deliver_batch()
+    messages = {label: list(Message.objects.filter(variant__label=label)) for label in "AB"}
+    assert messages["A"], "the draw of sixteen runs gave both variants"
+    assert messages["B"], "the draw of sixteen runs gave both variants"
+    hour_ago = timezone.now() - dt.timedelta(hours=1)
+    buyer, clicker = messages["B"][0], messages["A"][0]
+    Message.objects.filter(pk__in=[buyer.pk, clicker.pk]).update(
+        opened_at=hour_ago, clicked_at=hour_ago
+    )
+    Order.objects.create(number="B-1", shopper_id=buyer.shopper_id, total=Decimal("30.00"))
+    # Bought without opening anything: credited to no message.
+    unopened = Message.objects.exclude(pk__in=[buyer.pk, clicker.pk]).first()
+    assert unopened is not None
+    Order.objects.create(number="N-1", shopper_id=unopened.shopper_id)
+
+    winner = services.ab_test_decide(test=test)
+
+    figures = {f["label"]: f for f in services.ab_test_figures(test=test)}
+    assert {label: (f["clicked"], f["converted"]) for label, f in figures.items()} == {
+        "A": (1, 0),
+        "B": (1, 1),
+    }
+    assert figures["B"]["conversion_rate"] == (Decimal(1) / len(messages["B"])).quantize(
+        Decimal("0.0001")
+    )
+    assert winner is not None
+    assert winner.label == "B"

@@ -41,7 +41,7 @@ def revoke(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("engagement", "0004_flow_filters_splits_and_ab_tests"),
+        ("engagement", "0006_flow_filters_splits_and_ab_tests"),
     ]
 
     operations = [migrations.RunPython(grant, revoke)]

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('engagement', '0003_marketers_group'),
+        ('engagement', '0005_marketers_edit_engagement_settings'),
     ]
 
     operations = [
