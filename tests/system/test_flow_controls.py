@@ -9,6 +9,7 @@ import datetime as dt
 import re
 import time
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -192,6 +193,15 @@ def test_a_two_branch_flow_with_a_filter_a_split_and_an_ab_step(server, worker, 
     sink.wait_for(9)
     _wait(_settled, what="wave 2")
 
+    # Ann buys two mugs after her click: the order is credited to the step she clicked.
+    store.track(
+        "c-1",
+        "Order Completed",
+        order_id="W-2",
+        products=[{"sku": "MUG", "price": 20, "quantity": 2}],
+    )
+    _wait(lambda: Order.objects.filter(number="W-2").exists(), what="Ann's order")
+
     winner = drawn["c-1"]
     assert _received(sink) == sorted(
         [
@@ -229,3 +239,22 @@ def test_a_two_branch_flow_with_a_filter_a_split_and_an_ab_step(server, worker, 
         )
     )
     assert recorded == {**drawn, "c-5": winner, "c-6": winner}
+    assert {label: f["converted"] for label, f in figures.items()} == {
+        label: int(label == winner) for label in ("A", "B")
+    }
+
+    # The campaign's attribution, by hand: six welcomes, Ann's the only one opened (clicked)
+    # and credited with her order of 2 x 20.00; Cem's order follows no open, so no step earns
+    # it, but both buyers count for the uplift (orders within the window after enrolment).
+    result = services.campaign_attribution(campaign=test.step.campaign, window=dt.timedelta(days=7))
+    assert [
+        (s.position, s.sent, s.opened, s.clicked, s.converted, s.orders, s.revenue)
+        for s in result.steps
+    ] == [
+        (1, 6, 1, 1, 1, 1, Decimal("40.00")),
+        (2, 1, 0, 0, 0, 0, Decimal("0")),
+        (3, 2, 0, 0, 0, 0, Decimal("0")),
+    ]
+    assert (result.uplift.treated.runs, result.uplift.treated.converted) == (6, 2)
+    assert result.uplift.treated.revenue == Decimal("60.00")
+    assert result.uplift.control.runs == 0
