@@ -48,6 +48,7 @@ def triggers_scan() -> dict[str, int]:
         "win_back": services.win_back_scan(),
         "birthday": services.birthday_scan(),
         "post_purchase": services.post_purchase_scan(),
+        "ab_tests_decided": services.ab_tests_decide_due(),
     }
 
 

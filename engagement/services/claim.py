@@ -35,6 +35,12 @@ from engagement.services._common import (
     shopper_zone,
 )
 from engagement.services.enrolment import _occurrence, run_stop
+from engagement.services.flows import (
+    ab_variants_assign,
+    branch_cancel_reason,
+    flow_filter_failure,
+    run_branch_decide,
+)
 from engagement.services.offers import _offer_coupons_issue
 
 _LOCK_CLASS = {channel: 0x454E0 + index for index, channel in enumerate(Channel.values)}
@@ -116,8 +122,8 @@ def _claim_due(*, worker: str, limit: int, now: dt.datetime) -> list[Message]:
 
     Rule: a message of a paused or draft campaign is not claimed at all; it stays scheduled
     (postponed until the campaign runs again). Returns the claimed messages in due order with
-    their run, shopper, campaign (and topic) and step (and webhook endpoint) loaded, each
-    campaign and step once per batch.
+    their run, shopper, campaign (and topic) and step (and webhook endpoint, A/B test) loaded,
+    each campaign and step once per batch.
     """
     with connection.cursor() as cursor:
         cursor.execute(_CLAIM_SQL, [worker, now, now, limit])
@@ -129,7 +135,7 @@ def _claim_due(*, worker: str, limit: int, now: dt.datetime) -> list[Message]:
     )
     # A batch spans few campaigns and steps: load each once rather than once per row.
     campaigns = Campaign.objects.select_related("topic").in_bulk({m.campaign_id for m in messages})
-    steps = CampaignStep.objects.select_related("webhook_endpoint").in_bulk(
+    steps = CampaignStep.objects.select_related("webhook_endpoint", "ab_test").in_bulk(
         {m.step_id for m in messages}
     )
     for message in messages:
@@ -215,7 +221,8 @@ def _batch_load(messages: Sequence[Message], *, now: dt.datetime) -> _Batch:
 # One rule each, run in the order of ``_SEND_TIME_CHECKS``. A check returns True when it
 # settled the message (wrote its outcome: cancelled, skipped or postponed), and the later
 # checks do not see it; False lets the message go on towards sending. None of them queries per
-# message except to write an outcome (and the end condition's own trigger rule).
+# message except to write an outcome (and the end condition's own trigger rule, the flow
+# filters of a campaign that has them, a split's decision once per run).
 
 
 def _check_run_stopped(message: Message, recipient: str, batch: _Batch) -> bool:
@@ -256,6 +263,37 @@ def _check_end_condition(message: Message, recipient: str, batch: _Batch) -> boo
             state=Message.State.CANCELLED,
             reason=f"sequence ended: end condition of {trigger.label}",
         )
+        return True
+    return False
+
+
+def _check_flow_filters(message: Message, recipient: str, batch: _Batch) -> bool:
+    """The campaign's flow filters no longer hold for the shopper (checked before every step):
+    the run exits, "flow filter: <the filter that failed>", and this message is cancelled,
+    "sequence ended: flow filter: ..." (the filters' own queries, when the campaign has any)."""
+    failed = flow_filter_failure(
+        run=message.run, campaign=message.campaign, shopper=message.shopper, now=batch.now
+    )
+    if failed:
+        reason = f"flow filter: {failed}"
+        run_stop(run=message.run, reason=reason)
+        _set_outcome(message, state=Message.State.CANCELLED, reason=f"sequence ended: {reason}")
+        return True
+    return False
+
+
+def _check_branch(message: Message, recipient: str, batch: _Batch) -> bool:
+    """A step on a branch of the conditional split that the run did not take: cancel, "split:
+    the shopper took the <yes/no> branch". The run's first branch step decides the branch
+    (the split condition read now, recorded on the run)."""
+    step_branch = message.step.branch
+    if not step_branch:
+        return False
+    branch = run_branch_decide(
+        run=message.run, campaign=message.campaign, shopper=message.shopper, now=batch.now
+    )
+    if branch != step_branch:
+        _set_outcome(message, state=Message.State.CANCELLED, reason=branch_cancel_reason(branch))
         return True
     return False
 
@@ -457,6 +495,8 @@ _SEND_TIME_CHECKS: tuple[Callable[[Message, str, _Batch], bool], ...] = (
     _check_run_stopped,
     _check_campaign_archived,
     _check_end_condition,
+    _check_flow_filters,
+    _check_branch,
     _check_address_present,
     _check_suppression,
     _check_unsubscribe,
@@ -493,7 +533,8 @@ def outbox_claim(*, worker: str, limit: int) -> list[_Approved]:
     the others are skipped, cancelled or postponed in this same transaction. The per-shopper
     channel locks make the frequency cap exact under concurrent workers. The checks, in order,
     are ``_SEND_TIME_CHECKS`` (each function's docstring gives its rule and outcome); the
-    first that settles a message ends its checks. Approved broadcast offers get their coupon.
+    first that settles a message ends its checks. Approved broadcast offers get their coupon,
+    approved messages of an A/B-tested step their variant.
     """
     now = timezone.now()
     messages = _claim_due(worker=worker, limit=limit, now=now)
@@ -507,4 +548,5 @@ def outbox_claim(*, worker: str, limit: int) -> list[_Approved]:
         if not any(check(message, recipient, batch) for check in _SEND_TIME_CHECKS):
             approved.append(_approve(message, recipient, batch))
     _offer_coupons_issue(approved, now)
+    ab_variants_assign(approved, now=now)
     return approved

@@ -28,6 +28,7 @@ from engagement.services._common import (
     quiet_hours_release,
     shopper_zone,
 )
+from engagement.services.flows import flow_validate, steps_schedule
 
 
 def trigger_has_active_campaigns(*, trigger: str) -> bool:
@@ -50,10 +51,8 @@ def _step_messages(
     *, run: Run, campaign: Campaign, shopper: Shopper, now: dt.datetime
 ) -> list[Message]:
     messages = []
-    due = now
     zone = shopper_zone(shopper)
-    for step in sorted(campaign.steps.all(), key=lambda s: s.position):
-        due = due + step.delay
+    for step, due in steps_schedule(campaign.steps.all(), start=now):
         due_at = due
         if step.channel in _INTRUSIVE:
             due_at = (
@@ -357,6 +356,12 @@ def campaign_status_set(*, campaign: Campaign, status: str) -> int:
     """
     locked = Campaign.objects.select_for_update().get(pk=campaign.pk)
     campaign_status_check(status=status, step_count=locked.steps.count())
+    if status == Campaign.Status.ACTIVE:
+        flow_validate(
+            flow_filters=locked.flow_filters,
+            split_condition=locked.split_condition,
+            steps=locked.steps.values_list("position", "branch"),
+        )
     Campaign.objects.filter(pk=campaign.pk).update(status=status, updated_at=timezone.now())
     campaign.status = status
     if status != Campaign.Status.ARCHIVED:
