@@ -37,7 +37,6 @@ from commerce.services.orders import (
 )
 from commerce.services.shoppers import (
     CONSENT_TRAITS,
-    shopper_current,
     shopper_merge,
     shopper_resolve,
     shopper_update_traits,
@@ -74,7 +73,6 @@ __all__ = [
     "refund_create",
     "review_record",
     "shopper_anonymous_resolve",
-    "shopper_current",
     "shopper_merge",
     "shopper_resolve",
     "shopper_update_traits",

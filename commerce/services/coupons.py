@@ -11,8 +11,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from commerce.models import ZERO, Coupon, CouponRedemption, Order, Shopper
+from commerce.selectors import shopper_canonical
 from commerce.services._common import money
-from commerce.services.shoppers import shopper_current
 from core.exceptions import NotFound, ValidationError
 
 # --- Coupons -----------------------------------------------------------------------------
@@ -35,7 +35,7 @@ def coupon_check(
     if coupon.usage_limit is not None and coupon.times_used >= coupon.usage_limit:
         raise ValidationError("this coupon has been used up", code="coupon_used_up")
     if coupon.owner_id is not None and (
-        shopper is None or shopper_current(shopper).pk != coupon.owner_id
+        shopper is None or shopper_canonical(shopper).pk != coupon.owner_id
     ):
         raise ValidationError("this coupon belongs to another shopper", code="coupon_not_yours")
     if subtotal < coupon.min_spend:

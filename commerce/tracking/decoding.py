@@ -7,9 +7,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from commerce import selectors
-from commerce.models import Event, WriteKey
-from core.exceptions import AuthenticationFailed, PayloadTooLarge, ValidationError
+from commerce.models import Event
+from core.exceptions import PayloadTooLarge, ValidationError
 from core.parsers import json_loads
 
 MAX_ID_LENGTH = 255
@@ -97,15 +96,3 @@ def _contains_nul(value: Any) -> bool:
     if isinstance(value, list):
         return any(_contains_nul(item) for item in value)
     return False
-
-
-def write_key_authenticate(key: str | None) -> WriteKey:
-    """The active write key with this value, or AuthenticationFailed (401)."""
-    if not key:
-        raise AuthenticationFailed(
-            "a write key is required as the HTTP Basic username", code="missing_write_key"
-        )
-    source = selectors.write_key_active(key=key)
-    if source is None:
-        raise AuthenticationFailed("unknown or inactive write key", code="invalid_write_key")
-    return source
