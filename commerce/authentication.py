@@ -5,6 +5,10 @@ messages, push subscriptions) identify the store by a write key sent as the HTTP
 username with an empty (ignored) password, as Segment's libraries send it. A view sets
 ``authentication_classes = [WriteKeyAuthentication]``; ``request.auth`` is then the active
 ``WriteKey`` and ``request.user`` an ``AnonymousUser``.
+
+Refusals are DRF's ``AuthenticationFailed`` (not ``core.exceptions``): DRF then marks the request
+unauthenticated, so a view's ``finalize_response`` may still read ``request.auth``, and adds the
+``WWW-Authenticate`` header; ``core.api.exception_handler`` gives them the one error body.
 """
 
 from __future__ import annotations
@@ -16,11 +20,11 @@ from typing import Any
 from django.contrib.auth.models import AnonymousUser
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework.authentication import BaseAuthentication
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
 from commerce import selectors
 from commerce.models import WriteKey
-from core.exceptions import AuthenticationFailed
 
 
 def write_key_authenticate(key: str | None) -> WriteKey:

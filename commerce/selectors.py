@@ -160,18 +160,18 @@ def shopper_canonical_ids(links: MutableMapping[int, ShopperLink]) -> dict[int, 
         ):
             links[pk] = (target, customer_id)
         missing |= pending - links.keys()
-    return {pk: _survivor(pk, links) for pk in list(links)}
+    return {pk: _survivor(pk, links, missing) for pk in list(links)}
 
 
-def _survivor(pk: int, links: MutableMapping[int, ShopperLink]) -> int:
+def _survivor(pk: int, links: MutableMapping[int, ShopperLink], missing: set[int]) -> int:
     chain = [pk]
     position = {pk: 0}
-    while (target := links.get(chain[-1], (None, None))[0]) is not None and target in links:
+    while (target := links.get(chain[-1], (None, None))[0]) is not None and target not in missing:
         if target in position:
             cycle = chain[position[target] :]
             logger.error("shopper merge cycle %s: resolved to %d", cycle, min(cycle))
             return min(cycle)
-        if len(chain) > SHOPPER_MERGE_DEPTH_MAX:
+        if target not in links or len(chain) > SHOPPER_MERGE_DEPTH_MAX:
             logger.error("shopper %d: merge chain longer than %d", pk, SHOPPER_MERGE_DEPTH_MAX)
             break
         position[target] = len(chain)
