@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.django_db
 
 def _chain(*shoppers: Shopper) -> None:
     """Point each shopper's ``merged_into`` at the next one."""
-    for source, target in zip(shoppers, shoppers[1:], strict=False):
+    for source, target in pairwise(shoppers):
         Shopper.objects.filter(pk=source.pk).update(merged_into=target)
 
 

@@ -36,7 +36,8 @@ def _assert_error(response: Any, status: int) -> dict[str, Any]:
     error = body["error"]
     assert set(error) <= {"code", "message", "detail"}
     assert CODE.match(error["code"]), error
-    assert isinstance(error["message"], str) and error["message"]
+    assert isinstance(error["message"], str)
+    assert error["message"]
     return body
 
 

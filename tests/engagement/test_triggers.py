@@ -336,10 +336,16 @@ def test_a_broadcast_is_queued_only_once_its_transaction_commits(
     )
     make_shopper()
 
-    with django_capture_on_commit_callbacks(execute=True) as rolled_back:
-        with pytest.raises(RuntimeError), transaction.atomic():
+    def schedule_then_fail() -> None:
+        with transaction.atomic():
             services.broadcast_schedule(campaign=campaign)
             raise RuntimeError("the admin action failed after scheduling")
+
+    with (
+        django_capture_on_commit_callbacks(execute=True) as rolled_back,
+        pytest.raises(RuntimeError),
+    ):
+        schedule_then_fail()
     assert rolled_back == []  # nothing queued for the broadcast that never was
     with django_capture_on_commit_callbacks(execute=True):
         broadcast = services.broadcast_schedule(campaign=campaign)
