@@ -9,7 +9,7 @@ from typing import Any
 
 from commerce.models import Event
 from core.exceptions import PayloadTooLarge, ValidationError
-from core.parsers import json_loads
+from core.parsers import json_has_nul, json_loads
 
 MAX_ID_LENGTH = 255
 MAX_NAME_LENGTH = 255
@@ -82,17 +82,7 @@ def payload_decode(
     if len(body) > max_bytes:
         raise PayloadTooLarge(f"the body exceeds {max_bytes} bytes", code=too_large_code)
     payload = json_loads(body)
-    if b"\\u0000" in body and _contains_nul(payload):
+    if json_has_nul(body, payload):
         # PostgreSQL stores neither text nor jsonb with NUL characters.
         raise ValidationError("NUL characters (\\u0000) are not accepted", code="invalid_character")
     return payload, len(body)
-
-
-def _contains_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any("\x00" in key or _contains_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(_contains_nul(item) for item in value)
-    return False
