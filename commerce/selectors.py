@@ -25,6 +25,8 @@ from commerce.models import (
     WriteKey,
 )
 
+logger = logging.getLogger(__name__)
+
 
 def product_list(
     *,
@@ -124,8 +126,6 @@ def shopper_list(*, customer_id: str | None = None, email: str | None = None) ->
 
 
 # --- Merges ------------------------------------------------------------------------------
-
-logger = logging.getLogger(__name__)
 
 SHOPPER_MERGE_DEPTH_MAX = 32
 """The longest ``merged_into`` chain followed. ``services.shopper_merge`` adds one link per
