@@ -260,6 +260,16 @@ def identity_verified(*, customer_id: str | None, proof: object, secret: str | N
     return hmac.compare_digest(expected.encode(), proof.strip().lower().encode("utf-8"))
 
 
+def shopper_for_customer_id(*, customer_id: str) -> Shopper | None:
+    """The (surviving) shopper with this customer id, or None. Trusts the id: for server-side
+    callers only (a browser's id goes through ``visitor_find``)."""
+    customer_id = customer_id.strip()
+    if not customer_id:
+        return None
+    found = Shopper.objects.filter(customer_id=customer_id).first()
+    return shopper_canonical(found) if found is not None else None
+
+
 def visitor_find(
     *, anonymous_id: str | None = None, customer_id: str | None = None, proof: object = None
 ) -> Shopper | None:

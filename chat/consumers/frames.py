@@ -9,7 +9,6 @@ import orjson
 from core.parsers import json_has_nul
 
 MAX_FRAME_BYTES = 16 * 1024
-HELLO_TIMEOUT = 10.0
 
 CLOSE_PROTOCOL = 4000
 CLOSE_HELLO = 4001

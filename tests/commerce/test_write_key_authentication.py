@@ -1,5 +1,6 @@
-"""One write-key authentication for every entry a store's key opens: the tracking API and the
-widget APIs refuse a missing, malformed, unknown or inactive key alike, and store nothing."""
+"""One write-key authentication for every entry a store's key opens: the tracking API, the
+widget APIs and the coupon API refuse a missing, malformed, unknown or inactive key alike, and
+store nothing."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ ENTRIES = {
         {"anonymous_id": "anon-1", "sku": "LAMP", "kind": "back_in_stock"},
     ),
 }
+REFUSING = {**ENTRIES, "coupons": ("/v1/coupons/redeem", {"code": "X", "orderId": "1"})}
 
 
 def _basic(username: str) -> str:
@@ -33,7 +35,7 @@ def lamp() -> Product:
     return Product.objects.create(sku="LAMP", title="Lamp", price=Decimal("40.00"), stock=0)
 
 
-@pytest.mark.parametrize("entry", sorted(ENTRIES))
+@pytest.mark.parametrize("entry", sorted(REFUSING))
 @pytest.mark.parametrize(
     ("authorization", "code"),
     [
@@ -47,7 +49,7 @@ def lamp() -> Product:
 def test_every_key_entry_refuses_a_bad_key_alike_and_stores_nothing(
     client, lamp, entry, authorization, code
 ):
-    path, body = ENTRIES[entry]
+    path, body = REFUSING[entry]
     if authorization == "inactive":
         authorization = _basic(WriteKey.objects.create(name="old", active=False).key)
     headers = {"Authorization": authorization} if authorization else {}
