@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
 from django.utils.dateparse import parse_date, parse_datetime
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -32,14 +32,17 @@ from rest_framework.views import APIView
 from chat import metrics, selectors, services
 from chat.models import AgentStatus, CannedResponse, Conversation, Message
 from commerce import selectors as commerce_selectors
-from core.api import StaffApiView
+from core.api import StaffApiView, error_response
 from core.exceptions import NotFound
+from core.pagination import Pagination, page_of, page_parameters
 from core.permissions import StaffModelPermissions
 from core.ratelimit import rate_limit_hit, request_client_address
 
 TAGS = ["chat"]
 # PostgreSQL's integer: seqs, offsets and ids beyond it cannot exist.
 MAX_INT = 2**31 - 1
+# The most conversations one inbox page holds.
+INBOX_PAGE_MAX = 200
 
 
 class AgentView(StaffApiView):
@@ -54,26 +57,12 @@ class AgentView(StaffApiView):
 # --- Shapes shared by several responses ---------------------------------------------------
 
 
-class ChatErrorBodySerializer(serializers.Serializer[Any]):
-    code = serializers.CharField()
-    message = serializers.CharField()
-    detail = serializers.JSONField(required=False)
-
-
-class ChatErrorSerializer(serializers.Serializer[Any]):
-    error = ChatErrorBodySerializer()
-
-
-def _error(description: str) -> OpenApiResponse:
-    return OpenApiResponse(ChatErrorSerializer, description=description)
-
-
-FORBIDDEN = _error(
+FORBIDDEN = error_response(
     "Not signed in, or not an agent (staff with chat.answer_conversations) holding the view's "
     "permission"
 )
-INVALID = _error("Invalid parameters")
-NO_CONVERSATION = _error("No such conversation")
+INVALID = error_response("Invalid parameters")
+NO_CONVERSATION = error_response("No such conversation")
 
 
 class ChatAgentRefSerializer(serializers.Serializer[Any]):
@@ -142,22 +131,13 @@ class ConversationListApi(AgentView):
             max_length=200,
             help_text="Search in the shopper's name, email and customer id",
         )
-        limit = serializers.IntegerField(required=False, min_value=1, max_value=200, default=50)
-        offset = serializers.IntegerField(required=False, min_value=0, max_value=MAX_INT, default=0)
 
-    class OutputSerializer(serializers.Serializer[Any]):
-        count = serializers.IntegerField()
-        next = serializers.URLField(allow_null=True)
-        previous = serializers.URLField(allow_null=True)
-        results = ChatConversationSummarySerializer(many=True)
-
-        class Meta:
-            ref_name = "ChatConversationPage"
+    OutputSerializer = page_of(ChatConversationSummarySerializer, "ChatConversationPage")
 
     @extend_schema(
         tags=TAGS,
         summary="The agent's inbox: conversation summaries, paginated",
-        parameters=[FilterSerializer],
+        parameters=[FilterSerializer, *page_parameters(max_limit=INBOX_PAGE_MAX)],
         responses={200: OutputSerializer, 400: INVALID, 403: FORBIDDEN},
     )
     def get(self, request: Request) -> Response:
@@ -172,29 +152,14 @@ class ConversationListApi(AgentView):
             q=data.get("q"),
             personal=sees_all,
         )
-        count = qs.count()
-        limit, offset = data["limit"], data["offset"]
+        paginator = Pagination(max_limit=INBOX_PAGE_MAX)
         rows = [
             selectors.summary_for_viewer(row, viewer_id=request.user.pk, sees_all=sees_all)
-            for row in selectors.summaries(qs[offset : offset + limit])
+            for row in selectors.summaries(paginator.page(qs, request, view=self))
         ]
-        base = request.build_absolute_uri(request.path)
-
-        def page(at: int) -> str:
-            query = {"view": data["view"], "limit": limit, "offset": at}
-            if data.get("state"):
-                query["state"] = data["state"]
-            if data.get("q"):
-                query["q"] = data["q"]
-            return f"{base}?{urlencode(query)}"
-
-        page_data = {
-            "count": count,
-            "next": page(offset + limit) if offset + limit < count else None,
-            "previous": page(max(offset - limit, 0)) if offset > 0 else None,
-            "results": rows,
-        }
-        return Response(self.OutputSerializer(page_data).data)
+        return paginator.get_paginated_response(
+            ChatConversationSummarySerializer(rows, many=True).data
+        )
 
 
 def _conversation(conversation_id: int) -> Conversation:
@@ -340,11 +305,11 @@ class TranscriptApi(AgentView):
         request=InputSerializer,
         responses={
             202: OutputSerializer,
-            400: _error("Invalid email, or no address known for the shopper"),
+            400: error_response("Invalid email, or no address known for the shopper"),
             403: FORBIDDEN,
             404: NO_CONVERSATION,
-            415: _error("Unsupported media type"),
-            429: _error(
+            415: error_response("Unsupported media type"),
+            429: error_response(
                 "Too many transcripts from this agent, or to this address; see Retry-After"
             ),
         },
@@ -547,8 +512,8 @@ class WidgetConfigApi(APIView):
         responses={
             200: OutputSerializer,
             400: INVALID,
-            404: _error("Unknown or inactive write key"),
-            429: _error("Too many calls from this address; see Retry-After"),
+            404: error_response("Unknown or inactive write key"),
+            429: error_response("Too many calls from this address; see Retry-After"),
         },
         auth=[],
     )

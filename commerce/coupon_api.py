@@ -16,6 +16,7 @@ from typing import Any
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -24,39 +25,18 @@ from rest_framework.views import APIView
 
 from commerce import selectors, services
 from commerce.api import MoneyInputField
+from commerce.authentication import WriteKeyAuthentication
 from commerce.models import Shopper, WriteKey
-from commerce.tracking_api import WriteKeyAuthentication, request_payload
-from core.exceptions import (
-    AuthenticationFailed,
-    Conflict,
-    NotFound,
-    PermissionDenied,
-    ValidationError,
-)
+from commerce.tracking_api import request_payload
+from core.api import error_response
+from core.exceptions import Conflict, NotFound, PermissionDenied, ValidationError
 from core.ratelimit import rate_limit_hit, request_client_address
 
-
-class CouponErrorDetailSerializer(serializers.Serializer[Any]):
-    code = serializers.CharField()
-    message = serializers.CharField()
-    detail = serializers.JSONField(required=False)
-
-
-class CouponErrorSerializer(serializers.Serializer[Any]):
-    error = CouponErrorDetailSerializer()
-
-
 _ERRORS = {
-    400: OpenApiResponse(CouponErrorSerializer, description="Invalid input (nothing changed)"),
-    401: OpenApiResponse(
-        CouponErrorSerializer, description="Missing, unknown or inactive write key"
-    ),
-    403: OpenApiResponse(
-        CouponErrorSerializer, description="server_key_required: a browser write key"
-    ),
-    429: OpenApiResponse(
-        CouponErrorSerializer, description="Too many calls for this write key; see Retry-After"
-    ),
+    400: error_response("Invalid input (nothing changed)"),
+    401: error_response("Missing, unknown or inactive write key"),
+    403: error_response("server_key_required: a browser write key"),
+    429: error_response("Too many calls for this write key; see Retry-After"),
 }
 
 
@@ -174,14 +154,11 @@ class CouponRedeemView(_CouponView):
             200: OpenApiResponse(
                 CouponRedeemOutputSerializer, description="Already redeemed for this order"
             ),
-            404: OpenApiResponse(CouponErrorSerializer, description="coupon_not_found"),
-            409: OpenApiResponse(
-                CouponErrorSerializer,
-                description=(
-                    "Refused, nothing counted: coupon_used_up, coupon_not_yours, "
-                    "coupon_expired, coupon_not_started, coupon_inactive, coupon_min_spend, "
-                    "coupon_used_by_you"
-                ),
+            404: error_response("coupon_not_found"),
+            409: error_response(
+                "Refused, nothing counted: coupon_used_up, coupon_not_yours, "
+                "coupon_expired, coupon_not_started, coupon_inactive, coupon_min_spend, "
+                "coupon_used_by_you"
             ),
             **_ERRORS,
         },

@@ -51,6 +51,17 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 # The public base URL of this Patron, used in links inside emails (unsubscribe, tracking).
 PATRON_BASE_URL = (env_str("PATRON_BASE_URL") or "http://127.0.0.1:8000").rstrip("/")
 
+# Patron's own apps, lowest layer first (DESIGN.md "Shape"); .ci/import_all.py imports each.
+PATRON_APPS = [
+    "core",
+    "commerce",
+    "engagement",
+    "loyalty",
+    "chat",
+    "recommendations",
+    "carts",
+    "storefront",
+]
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -65,14 +76,7 @@ INSTALLED_APPS = [
     "channels",
     "axes",
     "csp",
-    "core",
-    "commerce",
-    "engagement",
-    "loyalty",
-    "chat",
-    "recommendations",
-    "carts",
-    "storefront",
+    *PATRON_APPS,
 ]
 
 MIDDLEWARE = [

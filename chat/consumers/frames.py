@@ -7,6 +7,8 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from core.parsers import json_has_nul
+
 MAX_FRAME_BYTES = 16 * 1024
 
 CLOSE_PROTOCOL = 4000
@@ -137,7 +139,7 @@ def parse_frame(
                 CLOSE_PROTOCOL,
             )
     # PostgreSQL stores no NUL character in text: refused here, not a dropped socket later.
-    if b"\\u0000" in raw and _contains_nul(frame):
+    if json_has_nul(raw, frame):
         raise ProtocolError(
             "invalid_character", "NUL characters (\\u0000) are not accepted.", CLOSE_PROTOCOL
         )
@@ -154,16 +156,6 @@ MAX_FIELD_CHARS: dict[str, int] = {
     "client_id": 64,
     "locale": 64,
 }
-
-
-def _contains_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any("\x00" in key or _contains_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(_contains_nul(item) for item in value)
-    return False
 
 
 def parse_resume(query_string: bytes) -> list[tuple[int, int]]:

@@ -11,8 +11,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from commerce.models import ZERO, Coupon, CouponRedemption, Order, Shopper
+from commerce.selectors import shopper_canonical
 from commerce.services._common import money
-from commerce.services.shoppers import shopper_current
 from core.exceptions import NotFound, ValidationError
 
 # --- Coupons -----------------------------------------------------------------------------
@@ -33,7 +33,7 @@ def coupon_check(
     if coupon.valid_until and when >= coupon.valid_until:
         raise ValidationError("this coupon has expired", code="coupon_expired")
     if coupon.owner_id is not None and (
-        shopper is None or shopper_current(shopper).pk != coupon.owner_id
+        shopper is None or shopper_canonical(shopper).pk != coupon.owner_id
     ):
         raise ValidationError("this coupon belongs to another shopper", code="coupon_not_yours")
     if coupon.usage_limit is not None and coupon.times_used >= coupon.usage_limit:
@@ -143,7 +143,7 @@ def coupon_redeem_checked(
             order=order,
             order_number=order_number,
             amount=amount,
-            shopper=shopper_current(shopper) if shopper is not None else None,
+            shopper=shopper_canonical(shopper) if shopper is not None else None,
         )
 
 

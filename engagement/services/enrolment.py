@@ -12,10 +12,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from commerce import selectors as commerce_selectors
 from commerce import services as commerce_services
 from commerce.models import Event, Shopper
 from core.exceptions import ValidationError
-from core.transactions import on_commit
 from engagement import registry, selectors
 from engagement.models import Broadcast, Campaign, Message, Run
 from engagement.registry import Occurrence
@@ -110,7 +110,7 @@ def trigger_fire(
     email_to = email_address_clean(email_to, field="email_to")
     email_reply_to = email_address_clean(email_reply_to, field="email_reply_to")
     now = timezone.now()
-    shopper = commerce_services.shopper_current(shopper)
+    shopper = commerce_selectors.shopper_canonical(shopper)
     payload = _json(data)
     created: list[Run] = []
     scheduled = 0
@@ -388,5 +388,5 @@ def broadcast_schedule(*, campaign: Campaign, send_at: dt.datetime | None = None
     if broadcast.send_at <= timezone.now():
         from engagement import tasks
 
-        on_commit(lambda: tasks.broadcast_send.delay(broadcast.pk))
+        tasks.broadcast_send.delay_on_commit(broadcast.pk)
     return broadcast

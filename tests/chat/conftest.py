@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.apps import apps as django_apps
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.contrib.contenttypes.models import ContentType
@@ -96,6 +97,15 @@ def chat_email_campaigns_seed() -> None:
 
     seed = importlib.import_module("chat.migrations.0004_seed_chat_email_campaigns")
     seed.seed_campaigns(apps, None)
+
+
+@pytest.fixture
+def seeded(chat_settings: ChatSettings) -> ChatSettings:
+    """The bot configuration migration 0013 seeds (``chat_settings`` trims some of it)."""
+    seed = importlib.import_module("chat.migrations.0013_seed_bot_example_phrases")
+    seed.seed(django_apps, None)
+    services.chat_settings_invalidate()
+    return ChatSettings.objects.get()
 
 
 @pytest.fixture

@@ -7,34 +7,23 @@ from typing import Any
 
 import pytest
 
-from commerce.models import Coupon, Event, Order, Product, Refund, Review, Shopper, WriteKey
-from tests.commerce.tracking_support import post, track
+from commerce.models import Coupon, Event, Order, Product, Refund, Review, Shopper
+from tests.commerce.tracking_support import batch_sender, track
 from tests.support.identity import user_hash
 
 pytestmark = pytest.mark.django_db
 
 
-def _sender(client, capture, *, server_side: bool):
-    key = WriteKey.objects.create(name="shop", server_side=server_side).key
-
-    def _send(*calls: dict[str, Any]) -> None:
-        with capture(execute=True):
-            response = post(client, "/v1/batch", {"batch": list(calls)}, key=key)
-        assert response.status_code == 200, response.content
-
-    return _send
-
-
 @pytest.fixture
 def browser_send(client, django_capture_on_commit_callbacks):
     """Send with a browser (public) write key."""
-    return _sender(client, django_capture_on_commit_callbacks, server_side=False)
+    return batch_sender(client, django_capture_on_commit_callbacks, server_side=False)
 
 
 @pytest.fixture
 def send(client, django_capture_on_commit_callbacks):
     """POST a batch with a server-side key and run the processing task it queues (Celery is eager in unit tests)."""
-    return _sender(client, django_capture_on_commit_callbacks, server_side=True)
+    return batch_sender(client, django_capture_on_commit_callbacks, server_side=True)
 
 
 def _order_completed(message_id: str, order_id: str = "1001", **extra: Any) -> dict[str, Any]:

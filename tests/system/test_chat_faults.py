@@ -24,8 +24,7 @@ from tests.chat.conftest import (  # noqa: F401  (fixtures)
     make_agent,
 )
 from tests.chat.wsclient import ChatClient
-from tests.support.processes import asgi_process, child_env, free_port, stop
-from tests.system.test_chat_fanout import redis_server
+from tests.support.processes import asgi_process, child_env, free_port, redis_server, stop
 from tests.system.test_chat_live import session_cookie, shopper_socket
 
 pytestmark = [

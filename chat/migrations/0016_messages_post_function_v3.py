@@ -13,7 +13,7 @@ SQL = Path(__file__).resolve().parent.parent / "sql"
 
 
 class Migration(migrations.Migration):
-    dependencies = [("chat", "0014_messages_post_function_v2")]
+    dependencies = [("chat", "0015_agentstatus_presence_by_heartbeats")]
 
     operations = [
         migrations.RunSQL(
