@@ -104,7 +104,11 @@ from engagement.services.periodic import (
     product_bought_since,
     win_back_scan,
 )
-from engagement.services.previews import step_preview, step_test_send
+from engagement.services.previews import (
+    preview_sample_shopper,
+    step_preview,
+    step_test_send,
+)
 from engagement.services.products import (
     NotifyRequest,
     notify_request_create,
@@ -187,6 +191,7 @@ __all__ = [
     "shopper_merge_fold",
     "shopper_unsubscribe",
     "shopper_zone",
+    "preview_sample_shopper",
     "step_preview",
     "step_test_send",
     "suppression_add",
