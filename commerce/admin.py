@@ -125,10 +125,10 @@ class ShopperPrivacyAdminMixin:
         masked = {*self.shopper_fields, *self.personal_data_fields}
         return [f"{n}_masked" if isinstance(n, str) and n in masked else n for n in names]
 
-    def get_list_display(self, request: HttpRequest) -> Sequence[Any]:
+    def get_list_display(self, request: HttpRequest) -> list[Any]:
         return self._masked(request, super().get_list_display(request))  # type: ignore[misc]  # a mixin of ModelAdmin
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Sequence[Any]:
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return self._masked(request, super().get_readonly_fields(request, obj))  # type: ignore[misc]  # a mixin of ModelAdmin
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
@@ -151,16 +151,17 @@ class ShopperPrivacyAdminMixin:
             for title, options in fieldsets
         ]
 
-    def get_search_fields(self, request: HttpRequest) -> Sequence[str]:
+    def get_search_fields(self, request: HttpRequest) -> list[str]:
         fields = super().get_search_fields(request)  # type: ignore[misc]  # a mixin of ModelAdmin
         if self.sees_personal_data(request):
             return list(fields)
-        private = {*self.personal_data_fields, *(f"{name}__" for name in self.shopper_fields)}
+        # An address searched for would tell whether it is a shopper's: no such lookups.
+        prefixes = tuple(f"{name}__" for name in self.shopper_fields)
         return [
             f
             for f in fields
-            if f.lstrip("=^@") not in private
-            and not any(f.lstrip("=^@").startswith(p) for p in private if p.endswith("__"))
+            if f.lstrip("=^@") not in self.personal_data_fields
+            and not f.lstrip("=^@").startswith(prefixes)
         ]
 
     def formfield_for_foreignkey(

@@ -448,9 +448,7 @@ class CampaignAdmin(admin.ModelAdmin[Campaign]):
             )
         else:
             shopper = (
-                Shopper.objects.filter(pk=int(shopper_id)).first()
-                if shopper_id.isdigit()
-                else None
+                Shopper.objects.filter(pk=int(shopper_id)).first() if shopper_id.isdigit() else None
             )
             if shopper is None:
                 context["error"] = f"no shopper {shopper_id}"
@@ -783,6 +781,8 @@ class EngagementSettingsAdmin(admin.ModelAdmin[EngagementSettings]):
 
 
 admin.site.register(Topic)
+
+
 @admin.register(PushSubscription)
 class PushSubscriptionAdmin(ShopperPrivacyAdminMixin, admin.ModelAdmin[PushSubscription]):
     """Browsers' push subscriptions; the endpoint and keys address one shopper's device."""

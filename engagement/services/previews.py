@@ -32,7 +32,6 @@ def preview_sample_shopper() -> Shopper:
     )
 
 
-
 def step_preview(*, step: CampaignStep, shopper: Shopper) -> Rendered:
     """The step rendered for a real shopper, with the trigger's preview data, untracked, and
     with unsubscribe and preference links that act on nobody (a test send carries them)."""

@@ -124,7 +124,9 @@ def _pages() -> list[str]:
             continue
         base = f"/admin/{opts.app_label}/{opts.model_name}/"
         urls.append(base)
-        urls += [f"{base}{pk}/change/" for pk in model._default_manager.values_list("pk", flat=True)]
+        urls += [
+            f"{base}{pk}/change/" for pk in model._default_manager.values_list("pk", flat=True)
+        ]
     return urls
 
 
@@ -146,7 +148,10 @@ def test_no_engagement_or_chat_admin_page_shows_a_marketer_personal_data(shopper
     assert messages.status_code == 200
     assert f"Shopper #{shopper.pk}" in messages.content.decode()
     run = Run.objects.get()
-    assert f"Shopper #{shopper.pk}" in client.get(f"/admin/engagement/run/{run.pk}/change/").content.decode()
+    assert (
+        f"Shopper #{shopper.pk}"
+        in client.get(f"/admin/engagement/run/{run.pk}/change/").content.decode()
+    )
 
 
 def test_a_marketer_cannot_find_shoppers_by_email_in_the_admin_search(shopper):
@@ -182,9 +187,11 @@ def test_with_the_personal_data_permission_the_pages_show_the_shopper(shopper):
     suppressions = client.get("/admin/engagement/suppression/").content.decode()
 
     assert EMAIL in listing
-    assert EMAIL in page and f"Dear {FIRST_NAME} {LAST_NAME}" in page
+    assert EMAIL in page
+    assert f"Dear {FIRST_NAME} {LAST_NAME}" in page
     assert found.context["cl"].result_count == 1
-    assert EMAIL in suppressions and PHONE in suppressions
+    assert EMAIL in suppressions
+    assert PHONE in suppressions
 
 
 def _preview_url() -> str:
