@@ -196,13 +196,6 @@ def coupon_use(
         )
 
 
-def coupon_redemption_exists(*, code: str, order_number: str) -> bool:
-    """Whether ``code`` was already redeemed for ``order_number``."""
-    return CouponRedemption.objects.filter(
-        coupon__code=code.strip().upper(), order_number=order_number
-    ).exists()
-
-
 def order_coupon_count(*, order: Order) -> str:
     """Count the use of the Patron coupon ``order`` names, once; returns why it was not
     counted ("" when it was, or when the code is not one of Patron's coupons).
