@@ -27,6 +27,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.utils.translation import gettext
 
 from chat.models import Conversation, Message
 from chat.selectors import agent_name
@@ -42,16 +43,26 @@ TRANSCRIPT = "chat_transcript"
 
 
 def transcript_text(conversation: Conversation, *, upto_seq: int | None = None) -> str:
-    """The conversation as text for the shopper: no private notes; up to ``upto_seq``."""
-    lines = [f"Conversation {conversation.pk} — {conversation.created_at:%Y-%m-%d %H:%M} UTC", ""]
+    """The conversation as text for the shopper: no private notes; up to ``upto_seq``. Its
+    labels are in the active language (a chat email renders in the conversation's)."""
+    lines = [
+        gettext("Conversation %(id)s — %(started)s UTC")
+        % {"id": conversation.pk, "started": f"{conversation.created_at:%Y-%m-%d %H:%M}"},
+        "",
+    ]
+    names = {
+        "shopper": gettext("You"),
+        "bot": gettext("Assistant"),
+        "system": "—",
+    }
     messages = Message.objects.filter(conversation=conversation, internal=False)
     if upto_seq is not None:
         messages = messages.filter(seq__lte=upto_seq)
     for message in messages.select_related("author_agent").order_by("seq"):
         if message.author_kind == Message.Author.AGENT:
-            who = agent_name(message.author_agent) or "Agent"
+            who = agent_name(message.author_agent) or gettext("Agent")
         else:
-            who = {"shopper": "You", "bot": "Bot", "system": "—"}[message.author_kind]
+            who = names[message.author_kind]
         lines.append(f"[{message.created_at:%H:%M}] {who}: {message.body}")
     return "\n".join(lines) + "\n"
 
@@ -132,7 +143,8 @@ def _follow_up_context(shopper: Shopper, occurrence: Occurrence) -> dict[str, An
         "conversation": _conversation_data(conversation),
         "follow_up_email": conversation.follow_up_email if conversation else "",
         "reply": message.body if message is not None else "",
-        "agent_name": (agent_name(message.author_agent) if message is not None else "") or "Agent",
+        "agent_name": (agent_name(message.author_agent) if message is not None else "")
+        or gettext("Agent"),
     }
 
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Permission
 from django.db.models import Count, Q, QuerySet, Sum
+from django.utils.translation.trans_real import DjangoTranslation
 
 from chat import registry
-from chat.models import AgentStatus, CannedResponse, Conversation, Message
+from chat.models import AgentStatus, CannedResponse, Conversation, KnowledgeArticle, Message
 from commerce.models import PERSONAL_DATA_PERMISSION, Event, Order, Shopper
 
 logger = logging.getLogger(__name__)
@@ -452,4 +455,40 @@ def conversations_for_agent(*, agent_id: int) -> list[int]:
         Conversation.objects.filter(
             assigned_agent_id=agent_id, state=Conversation.State.ASSIGNED
         ).values_list("pk", flat=True)
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def widget_strings(*, language: str) -> dict[str, str]:
+    """The chat widget's labels in ``language``: its djangojs catalog as ``{msgid: text}``
+    (``locale/<language>/LC_MESSAGES/djangojs.mo``; empty for English, whose msgids are the
+    text). Cached per process: the catalogs change only with a deploy."""
+    catalog = DjangoTranslation(language, domain="djangojs", localedirs=settings.LOCALE_PATHS)
+    return {
+        str(msgid): str(text)
+        for msgid, text in catalog._catalog.items()  # noqa: SLF001  (JavaScriptCatalog reads it so too)
+        if isinstance(msgid, str) and msgid and text
+    }
+
+
+def help_articles(*, languages: Iterable[str]) -> list[KnowledgeArticle]:
+    """The published articles of the help centre in the first of ``languages`` (the reader's,
+    then the merchant's fallback) that has any; every published one when none has."""
+    published = KnowledgeArticle.objects.filter(published=True).order_by("title")
+    for language in languages:
+        found = list(published.filter(language=language))
+        if found:
+            return found
+    return list(published.order_by("language", "title"))
+
+
+def help_article(*, slug: str, languages: Iterable[str]) -> KnowledgeArticle | None:
+    """The published article ``slug`` in the first of ``languages`` it is written in, else in
+    any language (``None``: no such published article)."""
+    versions = {
+        a.language: a
+        for a in KnowledgeArticle.objects.filter(slug=slug, published=True).order_by("language")
+    }
+    return next((versions[lang] for lang in languages if lang in versions), None) or next(
+        iter(versions.values()), None
     )

@@ -80,6 +80,9 @@ MIDDLEWARE = [
     "core.middleware.nul_guard_middleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # The shopper's or agent's language: the language cookie (the console's switch), then the
+    # browser's Accept-Language, else LANGUAGE_CODE. After sessions, before CommonMiddleware.
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -253,6 +256,15 @@ WHITENOISE_USE_FINDERS = DEBUG
 
 # --- I18N --------------------------------------------------------------------------------
 LANGUAGE_CODE = "en"
+# The languages Patron ships (locale/<code>/LC_MESSAGES/django.po and djangojs.po). The compiled
+# .mo files are committed next to them, so a fresh clone needs no GNU gettext; the test
+# tests/core/test_i18n_catalogs.py fails when a .mo is out of date with its .po.
+LANGUAGES = [
+    ("en", "English"),
+    ("tr", "Türkçe"),
+    ("lv", "Latviešu"),
+]
+LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True

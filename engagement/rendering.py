@@ -36,8 +36,12 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 from django.template import Context, Engine, Library, Template
+from django.utils import translation
 from django.utils.functional import Promise
+from django.utils.html import escape
+from django.utils.translation import gettext
 
+from core.i18n import language_normalise
 from commerce.models import Category, Coupon, Order, OrderLine, Product, Shopper
 from engagement import tokens
 from engagement.models import Campaign, CampaignStep, Channel
@@ -302,7 +306,7 @@ def base_context(
     }
     context.update(
         shopper=template_value(shopper),
-        first_name=shopper.first_name or "there",
+        first_name=shopper.first_name or gettext("there"),
         campaign=template_value(campaign),
         shop=shop_context(),
         base_url=settings.PATRON_BASE_URL,
@@ -323,7 +327,39 @@ def message_render(
     occurrence: Occurrence,
     track: bool = True,
 ) -> Rendered:
-    """Render ``step`` for ``shopper``; ``track`` adds the click redirect and the open pixel."""
+    """Render ``step`` for ``shopper``; ``track`` adds the click redirect and the open pixel.
+
+    Patron's own words in it (the footer, a missing first name) are in the message's language:
+    the occurrence's ``language`` (chat emails: the conversation's), else the shopper's
+    ``locale``, else ``LANGUAGE_CODE``.
+    """
+    language = (
+        language_normalise(str(occurrence.data.get("language") or ""))
+        or language_normalise(shopper.locale)
+        or settings.LANGUAGE_CODE
+    )
+    with translation.override(language):
+        return _message_render(
+            message_id=message_id,
+            shopper=shopper,
+            campaign=campaign,
+            step=step,
+            trigger=trigger,
+            occurrence=occurrence,
+            track=track,
+        )
+
+
+def _message_render(
+    *,
+    message_id: int,
+    shopper: Shopper,
+    campaign: Campaign,
+    step: CampaignStep,
+    trigger: TriggerType | None,
+    occurrence: Occurrence,
+    track: bool,
+) -> Rendered:
     context = base_context(
         message_id=message_id,
         shopper=shopper,
@@ -361,13 +397,13 @@ def message_render(
     if unsubscribe not in body_html:
         body_html += (
             '<p style="font-size:12px;color:#666">'
-            f'<a href="{preferences}">Email preferences</a> · '
-            f'<a href="{unsubscribe}">Unsubscribe</a></p>'
+            f'<a href="{preferences}">{escape(gettext("Email preferences"))}</a> · '
+            f'<a href="{unsubscribe}">{escape(gettext("Unsubscribe"))}</a></p>'
         )
     if step.body_text:
         text = template_render(step.body_text, context, autoescape=False).strip() + "\n"
         if unsubscribe not in text:
-            text += f"\nUnsubscribe: {unsubscribe}\n"
+            text += "\n" + gettext("Unsubscribe: %(url)s") % {"url": unsubscribe} + "\n"
     else:
         text = html_to_text(body_html)
     if track:

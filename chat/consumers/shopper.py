@@ -118,7 +118,11 @@ class ShopperConsumer(ChatSocket):
                 "conversation": conversation_view,
                 "messages": messages,
                 "settings": {
-                    "greeting": settings_row.greeting,
+                    "greeting": await db(services.translate)(
+                        settings_row.greeting,
+                        language=(conversation.language if conversation is not None else "")
+                        or self.language,
+                    ),
                     "business_hours_open": open_now,
                     "languages": settings_row.languages,
                 },

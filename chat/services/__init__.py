@@ -54,6 +54,13 @@ from chat.services.conversations import (
     shopper_hand_off_request,
     shopper_message_post,
 )
+from chat.services.language import (
+    conversation_language,
+    conversation_language_detected,
+    language_fallback,
+    language_normalise,
+    translate,
+)
 from chat.services.identity import (
     SETTINGS_TTL,
     TOKEN_MAX_AGE,
@@ -112,6 +119,11 @@ __all__ = [
     "agent_group",
     "agent_heartbeat",
     "agent_message_post",
+    "conversation_language",
+    "conversation_language_detected",
+    "language_fallback",
+    "language_normalise",
+    "translate",
     "agent_presence_set",
     "bot_respond",
     "business_hours_open",

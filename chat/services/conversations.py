@@ -9,6 +9,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 
 from chat.models import Conversation, CsatRating
 from chat.services._common import (
@@ -22,6 +23,12 @@ from chat.services._common import (
     staff_group,
 )
 from chat.services.identity import business_hours_open, chat_settings_get, conversation_for_shopper
+from chat.services.language import (
+    conversation_language,
+    conversation_language_detected,
+    language_normalise,
+    translate,
+)
 from chat.services.messages import (
     PostedMessage,
     _emit_inbox_update,
@@ -42,12 +49,16 @@ from core.exceptions import Conflict, ValidationError
 def conversation_start(
     *, shopper: Shopper, language: str = "", page_url: str = "", page_title: str = ""
 ) -> Conversation:
-    """A new conversation, answered by the bot (or queued at once when the bot is off)."""
+    """A new conversation, answered by the bot (or queued at once when the bot is off).
+
+    ``language``: the widget's locale (e.g. ``"tr-TR"``); when it names no shipped language,
+    the shopper's identified ``locale``; else none yet, and the shopper's first message decides
+    (``chat.services.language``)."""
     now = timezone.now()
     conversation = Conversation.objects.create(
         shopper=shopper,
         state=State.BOT,
-        language=language[:16],
+        language=language_normalise(language) or language_normalise(shopper.locale),
         page_url=page_url[:2000],
         page_title=page_title[:300],
         page_seen_at=now if page_url else None,
@@ -149,6 +160,8 @@ def bot_respond(*, conversation_id: int, text: str) -> HandOff | None:
     if not settings_row.bot_enabled:
         return conversation_hand_off(conversation_id=conversation_id, reason="bot_disabled")
     reply = bot.bot_answer(conversation=conversation, text=text, settings_row=settings_row)
+    # No locale given: the conversation speaks the language the shopper writes in, from now on.
+    conversation_language_detected(conversation_id=conversation_id, language=reply.language)
     if reply.failed:
         failures = _bot_failures_bump(conversation_id)
         if failures >= settings_row.bot_max_failures:
@@ -218,7 +231,10 @@ def conversation_hand_off(*, conversation_id: int, reason: str = "requested") ->
             prompt = {
                 "type": "offline.prompt",
                 "conversation_id": conversation_id,
-                "message": settings_row.offline_message,
+                "message": translate(
+                    settings_row.offline_message,
+                    language=conversation_language(conversation_id),
+                ),
             }
             _emit(
                 conversation_group(conversation_id),
@@ -244,7 +260,7 @@ def conversation_resolve(*, conversation_id: int, by: Any = None) -> Conversatio
         if by is not None:
             _check_agent(by)
         now = timezone.now()
-        _system_say(conversation_id, "This conversation has been resolved.")
+        _system_say(conversation_id, gettext_noop("This conversation has been resolved."))
         conversation.state = State.RESOLVED
         conversation.resolved_at = now
         conversation.resolved_by = by

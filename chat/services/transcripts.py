@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from chat.models import Conversation, Message
 from chat.services.identity import chat_settings_get
+from chat.services.language import conversation_language
 from commerce.models import Shopper
 from core.exceptions import NotFound, PermissionDenied, ValidationError
 
@@ -73,8 +74,14 @@ def _email_fire(
     email_to: str,
     email_reply_to: str = "",
 ) -> int:
+    from chat import emails
     from engagement import services as engagement_services
 
+    conversation_id = data.get("conversation_id")
+    if trigger != emails.OFFLINE_NOTICE and isinstance(conversation_id, int):
+        # The shopper's emails speak the conversation's language (the support inbox's notice
+        # stays in the store's default).
+        data = {**data, "language": conversation_language(conversation_id)}
     runs = engagement_services.trigger_fire(
         trigger=trigger,
         shopper=shopper,

@@ -1,0 +1,170 @@
+"""A conversation speaks the shopper's language (#11 point 3): the locale the widget sends, else
+the identified locale, else the language the shopper writes in; the bot, the system messages,
+the widget's labels, the help centre and the chat emails follow it, with the merchant's
+fallback where there is nothing in that language."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core import mail
+from django.test import Client
+
+from chat import services
+from chat.models import ChatSettings, Conversation, KnowledgeArticle, Message
+from commerce.models import Shopper, WriteKey
+from tests.chat.conftest import make_agent
+
+
+def _bodies(conversation_id: int, kind: str) -> list[str]:
+    return list(
+        Message.objects.filter(conversation_id=conversation_id, author_kind=kind)
+        .order_by("seq")
+        .values_list("body", flat=True)
+    )
+
+
+def test_the_widgets_locale_makes_the_system_messages_turkish(shopper: Shopper) -> None:
+    make_agent("anna")
+    post = services.shopper_message_post(
+        shopper=shopper, body="human", client_id="c1", language="tr-TR"
+    )
+
+    conversation = Conversation.objects.get(pk=post.conversation_id)
+    assert conversation.language == "tr"
+    assert conversation.state == Conversation.State.ASSIGNED
+    services.conversation_resolve(conversation_id=conversation.pk)
+    assert _bodies(conversation.pk, "system") == [
+        "Sizi ekibimizden birine aktarıyorum.",
+        "Anna sohbete katıldı.",
+        "Bu sohbet çözüldü olarak kapatıldı.",
+    ]
+
+
+def test_without_a_locale_the_conversation_speaks_the_language_written_in(
+    shopper: Shopper,
+) -> None:
+    post = services.shopper_message_post(
+        shopper=shopper, body="Kur ir mans pasūtījums?", client_id="c1"
+    )
+
+    conversation = Conversation.objects.get(pk=post.conversation_id)
+    assert conversation.language == "lv"
+    # Anonymous shopper: the bot's built-in question for the order number, in Latvian.
+    assert _bodies(conversation.pk, "bot") == [
+        "Varu to pārbaudīt. Lūdzu, atsūtiet pasūtījuma numuru un e-pasta adresi, ar kuru "
+        'pasūtījāt, piem., "1001 ada@example.com".'
+    ]
+    # Later English words do not change it back.
+    services.shopper_message_post(
+        shopper=shopper, body="human", client_id="c2", conversation_id=conversation.pk
+    )
+    conversation.refresh_from_db()
+    assert conversation.language == "lv"
+    assert _bodies(conversation.pk, "system") == ["Nododu jūs kādam no mūsu komandas."]
+
+
+def test_the_identified_locale_counts_when_the_widget_sends_none(db: Any) -> None:
+    shopper = Shopper.objects.create(first_name="Līga", locale="lv_LV")
+
+    conversation = services.conversation_start(shopper=shopper, language="")
+
+    assert conversation.language == "lv"
+
+
+def test_a_locale_patron_does_not_ship_is_not_kept(shopper: Shopper) -> None:
+    conversation = services.conversation_start(shopper=shopper, language="de-DE")
+
+    assert conversation.language == ""
+
+
+def test_the_bot_answers_in_the_merchants_fallback_when_it_has_nothing_in_the_language(
+    shopper: Shopper, chat_settings: ChatSettings
+) -> None:
+    # Shipping exists only in English in this store; the conversation is Latvian.
+    KnowledgeArticle.objects.filter(language__in=["lv", "tr"]).update(published=False)
+    conversation = services.conversation_start(shopper=shopper, language="lv")
+    services.shopper_message_post(
+        shopper=shopper,
+        body="How long does shipping take?",
+        client_id="c1",
+        conversation_id=conversation.pk,
+    )
+
+    assert _bodies(conversation.pk, "bot")[-1].startswith("We ship within 2 working days.")
+
+
+def test_a_merchants_own_sentence_is_said_as_written(
+    shopper: Shopper, chat_settings: ChatSettings
+) -> None:
+    ChatSettings.objects.filter(pk=1).update(handoff_message="Bir saniye, lütfen.")
+    services.chat_settings_invalidate()
+    post = services.shopper_message_post(
+        shopper=shopper, body="human", client_id="c1", language="lv"
+    )
+
+    assert _bodies(post.conversation_id, "system")[0] == "Bir saniye, lütfen."
+
+
+def test_widget_config_gives_the_widgets_labels_and_greeting_in_the_pages_language(
+    write_key: WriteKey,
+) -> None:
+    client = Client()
+
+    turkish = client.get(
+        "/api/chat/widget-config/", {"write_key": write_key.key, "locale": "tr-TR"}
+    ).json()
+    latvian = client.get(
+        "/api/chat/widget-config/", {"write_key": write_key.key, "locale": "lv"}
+    ).json()
+    other = client.get(
+        "/api/chat/widget-config/", {"write_key": write_key.key, "locale": "de-DE"}
+    ).json()
+
+    assert turkish["language"] == "tr"
+    assert turkish["greeting"] == "Merhaba! Bugün size nasıl yardımcı olabiliriz?"
+    assert turkish["strings"]["Talk to a person"] == "Bir temsilciyle görüş"
+    assert latvian["language"] == "lv"
+    assert latvian["greeting"] == "Sveiki! Kā varam jums šodien palīdzēt?"
+    assert latvian["strings"]["Write a message…"] == "Rakstiet ziņu…"
+    assert other["language"] == "en"
+    assert other["greeting"] == "Hi! How can we help you today?"
+    assert other["strings"] == {}
+
+
+def test_the_help_centre_shows_the_readers_language_then_the_fallback(
+    chat_settings: ChatSettings,
+) -> None:
+    client = Client()
+
+    turkish = client.get("/help/", headers={"accept-language": "tr"}).content.decode()
+    latvian_article = client.get(
+        "/help/piegade/", headers={"accept-language": "lv"}
+    ).content.decode()
+    assert "Yardım merkezi" in turkish
+    assert "Kargo ve teslimat" in turkish
+    assert "Shipping and delivery" not in turkish
+    assert "Palīdzības centrs" in latvian_article
+
+    # No Latvian articles: the merchant's fallback language (Turkish here) is shown.
+    KnowledgeArticle.objects.filter(language="lv").update(published=False)
+    ChatSettings.objects.filter(pk=1).update(fallback_language="tr")
+    services.chat_settings_invalidate()
+    fallback = client.get("/help/", headers={"accept-language": "lv"}).content.decode()
+    assert "Palīdzības centrs" in fallback
+    assert "Kargo ve teslimat" in fallback
+    assert "Shipping and delivery" not in fallback
+
+
+def test_the_transcript_email_speaks_the_conversations_language(
+    shopper: Shopper, django_capture_on_commit_callbacks: Any
+) -> None:
+    post = services.shopper_message_post(
+        shopper=shopper, body="merhaba", client_id="c1", language="tr"
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        services.transcript_send(conversation_id=post.conversation_id, email="ada@example.com")
+
+    assert len(mail.outbox) == 1
+    assert "Siz: merhaba" in mail.outbox[0].body
+    assert f"Sohbet {post.conversation_id} — " in mail.outbox[0].body
