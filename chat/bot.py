@@ -217,9 +217,7 @@ def bot_answer(*, conversation: Conversation, text: str, settings_row: ChatSetti
         or fallback
     )
     languages = list(
-        dict.fromkeys(
-            lang for lang in (language, understood.language, fallback, "en") if lang
-        )
+        dict.fromkeys(lang for lang in (language, understood.language, fallback, "en") if lang)
     )
     with translation.override(language):
         reply = _reply(

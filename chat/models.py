@@ -44,26 +44,36 @@ class ChatSettings(models.Model):
     bot_max_failures = models.PositiveSmallIntegerField(
         default=2, help_text="Hand off after this many answers the bot could not give in a row"
     )
-    greeting = models.CharField(max_length=500, default=gettext_noop("Hi! How can we help you today?"))
+    greeting = models.CharField(
+        max_length=500, default=gettext_noop("Hi! How can we help you today?")
+    )
     clarify_message = models.CharField(
         max_length=500,
-        default=gettext_noop("Sorry, I didn't quite get that. Could you say it another way? "
-        "You can also ask for a person."),
+        default=gettext_noop(
+            "Sorry, I didn't quite get that. Could you say it another way? "
+            "You can also ask for a person."
+        ),
     )
     handoff_message = models.CharField(
         max_length=500, default=gettext_noop("I'm passing you to a member of our team.")
     )
     queued_message = models.CharField(
         max_length=500,
-        default=gettext_noop("You're number {position} in the queue. An agent will be with you soon."),
+        default=gettext_noop(
+            "You're number {position} in the queue. An agent will be with you soon."
+        ),
     )
     offline_message = models.CharField(
         max_length=500,
-        default=gettext_noop("We're offline right now. Leave your email and your question and we'll reply by email."),
+        default=gettext_noop(
+            "We're offline right now. Leave your email and your question and we'll reply by email."
+        ),
     )
     unsupported_message = models.CharField(
         max_length=500,
-        default=gettext_noop('I can\'t help with that here. Would you like to talk to a person? Just say "agent".'),
+        default=gettext_noop(
+            'I can\'t help with that here. Would you like to talk to a person? Just say "agent".'
+        ),
     )
     languages = models.JSONField(default=list, blank=True, help_text='e.g. ["en", "lv", "tr"]')
     fallback_language = models.CharField(

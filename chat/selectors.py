@@ -12,6 +12,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Permission
 from django.db.models import Count, Q, QuerySet, Sum
 from django.utils.translation.trans_real import DjangoTranslation
+from django.views.i18n import JavaScriptCatalog
 
 from chat import registry
 from chat.models import AgentStatus, CannedResponse, Conversation, KnowledgeArticle, Message
@@ -462,12 +463,16 @@ def conversations_for_agent(*, agent_id: int) -> list[int]:
 def widget_strings(*, language: str) -> dict[str, str]:
     """The chat widget's labels in ``language``: its djangojs catalog as ``{msgid: text}``
     (``locale/<language>/LC_MESSAGES/djangojs.mo``; empty for English, whose msgids are the
-    text). Cached per process: the catalogs change only with a deploy."""
-    catalog = DjangoTranslation(language, domain="djangojs", localedirs=settings.LOCALE_PATHS)
+    text), read as Django's JavaScriptCatalog reads it. Cached per process: the catalogs
+    change only with a deploy."""
+    view = JavaScriptCatalog()
+    view.translation = DjangoTranslation(
+        language, domain="djangojs", localedirs=[str(p) for p in settings.LOCALE_PATHS]
+    )
     return {
-        str(msgid): str(text)
-        for msgid, text in catalog._catalog.items()  # noqa: SLF001  (JavaScriptCatalog reads it so too)
-        if isinstance(msgid, str) and msgid and text
+        str(msgid): text
+        for msgid, text in view.get_catalog().items()
+        if isinstance(text, str) and msgid and text
     }
 
 

@@ -41,8 +41,8 @@ from django.utils.functional import Promise
 from django.utils.html import escape
 from django.utils.translation import gettext
 
-from core.i18n import language_normalise
 from commerce.models import Category, Coupon, Order, OrderLine, Product, Shopper
+from core.i18n import language_normalise
 from engagement import tokens
 from engagement.models import Campaign, CampaignStep, Channel
 from engagement.registry import Occurrence, TriggerType
@@ -193,8 +193,16 @@ template_fields_register(Campaign, fields=("name",))
 
 
 def _sandbox_engine() -> Engine:
-    """Django's built-in tags and filters, nothing loadable or includable, no ``{% debug %}``."""
-    engine = Engine(loaders=[], libraries={}, debug=False, app_dirs=False)
+    """Django's built-in tags and filters, and its i18n tags (``{% translate %}``,
+    ``{% blocktranslate %}``, without ``{% load %}``: a message renders in its recipient's
+    language), nothing loadable or includable, no ``{% debug %}``."""
+    engine = Engine(
+        loaders=[],
+        libraries={},
+        builtins=["django.templatetags.i18n"],
+        debug=False,
+        app_dirs=False,
+    )
     builtins = []
     for library in engine.template_builtins:
         copy = Library()
@@ -395,10 +403,13 @@ def _message_render(
     preferences = context["preferences_url"]
     body_html = template_render(step.body, context, autoescape=True)
     if unsubscribe not in body_html:
+        # Outside the f-string, where makemessages (xgettext) finds them.
+        preferences_label = escape(gettext("Email preferences"))
+        unsubscribe_label = escape(gettext("Unsubscribe"))
         body_html += (
             '<p style="font-size:12px;color:#666">'
-            f'<a href="{preferences}">{escape(gettext("Email preferences"))}</a> · '
-            f'<a href="{unsubscribe}">{escape(gettext("Unsubscribe"))}</a></p>'
+            f'<a href="{preferences}">{preferences_label}</a> · '
+            f'<a href="{unsubscribe}">{unsubscribe_label}</a></p>'
         )
     if step.body_text:
         text = template_render(step.body_text, context, autoescape=False).strip() + "\n"

@@ -54,13 +54,6 @@ from chat.services.conversations import (
     shopper_hand_off_request,
     shopper_message_post,
 )
-from chat.services.language import (
-    conversation_language,
-    conversation_language_detected,
-    language_fallback,
-    language_normalise,
-    translate,
-)
 from chat.services.identity import (
     SETTINGS_TTL,
     TOKEN_MAX_AGE,
@@ -75,6 +68,13 @@ from chat.services.identity import (
     customer_hash,
     shopper_token_issue,
     shopper_token_verify,
+)
+from chat.services.language import (
+    conversation_language,
+    conversation_language_detected,
+    language_fallback,
+    language_normalise,
+    translate,
 )
 from chat.services.messages import (
     PostedMessage,
@@ -119,11 +119,6 @@ __all__ = [
     "agent_group",
     "agent_heartbeat",
     "agent_message_post",
-    "conversation_language",
-    "conversation_language_detected",
-    "language_fallback",
-    "language_normalise",
-    "translate",
     "agent_presence_set",
     "bot_respond",
     "business_hours_open",
@@ -137,6 +132,8 @@ __all__ = [
     "conversation_for_shopper",
     "conversation_group",
     "conversation_hand_off",
+    "conversation_language",
+    "conversation_language_detected",
     "conversation_page_view",
     "conversation_reopen",
     "conversation_resolve",
@@ -146,6 +143,8 @@ __all__ = [
     "csat_record",
     "customer_hash",
     "follow_up_email_fire",
+    "language_fallback",
+    "language_normalise",
     "message_dict",
     "message_event",
     "message_post",
@@ -162,4 +161,5 @@ __all__ = [
     "shopper_token_verify",
     "staff_group",
     "transcript_send",
+    "translate",
 ]

@@ -9,7 +9,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
-from django.utils.translation import gettext_noop
+from django.utils.translation import gettext, gettext_noop
 
 from chat.models import Conversation, CsatRating
 from chat.services._common import (
@@ -348,7 +348,7 @@ def offline_message_leave(
     try:
         validate_email(email)
     except Exception:
-        raise ValidationError("email is not a valid address") from None
+        raise ValidationError(gettext("email is not a valid address")) from None
     body = clean_body(body)
     conversation = conversation_for_shopper(shopper=shopper, conversation_id=conversation_id)
     if conversation is None:
@@ -398,13 +398,15 @@ def csat_record(
 ) -> CsatRating:
     """The shopper's rating of a resolved conversation; once per conversation."""
     if not isinstance(rating, int) or isinstance(rating, bool) or not 1 <= rating <= 5:
-        raise ValidationError("rating must be a whole number from 1 to 5")
+        raise ValidationError(gettext("rating must be a whole number from 1 to 5"))
     if not isinstance(comment, str) or len(comment) > 1000:
-        raise ValidationError("comment must be text of at most 1000 characters")
+        raise ValidationError(gettext("comment must be text of at most 1000 characters"))
     conversation = conversation_for_shopper(shopper=shopper, conversation_id=conversation_id)
     assert conversation is not None
     if conversation.csat_requested_at is None:
-        raise Conflict("Ratings are asked for after a conversation is resolved.", code="conflict")
+        raise Conflict(
+            gettext("Ratings are asked for after a conversation is resolved."), code="conflict"
+        )
     try:
         with transaction.atomic():
             csat = CsatRating.objects.create(
@@ -414,7 +416,9 @@ def csat_record(
                 comment=comment.strip(),
             )
     except IntegrityError:
-        raise Conflict("This conversation has already been rated.", code="conflict") from None
+        raise Conflict(
+            gettext("This conversation has already been rated."), code="conflict"
+        ) from None
     with transaction.atomic():
         event = {
             "type": "csat.recorded",

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from chat.models import Conversation, Message
 from chat.services.identity import chat_settings_get
@@ -34,11 +35,11 @@ def transcript_send(
         raise PermissionDenied("This conversation is not yours.", code="forbidden")
     address = (email or "").strip() or conversation.shopper.email or conversation.follow_up_email
     if not address:
-        raise ValidationError("email is required: we don't know the shopper's address")
+        raise ValidationError(gettext("email is required: we don't know the shopper's address"))
     try:
         validate_email(address)
     except Exception:
-        raise ValidationError("email is not a valid address") from None
+        raise ValidationError(gettext("email is not a valid address")) from None
     # The transcript as of now (what the shopper sees); notes do not make it a new one.
     upto_seq = (
         Message.objects.filter(conversation_id=conversation_id, internal=False)

@@ -156,6 +156,37 @@ def test_the_help_centre_shows_the_readers_language_then_the_fallback(
     assert "Shipping and delivery" not in fallback
 
 
+def test_the_offline_receipt_speaks_the_conversations_language(
+    shopper: Shopper, django_capture_on_commit_callbacks: Any
+) -> None:
+    from django.utils import timezone
+
+    from chat.models import BusinessHours
+
+    # Open only tomorrow: closed now.
+    tomorrow = (timezone.now().weekday() + 1) % 7
+    BusinessHours.objects.create(weekday=tomorrow, opens="00:00", closes="23:59")
+    post = services.shopper_message_post(
+        shopper=shopper, body="human", client_id="c1", language="lv-LV"
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        services.offline_message_leave(
+            shopper=shopper,
+            conversation_id=post.conversation_id,
+            email="liga@example.com",
+            body="Lūdzu, piezvaniet man.",
+            client_id="c2",
+        )
+
+    receipt = next(m for m in mail.outbox if m.to == ["liga@example.com"])
+    assert receipt.subject == "Jūsu ziņa ir saņemta"
+    assert receipt.body.startswith(
+        "Paldies par jūsu ziņu! Šobrīd neesam tiešsaistē un atbildēsim uz šo adresi, tiklīdz "
+        "atgriezīsimies."
+    )
+    assert "Jūs: Lūdzu, piezvaniet man." in receipt.body
+
+
 def test_the_transcript_email_speaks_the_conversations_language(
     shopper: Shopper, django_capture_on_commit_callbacks: Any
 ) -> None:
@@ -166,5 +197,27 @@ def test_the_transcript_email_speaks_the_conversations_language(
         services.transcript_send(conversation_id=post.conversation_id, email="ada@example.com")
 
     assert len(mail.outbox) == 1
+    assert mail.outbox[0].subject == "Sohbet dökümünüz"
     assert "Siz: merhaba" in mail.outbox[0].body
     assert f"Sohbet {post.conversation_id} — " in mail.outbox[0].body
+
+
+def test_the_console_follows_the_agents_language_and_its_switch() -> None:
+    anna = make_agent("anna")
+    client = Client()
+    client.force_login(anna)
+
+    by_browser = client.get("/console/", headers={"accept-language": "lv"}).content.decode()
+    switched = client.post("/i18n/setlang/", {"language": "tr", "next": "/console/"})
+    by_switch = client.get("/console/", headers={"accept-language": "lv"}).content.decode()
+    catalog = client.get("/jsi18n/").content.decode()
+
+    assert '<html lang="lv">' in by_browser
+    assert "Nepiešķirtās" in by_browser  # "Unassigned"
+    assert switched.status_code == 302
+    assert switched["Location"] == "/console/"
+    assert '<html lang="tr">' in by_switch
+    assert "Atanmamış" in by_switch
+    assert "Bana ata" in by_switch  # "Assign to me"
+    # The console script's own strings, in the switched language.
+    assert '"Add note": "Not ekle"' in catalog
