@@ -309,7 +309,12 @@ class KnowledgeArticle(models.Model):
     )
     body = models.TextField(help_text="Plain text; blank lines separate paragraphs")
     keywords = models.JSONField(default=list, blank=True, help_text='e.g. ["delivery", "shipping"]')
-    language = models.CharField(max_length=16, default="en")
+    language = models.CharField(
+        max_length=16,
+        choices=settings.LANGUAGES,
+        default="en",
+        help_text="One row per language; the same slug in another language is its translation",
+    )
     published = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
@@ -335,7 +340,13 @@ class BotIntent(models.Model):
         REGISTERED = "registered", "Handled by an app (points, recommendations…)"
 
     key = models.SlugField(max_length=64)
-    language = models.CharField(max_length=16, default="en")
+    language = models.CharField(
+        max_length=16,
+        choices=settings.LANGUAGES,
+        default="en",
+        help_text="One row per language and key; the bot answers in the shopper's language, "
+        "else in chat settings' fallback language",
+    )
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.ANSWER)
     phrases = models.JSONField(
         default=list, help_text='Example phrases or keywords, e.g. ["where is my order"]'

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Permission
 from django.db.models import Count, Q, QuerySet, Sum
+from django.utils.translation import gettext
 from django.utils.translation.trans_real import DjangoTranslation
 from django.views.i18n import JavaScriptCatalog
 
@@ -434,9 +435,14 @@ def context_current_page(conversation: Conversation) -> dict[str, Any]:
 
 
 def conversation_context(conversation: Conversation) -> list[dict[str, Any]]:
-    """The context panel: the current page, then every registered section in order."""
+    """The context panel: the current page, then every registered section in order; titles
+    in the active language (the agent's)."""
     sections: list[dict[str, Any]] = [
-        {"key": "current_page", "title": "Current page", "data": context_current_page(conversation)}
+        {
+            "key": "current_page",
+            "title": gettext("Current page"),
+            "data": context_current_page(conversation),
+        }
     ]
     for section in registry.context_sections():
         try:
@@ -444,10 +450,15 @@ def conversation_context(conversation: Conversation) -> list[dict[str, Any]]:
         except Exception:  # one app's broken section must not hide the others
             logger.exception("chat context section %s failed", section.key)
             sections.append(
-                {"key": section.key, "title": section.title, "data": {}, "error": "unavailable"}
+                {
+                    "key": section.key,
+                    "title": gettext(section.title),
+                    "data": {},
+                    "error": "unavailable",
+                }
             )
             continue
-        sections.append({"key": section.key, "title": section.title, "data": data})
+        sections.append({"key": section.key, "title": gettext(section.title), "data": data})
     return sections
 
 

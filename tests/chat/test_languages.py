@@ -81,20 +81,25 @@ def test_a_locale_patron_does_not_ship_is_not_kept(shopper: Shopper) -> None:
 def test_the_bot_answers_in_the_merchants_fallback_when_it_has_nothing_in_the_language(
     shopper: Shopper, chat_settings: ChatSettings
 ) -> None:
-    # Shipping exists only in English in this store; the conversation is Latvian.
-    KnowledgeArticle.objects.filter(language__in=["lv", "tr"]).update(published=False)
+    # The Latvian shipping article is withdrawn; the merchant's fallback is Turkish.
+    KnowledgeArticle.objects.filter(slug="piegade", language="lv").update(published=False)
+    ChatSettings.objects.filter(pk=1).update(fallback_language="tr")
+    services.chat_settings_invalidate()
     conversation = services.conversation_start(shopper=shopper, language="lv")
+
     services.shopper_message_post(
         shopper=shopper,
-        body="How long does shipping take?",
+        body="Cik ilgi notiek piegāde?",
         client_id="c1",
         conversation_id=conversation.pk,
     )
 
-    assert _bodies(conversation.pk, "bot")[-1].startswith("We ship within 2 working days.")
+    assert _bodies(conversation.pk, "bot") == [
+        "Siparişler 2 iş günü içinde kargoya verilir; teslimat 3-5 iş günü sürer."
+    ]
 
 
-def test_a_merchants_own_sentence_is_said_as_written(
+def test_a_merchants_own_sentence_is_said_as_written_and_built_in_ones_translated(
     shopper: Shopper, chat_settings: ChatSettings
 ) -> None:
     ChatSettings.objects.filter(pk=1).update(handoff_message="Bir saniye, lütfen.")
@@ -102,8 +107,12 @@ def test_a_merchants_own_sentence_is_said_as_written(
     post = services.shopper_message_post(
         shopper=shopper, body="human", client_id="c1", language="lv"
     )
+    services.conversation_resolve(conversation_id=post.conversation_id)
 
-    assert _bodies(post.conversation_id, "system")[0] == "Bir saniye, lütfen."
+    assert _bodies(post.conversation_id, "system") == [
+        "Bir saniye, lütfen.",
+        "Šī saruna ir atrisināta un slēgta.",
+    ]
 
 
 def test_widget_config_gives_the_widgets_labels_and_greeting_in_the_pages_language(
