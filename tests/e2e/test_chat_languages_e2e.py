@@ -138,3 +138,47 @@ def test_a_shopper_chats_in_their_language(
     assert conversation.state == Conversation.State.QUEUED
     assert dialogs == []
     assert csp_violations == []
+
+
+def test_an_agent_uses_the_console_in_their_language_and_switches_it(
+    live_server_url: str,
+    new_context: Any,
+    dialogs: list[str],
+    csp_violations: list[str],
+) -> None:
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+    from playwright.sync_api import expect
+
+    from chat.selectors import AGENT_GROUP_PERMISSIONS
+    from tests.support.permissions import permissions
+
+    agents, _ = Group.objects.get_or_create(name="Agents")
+    agents.permissions.add(*permissions(*AGENT_GROUP_PERMISSIONS))
+    agent = get_user_model().objects.create_user(
+        username="ayse", password="a-long-agent-password-42", first_name="Ayşe", is_staff=True
+    )
+    agent.groups.add(agents)
+
+    # An agent whose browser speaks Turkish logs in and opens the console.
+    console = new_context(locale="tr-TR").new_page()
+    console.goto(f"{live_server_url}/admin/login/?next=/console/")
+    console.locator("#id_username").fill("ayse")
+    console.locator("#id_password").fill("a-long-agent-password-42")
+    console.locator("input[type=submit]").click()
+    expect(console).to_have_url(f"{live_server_url}/console/")
+
+    # The page's words and the script's words (from the JavaScript catalog) are Turkish.
+    expect(console.locator("html")).to_have_attribute("lang", "tr")
+    expect(console.get_by_test_id("tab-unassigned")).to_contain_text("Atanmamış")
+    expect(console.get_by_test_id("connection-status")).to_have_text("Bağlandı")
+
+    # The switch in the top bar turns it to Latvian, and it stays so.
+    console.get_by_test_id("language-select").select_option("lv")
+    expect(console.locator("html")).to_have_attribute("lang", "lv")
+    expect(console.get_by_test_id("tab-unassigned")).to_contain_text("Nepiešķirtās")
+    expect(console.get_by_test_id("connection-status")).to_have_text("Savienots")
+    console.reload()
+    expect(console.get_by_test_id("assign-button")).to_have_text("Piešķirt man")
+    assert dialogs == []
+    assert csp_violations == []

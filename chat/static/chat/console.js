@@ -17,7 +17,8 @@
   const PING_MS = 25000;
   // Django's JavaScriptCatalog (/jsi18n/, loaded before this file) in the agent's language.
   const gettext = window.gettext || ((msgid) => msgid);
-  const interpolate = window.interpolate || ((fmt, obj) => fmt.replace(/%\(\w+\)s/g, (m) => String(obj[m.slice(2, -2)])));
+  // Named placeholders only: %(name)s.
+  const interpolate = (fmt, obj) => fmt.replace(/%\(\w+\)s/g, (m) => String(obj[m.slice(2, -2)]));
   const STATE_LABELS = { bot: gettext("With the bot"), queued: gettext("Queued"), assigned: gettext("Assigned"), resolved: gettext("Resolved") };
 
   const $ = (id) => document.getElementById(id);
