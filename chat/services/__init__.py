@@ -13,7 +13,8 @@ The package, by sub-domain (this module re-exports every public name, so callers
 ``from chat import services; services.message_post(...)``):
 
 - ``identity``: chat settings, business hours, shopper tokens, identified customers, origins;
-- ``messages``: cleaning, storing (one or a batch), rejection rules, real-time follow-ups;
+- ``post_rules``: who may post a message where, and why one was refused (the one table);
+- ``messages``: storing a message (one, or a batch for the sockets' writer), its follow-ups;
 - ``conversations``: the state machine: start, shopper posts, the bot, hand-off, resolve,
   reopen, CSAT, page views;
 - ``routing``: picking an agent, the queue, assign and transfer;
@@ -77,18 +78,25 @@ from chat.services.language import (
     translate,
 )
 from chat.services.messages import (
-    PostedMessage,
-    PostRequest,
+    Outcome,
     StoredRow,
-    clean_body,
-    clean_client_id,
-    message_dict,
     message_event,
     message_post,
-    message_posted,
+    message_post_many,
+    message_post_one,
     messages_store,
+)
+from chat.services.post_rules import (
+    STATES_FOR,
+    PostedMessage,
+    PostRequest,
+    bot_answers,
+    clean_body,
+    clean_client_id,
+    may_post,
     post_rejected,
     post_request,
+    reply_assigns,
 )
 from chat.services.routing import (
     conversation_assign,
@@ -104,11 +112,13 @@ __all__ = [
     "CONSOLE_GROUP",
     "MAX_BODY",
     "SETTINGS_TTL",
+    "STATES_FOR",
     "TOKEN_MAX_AGE",
     "TOKEN_SALT",
     "Author",
     "ChatIdentity",
     "HandOff",
+    "Outcome",
     "PostRequest",
     "PostedMessage",
     "ShopperPost",
@@ -120,6 +130,7 @@ __all__ = [
     "agent_heartbeat",
     "agent_message_post",
     "agent_presence_set",
+    "bot_answers",
     "bot_respond",
     "business_hours_open",
     "chat_identify",
@@ -145,16 +156,18 @@ __all__ = [
     "follow_up_email_fire",
     "language_fallback",
     "language_normalise",
-    "message_dict",
+    "may_post",
     "message_event",
     "message_post",
-    "message_posted",
+    "message_post_many",
+    "message_post_one",
     "messages_store",
     "offline_emails_fire",
     "offline_message_leave",
     "post_rejected",
     "post_request",
     "queue_drain",
+    "reply_assigns",
     "shopper_hand_off_request",
     "shopper_message_post",
     "shopper_token_issue",

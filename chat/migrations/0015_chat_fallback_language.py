@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('chat', '0013_seed_bot_example_phrases'),
+        ('chat', '0014_messages_post_function_v2'),
     ]
 
     operations = [
