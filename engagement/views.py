@@ -9,11 +9,14 @@ import base64
 
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
+from django.utils import translation
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
+from commerce.models import Shopper
 from core.exceptions import NotFound, ValidationError
+from core.i18n import language_normalise
 from engagement import services, tokens
 from engagement.models import SUBSCRIBABLE_CHANNELS, Channel, Preference, Topic, Unsubscribe
 
@@ -49,6 +52,12 @@ def click(request: HttpRequest, token: str) -> HttpResponse:
     return HttpResponseRedirect(url)
 
 
+def _shoppers_language(shopper: Shopper) -> translation.override:
+    """The page in the shopper's own language (their ``locale``, the one their messages are
+    written in) when Patron ships it, else the browser's (LocaleMiddleware)."""
+    return translation.override(language_normalise(shopper.locale) or translation.get_language())
+
+
 @csrf_exempt  # RFC 8058: mail providers POST without cookies; the signed token is the proof
 @never_cache
 @require_http_methods(["GET", "POST"])
@@ -68,15 +77,16 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
         raise Http404(exc.message) from None
     if one_click:
         return HttpResponse("unsubscribed", content_type="text/plain")
-    return render(
-        request,
-        "engagement/unsubscribe.html",
-        {
-            "done": True,
-            "channel": Channel(channel).label,
-            "preferences_url": tokens.preferences_url(shopper.pk),
-        },
-    )
+    with _shoppers_language(shopper):
+        return render(
+            request,
+            "engagement/unsubscribe.html",
+            {
+                "done": True,
+                "channel": Channel(channel).label,
+                "preferences_url": tokens.preferences_url(shopper.pk),
+            },
+        )
 
 
 @never_cache
@@ -124,18 +134,19 @@ def preferences(request: HttpRequest, token: str) -> HttpResponse:
         {"key": t.key, "name": t.name, "description": t.description, "on": t.key not in opted_out}
         for t in Topic.objects.all()
     ]
-    return render(
-        request,
-        "engagement/preferences.html",
-        {
-            "channels": channels,
-            "topics": topics,
-            "paused_until": preference.paused_until if preference else None,
-            "saved": saved,
-            "error": error,
-        },
-        status=400 if error else 200,
-    )
+    with _shoppers_language(shopper):
+        return render(
+            request,
+            "engagement/preferences.html",
+            {
+                "channels": channels,
+                "topics": topics,
+                "paused_until": preference.paused_until if preference else None,
+                "saved": saved,
+                "error": error,
+            },
+            status=400 if error else 200,
+        )
 
 
 @never_cache
