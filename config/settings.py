@@ -257,8 +257,10 @@ WHITENOISE_USE_FINDERS = DEBUG
 # --- I18N --------------------------------------------------------------------------------
 LANGUAGE_CODE = "en"
 # The languages Patron ships (locale/<code>/LC_MESSAGES/django.po and djangojs.po). The compiled
-# .mo files are committed next to them, so a fresh clone needs no GNU gettext; the test
-# tests/core/test_i18n_catalogs.py fails when a .mo is out of date with its .po.
+# .mo files are committed next to them, so a fresh clone (or a slim image) runs translated with
+# only Python: no GNU gettext, nothing compiled at start-up into a possibly read-only tree.
+# After editing a .po, `manage.py i18n_compile` (pure Python) rewrites them; the test
+# tests/core/test_i18n_catalogs.py fails when a .mo is out of date or a string is untranslated.
 LANGUAGES = [
     ("en", "English"),
     ("tr", "Türkçe"),

@@ -11,23 +11,29 @@ Python:
   JavaScript; a new string without a translation fails here;
 - each ``.mo`` says what its ``.po`` says (a ``.po`` edited without recompiling fails).
 
-To update after adding strings (GNU gettext installed):
-``python manage.py makemessages -l tr -l lv --no-location -i ".venv/*" -i "tests/*"``, the
-same with ``-d djangojs``, translate, then ``python manage.py compilemessages -i .venv``.
+To update after adding strings: ``python manage.py makemessages -l tr -l lv --no-location
+-i ".venv/*" -i "tests/*"`` and the same with ``-d djangojs`` (GNU gettext's xgettext), or add
+the entries by hand; translate; then ``python manage.py i18n_compile`` (pure Python).
 """
 
 from __future__ import annotations
 
 import ast
 import gettext
+import io
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.utils.translation.template import templatize
+
+from core.i18n import PoEntry, mo_bytes, po_read
 
 ROOT = Path(settings.BASE_DIR)
 LOCALE = ROOT / "locale"
@@ -66,39 +72,15 @@ class Entry:
     fuzzy: bool
 
 
-def _literal(lines: list[str]) -> str:
-    return "".join(ast.literal_eval(line) for line in lines)
-
-
 def po_entries(path: Path) -> dict[str, Entry]:
     """The entries of a .po file by msgid (the header, msgid "", left out)."""
-    entries: dict[str, Entry] = {}
-    for block in path.read_text(encoding="utf-8").strip().split("\n\n"):
-        fields: dict[str, list[str]] = {}
-        current = ""
-        fuzzy = False
-        for line in block.splitlines():
-            if line.startswith("#,") and "fuzzy" in line:
-                fuzzy = True
-            if line.startswith("#"):
-                continue
-            keyword, _, rest = line.partition(" ")
-            if line.startswith('"'):
-                fields[current].append(line)
-            else:
-                current = keyword
-                fields[current] = [rest]
-        msgid = _literal(fields.get("msgid", ['""']))
-        if not msgid:
-            continue
-        strs = [_literal(v) for k, v in sorted(fields.items()) if k.startswith("msgstr")]
-        entries[msgid] = Entry(
-            msgid=msgid,
-            msgid_plural=_literal(fields.get("msgid_plural", ['""'])),
-            msgstr=strs,
-            fuzzy=fuzzy,
+    return {
+        e.msgid: Entry(
+            msgid=e.msgid, msgid_plural=e.msgid_plural, msgstr=list(e.msgstr), fuzzy=e.fuzzy
         )
-    return entries
+        for e in po_read(path)
+        if e.msgid
+    }
 
 
 def python_msgids() -> set[str]:
@@ -202,3 +184,56 @@ def test_the_committed_mo_files_match_their_po_files(language: str, domain: str)
         )
     ]
     assert stale == []
+
+
+def test_i18n_compile_writes_mo_files_django_reads_and_check_finds_stale_ones(
+    tmp_path: Path, settings: Any
+) -> None:
+    folder = tmp_path / "lv" / "LC_MESSAGES"
+    folder.mkdir(parents=True)
+    po = folder / "django.po"
+    po.write_text(
+        'msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n'
+        '"Plural-Forms: nplurals=3; plural=(n % 10 == 0 || n % 100 >= 11 && n % 100 <= 19) ? 0 '
+        ': (n % 10 == 1 && n % 100 != 11) ? 1 : 2;\\n"\n\n'
+        'msgid "Send"\nmsgstr "Sūtīt"\n\n'
+        '#, fuzzy\nmsgid "Save"\nmsgstr "Saglabāt?"\n\n'
+        'msgid "%(n)s review"\nmsgid_plural "%(n)s reviews"\n'
+        'msgstr[0] "%(n)s atsauksmju"\nmsgstr[1] "%(n)s atsauksme"\nmsgstr[2] "%(n)s atsauksmes"\n',
+        encoding="utf-8",
+    )
+    settings.LOCALE_PATHS = [tmp_path]
+
+    with pytest.raises(CommandError, match="out of date"):
+        call_command("i18n_compile", "--check")
+    call_command("i18n_compile", stdout=io.StringIO())
+    call_command("i18n_compile", "--check")
+
+    with (folder / "django.mo").open("rb") as handle:
+        compiled = gettext.GNUTranslations(handle)
+    assert compiled.gettext("Send") == "Sūtīt"
+    assert compiled.gettext("Save") == "Save"  # fuzzy: left out
+    assert [compiled.ngettext("%(n)s review", "%(n)s reviews", n) for n in (1, 3, 10)] == [
+        "%(n)s atsauksme",
+        "%(n)s atsauksmes",
+        "%(n)s atsauksmju",
+    ]
+    # A .po edited afterwards makes the .mo stale again.
+    po.write_text(po.read_text(encoding="utf-8").replace("Sūtīt", "Nosūtīt"), encoding="utf-8")
+    with pytest.raises(CommandError, match="out of date"):
+        call_command("i18n_compile", "--check")
+
+
+def test_mo_bytes_keeps_contexts_and_leaves_untranslated_entries_out() -> None:
+    data = mo_bytes(
+        [
+            PoEntry(msgid="", msgstr=("Content-Type: text/plain; charset=UTF-8\n",)),
+            PoEntry(msgid="May", msgstr=("Mayıs",), msgctxt="month"),
+            PoEntry(msgid="Later", msgstr=("",)),
+        ]
+    )
+
+    compiled = gettext.GNUTranslations(io.BytesIO(data))
+    assert compiled.pgettext("month", "May") == "Mayıs"
+    assert compiled.gettext("May") == "May"
+    assert compiled.gettext("Later") == "Later"
