@@ -86,10 +86,10 @@
     const date = new Date(iso);
     if (!iso || Number.isNaN(date.getTime())) return "";
     const seconds = Math.max(0, (Date.now() - date.getTime()) / 1000);
-    if (seconds < 60) return "now";
-    if (seconds < 3600) return `${Math.floor(seconds / 60)}m`;
-    if (seconds < 86400) return `${Math.floor(seconds / 3600)}h`;
-    return `${Math.floor(seconds / 86400)}d`;
+    if (seconds < 60) return gettext("now");
+    if (seconds < 3600) return interpolate(gettext("%(count)sm"), { count: Math.floor(seconds / 60) });
+    if (seconds < 86400) return interpolate(gettext("%(count)sh"), { count: Math.floor(seconds / 3600) });
+    return interpolate(gettext("%(count)sd"), { count: Math.floor(seconds / 86400) });
   }
   function humanize(key) {
     const text = String(key).replace(/_/g, " ").trim();
@@ -105,7 +105,7 @@
   }
   function shopperName(summary) {
     const shopper = (summary && summary.shopper) || {};
-    return shopper.name || shopper.email || shopper.customer_id || `Visitor #${shopper.id || "?"}`;
+    return shopper.name || shopper.email || shopper.customer_id || interpolate(gettext("Visitor #%(id)s"), { id: shopper.id || "?" });
   }
   function uuid() {
     if (crypto.randomUUID) return crypto.randomUUID();
@@ -507,7 +507,7 @@
     for (const item of items) {
       const primaryKey = PRIMARY_KEYS.find((key) => item[key] !== undefined && item[key] !== null && item[key] !== "");
       const href = item.url ? safeHref(item.url) : null;
-      const primaryText = primaryKey ? `${primaryKey === "number" ? "#" : ""}${item[primaryKey]}` : "Item";
+      const primaryText = primaryKey ? `${primaryKey === "number" ? "#" : ""}${item[primaryKey]}` : gettext("Item");
       const primary = href
         ? h("a", { href, target: "_blank", rel: "noopener noreferrer", class: "items__title", text: primaryText })
         : h("span", { class: "items__title", text: primaryText });
