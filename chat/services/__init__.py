@@ -35,6 +35,7 @@ from chat.services._common import (
     staff_group,
 )
 from chat.services.agents import (
+    agent_capacity_set,
     agent_connect,
     agent_disconnect,
     agent_heartbeat,
@@ -124,6 +125,7 @@ __all__ = [
     "ShopperPost",
     "State",
     "StoredRow",
+    "agent_capacity_set",
     "agent_connect",
     "agent_disconnect",
     "agent_group",
