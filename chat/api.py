@@ -34,6 +34,7 @@ from chat.models import AgentStatus, CannedResponse, Conversation, Message
 from commerce import selectors as commerce_selectors
 from core.exceptions import NotFound
 from core.permissions import StaffModelPermissions
+from core.ratelimit import rate_limit_hit, request_client_address
 
 TAGS = ["chat"]
 # PostgreSQL's integer: seqs, offsets and ids beyond it cannot exist.
@@ -521,6 +522,7 @@ class WidgetConfigApi(APIView):
             200: OutputSerializer,
             400: INVALID,
             404: _error("Unknown or inactive write key"),
+            429: _error("Over PATRON_RATE_LIMITS['widget'] for this key and address"),
         },
         auth=[],
     )
@@ -530,6 +532,10 @@ class WidgetConfigApi(APIView):
         self.write_key = commerce_selectors.write_key_active(key=params.validated_data["write_key"])
         if self.write_key is None:
             raise NotFound("Unknown write key.")
+        # Every widget load asks once: the widget APIs' limit, per key and client address.
+        rate_limit_hit(
+            scope="widget", key=(self.write_key.key, request_client_address(request.META))
+        )
         settings_row = services.chat_settings_get()
         language = (
             services.language_normalise(params.validated_data["locale"])
