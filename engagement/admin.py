@@ -24,6 +24,7 @@ from engagement.models import (
     Broadcast,
     Campaign,
     CampaignStep,
+    EngagementSettings,
     Message,
     NpsResponse,
     ProductWatch,
@@ -58,6 +59,7 @@ class CampaignForm(forms.ModelForm[Campaign]):
             "frequency_cap_hours",
             "quiet_hours_start",
             "quiet_hours_end",
+            "smart_sending",
             "control_percent",
         ]
 
@@ -79,6 +81,74 @@ class CampaignForm(forms.ModelForm[Campaign]):
         if data.get("audience") == Campaign.Audience.SEGMENT and not data.get("segment"):
             self.add_error("segment", "choose the segment")
         return data
+
+
+def _rate(part: int, whole: int) -> str:
+    return f"{part} ({part / whole:.1%})" if whole else str(part)
+
+
+def _results_html(result: services.CampaignAttribution) -> str:
+    """The campaign page's results: a table of steps, the uplift, and its reading."""
+    days = result.window.days
+    rows = format_html_join(
+        "",
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+        "<td>{}</td><td>{}</td></tr>",
+        (
+            (
+                f"{step.position}. {step.subject}" if step.subject else step.position,
+                step.channel,
+                step.sent,
+                _rate(step.opened, step.sent),
+                _rate(step.clicked, step.sent),
+                _rate(step.converted, step.sent),
+                step.orders,
+                f"{step.revenue:.2f}",
+                _rate(step.unsubscribed, step.sent),
+            )
+            for step in result.steps
+        ),
+    )
+    table = format_html(
+        '<table class="campaign-results"><thead><tr><th>Step</th><th>Channel</th><th>Sent</th>'
+        "<th>Opened</th><th>Clicked</th><th>Converted</th><th>Orders</th><th>Revenue</th>"
+        "<th>Unsubscribed</th></tr></thead><tbody>{}</tbody></table>"
+        "<p>Converted: recipients with an order within {} days of opening or clicking the "
+        "step's message (each order credited to the last message touched).</p>",
+        rows,
+        days,
+    )
+    uplift = result.uplift
+    figures = format_html(
+        "<p>Uplift (orders within {} days of enrolment): targeted {} of {} shoppers ordered, "
+        "control group {} of {}.</p>",
+        days,
+        uplift.treated.converted,
+        uplift.treated.runs,
+        uplift.control.converted,
+        uplift.control.runs,
+    )
+    if uplift.interval is not None and uplift.absolute is not None:
+        relative = f"{uplift.relative:+.1%}" if uplift.relative is not None else "n/a"
+        figures += format_html(
+            "<p>Conversion uplift {} points (95% interval {} to {}, Newcombe), relative {}.</p>",
+            f"{uplift.absolute * 100:+.2f}",
+            f"{uplift.interval[0] * 100:+.2f}",
+            f"{uplift.interval[1] * 100:+.2f}",
+            relative,
+        )
+    if uplift.revenue is not None and uplift.incremental_revenue_interval is not None:
+        figures += format_html(
+            "<p>Revenue per recipient {} (95% interval {} to {}, Welch); "
+            "incremental revenue {} (95% interval {} to {}).</p>",
+            f"{uplift.revenue.difference:+.2f}",
+            f"{uplift.revenue.low:+.2f}",
+            f"{uplift.revenue.high:+.2f}",
+            f"{uplift.incremental_revenue:.2f}",
+            f"{uplift.incremental_revenue_interval[0]:.2f}",
+            f"{uplift.incremental_revenue_interval[1]:.2f}",
+        )
+    return format_html("{}{}<p><strong>{}</strong></p>", table, figures, result.reading)
 
 
 class StepInlineFormSet(forms.BaseInlineFormSet):  # type: ignore[type-arg]  # django-stubs: generic in three models, Django's is not
@@ -151,21 +221,12 @@ class CampaignAdmin(admin.ModelAdmin[Campaign]):
     readonly_fields = ("status", "status_actions", "results", "nps")
     actions = ["activate", "pause", "archive", "broadcast_now"]
 
-    @admin.display(description="Results (orders within 7 days)")
+    @admin.display(description="Results")
     def results(self, campaign: Campaign) -> str:
+        """Each step's funnel and revenue, and the uplift against the control group."""
         if not campaign.pk:
             return "-"
-        r = selectors.campaign_results(campaign=campaign)
-        return format_html(
-            "treated: {} runs, {} converted ({}) · control: {} runs, {} converted ({}) · uplift {}",
-            r["treatment"]["runs"],
-            r["treatment"]["conversions"],
-            r["treatment"]["rate"],
-            r["control"]["runs"],
-            r["control"]["conversions"],
-            r["control"]["rate"],
-            r["uplift"]["rate"],
-        )
+        return _results_html(services.campaign_attribution(campaign=campaign))
 
     @admin.display(description="Change status")
     def status_actions(self, campaign: Campaign) -> str:
@@ -535,6 +596,27 @@ class ProductWatchAdmin(admin.ModelAdmin[ProductWatch]):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+
+@admin.register(EngagementSettings)
+class EngagementSettingsAdmin(admin.ModelAdmin[EngagementSettings]):
+    """The store's one row of engagement settings: smart sending and the attribution window."""
+
+    list_display = ("__str__", "smart_sending_hours", "attribution_window_days", "updated_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return not EngagementSettings.objects.exists() and super().has_add_permission(request)
+
+    def has_delete_permission(
+        self, request: HttpRequest, obj: EngagementSettings | None = None
+    ) -> bool:
+        return False
+
+    def save_model(
+        self, request: HttpRequest, obj: EngagementSettings, form: Any, change: bool
+    ) -> None:
+        obj.pk = 1  # the one row every reader looks up
+        super().save_model(request, obj, form, change)
 
 
 admin.site.register(Topic)

@@ -149,6 +149,12 @@ class Campaign(models.Model):
         null=True, blank=True, help_text="Shopper's local time; messages wait until the end"
     )
     quiet_hours_end = models.TimeField(null=True, blank=True)
+    smart_sending = models.BooleanField(
+        default=True,
+        help_text="Skip a shopper who got any marketing message on the same channel (from "
+        "another campaign or run) within the store's smart-sending window (Engagement "
+        "settings). Transactional campaigns and messages a shopper asked for are never skipped.",
+    )
     control_percent = models.DecimalField(
         max_digits=5,
         decimal_places=2,
@@ -572,3 +578,40 @@ class NpsResponse(models.Model):
 
     def __str__(self) -> str:
         return f"{self.score}/10 from {self.shopper_id}"
+
+
+class EngagementSettings(models.Model):
+    """The store's engagement settings; one row (pk 1), edited in the admin.
+
+    Read through ``selectors.engagement_settings()``, which answers the defaults while the row
+    does not exist yet.
+    """
+
+    smart_sending_hours = models.PositiveIntegerField(
+        default=16,
+        validators=[MaxValueValidator(24 * 30)],
+        help_text="Smart sending: a shopper who received a marketing message on a channel "
+        "within this many hours is skipped by the next one there (campaigns with smart sending "
+        "on). 0 turns smart sending off for the whole store.",
+    )
+    attribution_window_days = models.PositiveIntegerField(
+        default=5,
+        validators=[MinValueValidator(1), MaxValueValidator(90)],
+        help_text="An order counts for a campaign when placed within this many days after an "
+        "open or click of its message (and, for uplift, after the shopper's enrolment).",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "engagement settings"
+        verbose_name_plural = "engagement settings"
+        constraints = [
+            models.CheckConstraint(condition=Q(pk=1), name="engagement_settings_single_row"),
+            models.CheckConstraint(
+                condition=Q(attribution_window_days__gte=1, attribution_window_days__lte=90),
+                name="engagement_settings_window_1_90",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return "Engagement settings"

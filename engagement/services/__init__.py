@@ -7,11 +7,11 @@ Reading guide:
   key (campaign, step, shopper, occurrence) makes a second firing a no-op.
 - ``runs_end_for_events`` stops running sequences when a trigger's end event arrives.
 - ``outbox_deliver`` claims due messages in batches (``FOR UPDATE SKIP LOCKED``), re-checks
-  suppression, consent, pause, topics, quiet hours and frequency caps under a per-shopper
-  channel lock, then hands each message to its channel over one reused connection, committing
+  suppression, consent, pause, topics, quiet hours, frequency caps and smart sending under a
+  per-shopper channel lock, then hands each message to its channel over one reused connection, committing
   ``handed_at`` immediately before the point of no return and ``sent`` right after.
   Transactional campaigns (receipts, replies) skip the shopper's marketing choices (consent,
-  unsubscribe, pause, topics, caps) but never a suppressed address; a run's ``email_to``
+  unsubscribe, pause, topics, caps, smart sending) but never a suppressed address; a run's ``email_to``
   replaces the shopper's address for its email steps.
 - ``outbox_sweep`` resolves what a dead worker left in ``sending``: never handed over -> sent
   again; possibly handed over -> sent again only on channels whose provider deduplicates
@@ -30,6 +30,8 @@ The package, by sub-domain (this module re-exports every public name, so callers
 - ``products``: product views, "notify me" watches, restocks and price drops;
 - ``periodic``: win-back, birthday and post-purchase scans;
 - ``previews``: step previews and test sends for the admin;
+- ``attribution``: a campaign's results per step (last touch) and its uplift against the
+  control group, with 95% intervals;
 - ``merges``: folding a merged shopper's engagement rows;
 - ``_common``: helpers shared by the above (quiet hours, control groups, the outbox kick).
 """
@@ -42,6 +44,7 @@ from engagement.services._common import (
     shopper_zone,
     worker_name,
 )
+from engagement.services.attribution import CampaignAttribution, campaign_attribution
 from engagement.services.claim import outbox_claim
 from engagement.services.consent import (
     preferences_update,
@@ -107,6 +110,7 @@ from engagement.services.tracking import (
 )
 
 __all__ = [
+    "CampaignAttribution",
     "LeaseKeeper",
     "NotifyRequest",
     "birthday_scan",
@@ -114,6 +118,7 @@ __all__ = [
     "broadcast_schedule",
     "broadcast_send",
     "broadcasts_due_send",
+    "campaign_attribution",
     "campaign_status_check",
     "campaign_status_set",
     "email_address_clean",

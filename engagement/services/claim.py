@@ -14,7 +14,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from engagement import registry
+from engagement import registry, selectors
 from engagement.models import (
     SUBSCRIBABLE_CHANNELS,
     Campaign,
@@ -104,9 +104,11 @@ class _Batch:
     preferences: dict[int, Preference]
     suppressed: dict[tuple[str, str], str]
     push: dict[int, list[PushSubscription]]
-    # Per (shopper, channel): when recent marketing went out (or was handed over) there; the
-    # batch's own approvals are added as they are made.
-    recent: dict[tuple[int, str], list[dt.datetime]]
+    # Per (shopper, channel): when recent marketing went out (or was handed over) there, and
+    # the run it belonged to; the batch's own approvals are added as they are made.
+    recent: dict[tuple[int, str], list[tuple[dt.datetime, int]]]
+    # The store's smart-sending window (0: off).
+    smart_sending_hours: int = 0
 
 
 def _claim_due(*, worker: str, limit: int, now: dt.datetime) -> list[Message]:
@@ -170,14 +172,18 @@ def _batch_load(messages: Sequence[Message], *, now: dt.datetime) -> _Batch:
     capped = [
         m for m in messages if m.campaign.frequency_cap is not None and not m.campaign.transactional
     ]
-    recent: dict[tuple[int, str], list[dt.datetime]] = defaultdict(list)
-    if capped:
-        longest = max(m.campaign.frequency_cap_hours for m in capped)
+    smart_hours = selectors.engagement_settings().smart_sending_hours
+    smart = [m for m in messages if _smart_sending_applies(m, smart_hours)]
+    recent: dict[tuple[int, str], list[tuple[dt.datetime, int]]] = defaultdict(list)
+    if capped or smart:
+        longest = max(
+            [m.campaign.frequency_cap_hours for m in capped] + [smart_hours if smart else 0]
+        )
         cutoff = now - dt.timedelta(hours=longest)
         rows = (
             Message.objects.filter(
-                shopper_id__in={m.shopper_id for m in capped},
-                channel__in={m.channel for m in capped},
+                shopper_id__in={m.shopper_id for m in capped + smart},
+                channel__in={m.channel for m in capped + smart},
             )
             .filter(
                 Q(state=Message.State.SENT, sent_at__gte=cutoff)
@@ -187,12 +193,12 @@ def _batch_load(messages: Sequence[Message], *, now: dt.datetime) -> _Batch:
             .exclude(pk__in=ids)
             # Receipts and replies do not use up the shopper's allowance of marketing.
             .exclude(campaign__transactional=True)
-            .values_list("shopper_id", "channel", "sent_at", "claimed_at")
+            .values_list("shopper_id", "channel", "sent_at", "claimed_at", "run_id")
         )
-        for shopper_id, channel, sent_at, claimed_at in rows:
+        for shopper_id, channel, sent_at, claimed_at, run_id in rows:
             when = sent_at or claimed_at
             if when is not None:
-                recent[(shopper_id, channel)].append(when)
+                recent[(shopper_id, channel)].append((when, run_id))
     return _Batch(
         now=now,
         unsubscribed=unsubscribed,
@@ -200,6 +206,7 @@ def _batch_load(messages: Sequence[Message], *, now: dt.datetime) -> _Batch:
         suppressed=suppressed,
         push=push,
         recent=recent,
+        smart_sending_hours=smart_hours,
     )
 
 
@@ -402,11 +409,47 @@ def _check_frequency_cap(message: Message, recipient: str, batch: _Batch) -> boo
     if channel in _INTRUSIVE and campaign.frequency_cap is not None and not campaign.transactional:
         window_start = batch.now - dt.timedelta(hours=campaign.frequency_cap_hours)
         sent_recently = [
-            t for t in batch.recent[(message.shopper.pk, channel)] if t >= window_start
+            t for t, _ in batch.recent[(message.shopper.pk, channel)] if t >= window_start
         ]
         if len(sent_recently) >= campaign.frequency_cap:
             _set_outcome(message, state=Message.State.SKIPPED, reason="frequency cap")
             return True
+    return False
+
+
+def _smart_sending_applies(message: Message, hours: int) -> bool:
+    """Smart sending concerns marketing on email, SMS and push of a campaign that keeps it on,
+    when the store's window is not 0; never a transactional message or the one the shopper
+    asked for (the first message of a "notify me" run)."""
+    campaign = message.campaign
+    return (
+        hours > 0
+        and message.channel in _INTRUSIVE
+        and campaign.smart_sending
+        and not campaign.transactional
+        and not _requested_by_shopper(message)
+    )
+
+
+def _check_smart_sending(message: Message, recipient: str, batch: _Batch) -> bool:
+    """Smart sending: the shopper received marketing on the channel from another run (another
+    campaign, or another occurrence of this one) within the store's ``smart_sending_hours``,
+    this batch's approvals included: skip, "smart sending: marketing received within <N> h".
+    A sequence's own earlier steps do not count (their delays are the merchant's choice)."""
+    hours = batch.smart_sending_hours
+    if not _smart_sending_applies(message, hours):
+        return False
+    window_start = batch.now - dt.timedelta(hours=hours)
+    if any(
+        when >= window_start and run_id != message.run_id
+        for when, run_id in batch.recent[(message.shopper.pk, message.channel)]
+    ):
+        _set_outcome(
+            message,
+            state=Message.State.SKIPPED,
+            reason=f"smart sending: marketing received within {hours} h",
+        )
+        return True
     return False
 
 
@@ -423,14 +466,15 @@ _SEND_TIME_CHECKS: tuple[Callable[[Message, str, _Batch], bool], ...] = (
     _check_webhook_endpoint,
     _check_quiet_hours,
     _check_frequency_cap,
+    _check_smart_sending,
 )
 
 
 def _approve(message: Message, recipient: str, batch: _Batch) -> _Approved:
     """Every check passed: send. Marketing on email, SMS or push counts towards the frequency
-    cap of the batch's later messages to the same shopper and channel."""
+    cap and the smart sending of the batch's later messages to the same shopper and channel."""
     if message.channel in _INTRUSIVE and not message.campaign.transactional:
-        batch.recent[(message.shopper.pk, message.channel)].append(batch.now)
+        batch.recent[(message.shopper.pk, message.channel)].append((batch.now, message.run_id))
     return _Approved(
         message=message,
         recipient=recipient,
