@@ -36,7 +36,7 @@ from engagement.registry import Occurrence, register_trigger
 if TYPE_CHECKING:
     from commerce.models import Shopper
 
-# The fixed words of the shopper's chat emails as migration 0016 writes their templates
+# The fixed words of the shopper's chat emails as migration 0018 writes their templates
 # (``{% translate "…" %}``): marked here so makemessages puts them in the catalogs.
 SHIPPED_EMAIL_TEXTS = (
     gettext_noop("We got your message"),

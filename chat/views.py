@@ -1,4 +1,5 @@
-"""HTML pages of chat: the agent console and the public help centre."""
+"""HTML pages of chat: the agent console and the public help centre, each limited per client
+address (``PATRON_RATE_LIMITS["pages"]``: a 429 page with ``Retry-After`` over it)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from django.shortcuts import render
 from django.utils.translation import get_language, gettext
 
 from chat import selectors, services
+from core.views import rate_limited
 
 
+@rate_limited("pages")
 def console(request: HttpRequest) -> HttpResponse:
     if not request.user.is_authenticated:
         return redirect_to_login(request.get_full_path())
@@ -44,12 +47,14 @@ def _reader_languages(request: HttpRequest) -> list[str]:
     return [get_language() or settings.LANGUAGE_CODE, services.language_fallback()]
 
 
+@rate_limited("pages")
 def help_index(request: HttpRequest) -> HttpResponse:
     """The help centre: the articles in the reader's language, else in the fallback one."""
     articles = selectors.help_articles(languages=_reader_languages(request))
     return render(request, "chat/help_index.html", {"articles": articles})
 
 
+@rate_limited("pages")
 def help_article(request: HttpRequest, slug: str) -> HttpResponse:
     """One article (FAQ structured data), in the reader's language when it is written in it."""
     article = selectors.help_article(slug=slug, languages=_reader_languages(request))

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
+from commerce import selectors as commerce_selectors
 from commerce.models import Shopper, ShopperAlias
 from core.exceptions import ValidationError
 from engagement.models import (
@@ -139,11 +140,7 @@ def shopper_find(*, customer_id: str = "", anonymous_id: str = "") -> Shopper | 
             ShopperAlias.objects.select_related("shopper").filter(anonymous_id=anonymous_id).first()
         )
         shopper = alias.shopper if alias else None
-    seen: set[int] = set()
-    while shopper is not None and shopper.merged_into_id and shopper.pk not in seen:
-        seen.add(shopper.pk)
-        shopper = Shopper.objects.filter(pk=shopper.merged_into_id).first()
-    return shopper
+    return commerce_selectors.shopper_canonical(shopper) if shopper is not None else None
 
 
 def onsite_messages_pending(*, shopper: Shopper, limit: int = 20) -> list[Message]:

@@ -25,6 +25,8 @@ The package, by sub-domain (this module re-exports every public name, so callers
 - ``claim``: the outbox's claim and its send-time checks, one rule per function;
 - ``delivery``: rendering, handing over to channels, leases, the sweep, requeue and cancel;
 - ``offers``: broadcast offer coupons, issued at send time;
+- ``flows``: flow filters, the conditional split and A/B tests of a step (their hooks in
+  enrolment, the claim and delivery), in the condition language of ``conditions``;
 - ``consent``: unsubscribes, preferences, suppressions, push subscriptions;
 - ``tracking``: opens, clicks, NPS answers, on-site messages seen;
 - ``products``: product views, "notify me" watches, restocks and price drops;
@@ -46,6 +48,12 @@ from engagement.services._common import (
 )
 from engagement.services.attribution import CampaignAttribution, campaign_attribution
 from engagement.services.claim import outbox_claim
+from engagement.services.conditions import (
+    ConditionContext,
+    condition_describe,
+    conditions_hold,
+    conditions_validate,
+)
 from engagement.services.consent import (
     preferences_update,
     push_subscription_save,
@@ -76,6 +84,14 @@ from engagement.services.enrolment import (
     runs_stop,
     trigger_fire,
     trigger_has_active_campaigns,
+)
+from engagement.services.flows import (
+    ab_test_decide,
+    ab_test_figures,
+    ab_tests_decide_due,
+    flow_branches_validate,
+    flow_validate,
+    variant_pick,
 )
 from engagement.services.merges import shopper_merge_fold
 from engagement.services.offers import offer_coupon_display
@@ -111,8 +127,12 @@ from engagement.services.tracking import (
 
 __all__ = [
     "CampaignAttribution",
+    "ConditionContext",
     "LeaseKeeper",
     "NotifyRequest",
+    "ab_test_decide",
+    "ab_test_figures",
+    "ab_tests_decide_due",
     "birthday_scan",
     "broadcast_check",
     "broadcast_schedule",
@@ -121,7 +141,12 @@ __all__ = [
     "campaign_attribution",
     "campaign_status_check",
     "campaign_status_set",
+    "condition_describe",
+    "conditions_hold",
+    "conditions_validate",
     "email_address_clean",
+    "flow_branches_validate",
+    "flow_validate",
     "in_control_group",
     "link_fetch_is_human",
     "message_cancel",
@@ -168,6 +193,7 @@ __all__ = [
     "trigger_fire",
     "trigger_has_active_campaigns",
     "unsubscribe_by_token",
+    "variant_pick",
     "win_back_scan",
     "worker_name",
 ]

@@ -258,12 +258,12 @@ class CampaignAttribution:
     reading: str = field(default="")
 
 
-_STEP_ORDERS_SQL = """
-SELECT credited.step_id, count(*), count(DISTINCT credited.message_id),
-       coalesce(sum(o.total - o.refunded_total), 0)
+# Each counted order of a shopper the campaign touched, with the message it is credited to
+# (rule 1 of the module docstring): the one place that rule is written.
+_CREDITED_ORDERS_SQL = """
 FROM commerce_order o
 JOIN LATERAL (
-    SELECT m.id AS message_id, m.step_id
+    SELECT m.id AS message_id, m.step_id, m.variant_id
     FROM engagement_message m
     WHERE m.campaign_id = %(campaign)s AND m.shopper_id = o.shopper_id
       AND GREATEST(CASE WHEN m.opened_at < o.placed_at THEN m.opened_at END,
@@ -278,8 +278,23 @@ WHERE o.status <> ALL(%(not_counted)s)
       SELECT t.shopper_id FROM engagement_message t
       WHERE t.campaign_id = %(campaign)s
         AND (t.opened_at IS NOT NULL OR t.clicked_at IS NOT NULL))
-GROUP BY credited.step_id
 """
+
+_STEP_ORDERS_SQL = (
+    """
+SELECT credited.step_id, count(*), count(DISTINCT credited.message_id),
+       coalesce(sum(o.total - o.refunded_total), 0)"""
+    + _CREDITED_ORDERS_SQL
+    + "GROUP BY credited.step_id"
+)
+
+# Per A/B variant of one step: its messages credited with at least one order.
+_VARIANT_CONVERSIONS_SQL = (
+    "SELECT credited.variant_id, count(DISTINCT credited.message_id)"
+    + _CREDITED_ORDERS_SQL
+    + "AND credited.step_id = %(step)s AND credited.variant_id IS NOT NULL "
+    + "GROUP BY credited.variant_id"
+)
 
 _GROUPS_SQL = """
 SELECT r.state = 'held_out', count(*), count(*) FILTER (WHERE bought.orders > 0),
@@ -345,6 +360,21 @@ def _step_results(campaign: Campaign, window: dt.timedelta) -> list[StepResult]:
             )
         )
     return results
+
+
+def variant_conversions(
+    *, step: CampaignStep, window: dt.timedelta | None = None
+) -> dict[int, int]:
+    """Per A/B variant of ``step`` (by variant id): how many of its messages earned at least
+    one order, credited by the same last-touch rule as the step results (module docstring,
+    rule 1) within ``window`` (default: the store's ``attribution_window_days``). One query
+    (two with the default window); variants without a conversion are absent."""
+    if window is None:
+        window = dt.timedelta(days=selectors.engagement_settings().attribution_window_days)
+    params = {**_sql_params(step.campaign, window), "step": step.pk}
+    with connection.cursor() as cursor:
+        cursor.execute(_VARIANT_CONVERSIONS_SQL, params)
+        return {variant_id: converted for variant_id, converted in cursor.fetchall()}
 
 
 def _uplift(campaign: Campaign, window: dt.timedelta) -> Uplift:

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 from django.core import mail
+from django.db import transaction
 from django.utils import timezone
 
 from commerce import services as commerce_services
@@ -331,3 +332,32 @@ def test_merging_shoppers_keeps_one_enrolment_per_occurrence():
     states = sorted(Message.objects.filter(shopper=target).values_list("state", flat=True))
     assert states == ["cancelled", "scheduled"]
     assert Shopper.objects.get(pk=source.pk).merged_into_id == target.pk
+
+
+def test_a_broadcast_is_queued_only_once_its_transaction_commits(
+    django_capture_on_commit_callbacks,
+):
+    campaign = make_campaign(
+        "limited_offer",
+        trigger_options={"coupon": {"kind": "percent", "value": "15", "valid_hours": 24}},
+    )
+    make_shopper()
+
+    def schedule_then_fail() -> None:
+        with transaction.atomic():
+            services.broadcast_schedule(campaign=campaign)
+            raise RuntimeError("the admin action failed after scheduling")
+
+    with (
+        django_capture_on_commit_callbacks(execute=True) as rolled_back,
+        pytest.raises(RuntimeError),
+    ):
+        schedule_then_fail()
+    assert rolled_back == []  # nothing queued for the broadcast that never was
+    with django_capture_on_commit_callbacks(execute=True):
+        broadcast = services.broadcast_schedule(campaign=campaign)
+
+    assert list(Broadcast.objects.values_list("pk", flat=True)) == [broadcast.pk]
+    broadcast.refresh_from_db()
+    assert broadcast.finished_at is not None  # the task ran (eagerly) after the commit
+    assert Run.objects.filter(campaign=campaign).count() == 1

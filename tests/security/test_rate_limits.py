@@ -167,21 +167,3 @@ def test_notify_me_emails_to_one_recipient_are_limited_whoever_asks() -> None:
 
     assert statuses == [201, 201, 429]
     assert ProductWatch.objects.count() == 2
-
-
-def test_the_widgets_start_up_config_is_limited_per_key_and_address() -> None:
-    key = WriteKey.objects.create(name="shop").key
-    client = Client(REMOTE_ADDR="203.0.113.7")
-    neighbour = Client(REMOTE_ADDR="203.0.113.8")
-    url = f"/api/chat/widget-config/?write_key={key}&locale=tr"
-
-    with _limits(widget=(2, 60)):
-        answered = [client.get(url).status_code for _ in range(2)]
-        refused = client.get(url)
-        other_address = neighbour.get(url)
-
-    assert answered == [200, 200]
-    assert refused.status_code == 429
-    assert 1 <= int(refused["Retry-After"]) <= 60
-    assert refused.json()["error"]["code"] == "rate_limited"
-    assert other_address.status_code == 200

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('chat', '0014_messages_post_function_v2'),
+        ('chat', '0016_messages_post_function_v3'),
     ]
 
     operations = [

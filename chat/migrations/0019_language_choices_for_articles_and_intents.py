@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('chat', '0016_chat_emails_in_the_conversations_language'),
+        ('chat', '0018_chat_emails_in_the_conversations_language'),
     ]
 
     operations = [

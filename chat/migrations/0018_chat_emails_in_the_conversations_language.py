@@ -64,7 +64,7 @@ def backward(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("chat", "0015_chat_fallback_language"),
+        ("chat", "0017_chat_fallback_language"),
         ("engagement", "0002_transactional_campaigns_and_run_recipient"),
     ]
 
