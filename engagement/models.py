@@ -14,16 +14,18 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from commerce.models import Product, Shopper
 
 
 class Channel(models.TextChoices):
-    EMAIL = "email", "Email"
-    SMS = "sms", "SMS"
-    PUSH = "push", "Web push"
-    ONSITE = "onsite", "On-site message"
-    WEBHOOK = "webhook", "Webhook"
+    # Translated: the unsubscribe page and the preference centre show a shopper these labels.
+    EMAIL = "email", _("Email")
+    SMS = "sms", _("SMS")
+    PUSH = "push", _("Web push")
+    ONSITE = "onsite", _("On-site message")
+    WEBHOOK = "webhook", _("Webhook")
 
 
 # Channels a shopper can opt out of; on-site messages and webhooks to the merchant's own

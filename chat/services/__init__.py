@@ -70,6 +70,13 @@ from chat.services.identity import (
     shopper_token_issue,
     shopper_token_verify,
 )
+from chat.services.language import (
+    conversation_language,
+    conversation_language_detected,
+    language_fallback,
+    language_normalise,
+    translate,
+)
 from chat.services.messages import (
     Outcome,
     StoredRow,
@@ -141,6 +148,8 @@ __all__ = [
     "conversation_for_shopper",
     "conversation_group",
     "conversation_hand_off",
+    "conversation_language",
+    "conversation_language_detected",
     "conversation_page_view",
     "conversation_reopen",
     "conversation_resolve",
@@ -150,6 +159,8 @@ __all__ = [
     "csat_record",
     "customer_hash",
     "follow_up_email_fire",
+    "language_fallback",
+    "language_normalise",
     "may_post",
     "message_event",
     "message_post",
@@ -169,4 +180,5 @@ __all__ = [
     "staff_group",
     "transcript_agent_rate_limit",
     "transcript_send",
+    "translate",
 ]
