@@ -38,6 +38,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 from core.servers import celery_worker_command  # noqa: E402 (needs the checkout on sys.path)
 
 N = int(os.environ.get("BENCH_MESSAGES", "3000"))
+# BENCH_WORKER_LOG=1 shows the worker's log (INFO) on this terminal instead of discarding it.
+WORKER_LOG = os.environ.get("BENCH_WORKER_LOG", "") not in ("", "0")
 WORKER_PROCESSES = 2
 
 
@@ -260,18 +262,21 @@ def main() -> None:
         env = {
             **os.environ,
             "DATABASE_URL": url,
-            "LOG_LEVEL": "WARNING",
+            "LOG_LEVEL": "INFO" if WORKER_LOG else "WARNING",
         }
         app.control.purge()
         worker = subprocess.Popen(
             celery_worker_command(
-                concurrency=WORKER_PROCESSES, hostname=f"bench-{os.getpid()}@%h", quiet=True
+                concurrency=WORKER_PROCESSES,
+                hostname=f"bench-{os.getpid()}@%h",
+                quiet=True,
+                log_level="INFO" if WORKER_LOG else "WARNING",
             ),
             cwd=ROOT,
             env=env,
             start_new_session=True,
-            stderr=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stderr=None if WORKER_LOG else subprocess.DEVNULL,
+            stdout=None if WORKER_LOG else subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 60
         while not any(
