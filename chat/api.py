@@ -32,7 +32,7 @@ from rest_framework.views import APIView
 from chat import metrics, selectors, services
 from chat.models import AgentStatus, CannedResponse, Conversation, Message
 from commerce import selectors as commerce_selectors
-from core.exceptions import NotFound
+from core.exceptions import NotFound, PermissionDenied
 from core.permissions import StaffModelPermissions
 
 TAGS = ["chat"]
@@ -506,6 +506,7 @@ class WidgetConfigApi(APIView):
         responses={
             200: OutputSerializer,
             400: INVALID,
+            403: _error("A page on an origin the write key does not allow (origin_not_allowed)"),
             404: _error("Unknown or inactive write key"),
         },
         auth=[],
@@ -516,6 +517,12 @@ class WidgetConfigApi(APIView):
         self.write_key = commerce_selectors.write_key_active(key=params.validated_data["write_key"])
         if self.write_key is None:
             raise NotFound("Unknown write key.")
+        if not commerce_selectors.write_key_origin_allowed(
+            write_key=self.write_key, origin=request.headers.get("Origin"), host=request.get_host()
+        ):
+            raise PermissionDenied(
+                "Pages at this origin may not use this write key.", code="origin_not_allowed"
+            )
         settings_row = services.chat_settings_get()
         config = {
             "greeting": settings_row.greeting,

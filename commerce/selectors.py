@@ -22,6 +22,7 @@ from commerce.models import (
     StoreSettings,
     WriteKey,
 )
+from core import cors
 
 
 def product_list(
@@ -218,20 +219,33 @@ def visitor_find(
     return shopper
 
 
-def write_key_origin_allowed(*, write_key: WriteKey, origin: str | None) -> bool:
-    """May a call that carries ``origin`` (the HTTP ``Origin`` header) use ``write_key``?
+def write_key_origin_allowed(
+    *, write_key: WriteKey, origin: str | None, host: str | None, origin_required: bool = False
+) -> bool:
+    """May a call that carries ``origin`` (the browser's ``Origin`` header, verbatim; None
+    when absent) and was sent to ``host`` (its ``Host`` header) use ``write_key``?
 
-    The one origin decision of the key-authenticated entries (the widget APIs; the tracking
-    API's ``/v1/*`` may share it). A key that lists ``allowed_origins`` refuses calls from every
-    other origin; a key that lists none restricts nothing at the call (browsers still get no
-    CORS answer for it, see ``write_key_cors_origin``). A call without an Origin (a server, a
-    script, a same-origin GET) is decided by the key alone: an Origin can be forged outside a
-    browser anyway, so the check only keeps other sites' pages from using the key.
-    Decide at the call, not at the preflight: a preflight carries no key.
+    The one origin decision of every key-authenticated entry: the shopper chat socket, the
+    tracking API (``/v1/*``) and the widget APIs. In every mode, ``ALLOWED_HOSTS = ["*"]``
+    included:
+
+    - Patron's own pages (``core.cors.origin_is_own``: same-origin, ``PATRON_BASE_URL``, hosts
+      named in ``ALLOWED_HOSTS``) may use any key;
+    - another page only when the key lists its origin in ``allowed_origins`` (scheme, host and
+      port exactly). A key that lists none is usable from Patron's own pages only;
+    - ``null`` and anything that is not an origin are refused.
+
+    A call without an Origin (a server, a script, a same-origin GET) is decided by the key
+    alone, unless ``origin_required`` (a WebSocket handshake, which browsers always send with
+    an Origin): an Origin can be forged outside a browser anyway, so the check only keeps other
+    sites' pages from using the key. Decide at the call, not at the preflight: a preflight
+    carries no key.
     """
-    if origin is None or not write_key.allowed_origins:
+    if origin is None:
+        return not origin_required
+    if cors.origin_is_own(origin, host=host):
         return True
-    return write_key.allows_origin(origin)
+    return origin.strip() not in ("", "null") and write_key.allows_origin(origin)
 
 
 def write_key_cors_origin(*, write_key: WriteKey | None, origin: str | None) -> str | None:

@@ -16,7 +16,7 @@ from chat.consumers.frames import (
     SHOPPER_FRAMES,
     ProtocolError,
 )
-from chat.origins import scope_origin
+from chat.origins import scope_host, scope_origin
 from chat.threads import db
 from core.exceptions import Conflict
 from core.ratelimit import TokenBucket, rate_limit_hit, scope_client_address
@@ -79,6 +79,7 @@ class ShopperConsumer(ChatSocket):
             write_key=frame["write_key"],
             # The handshake let any Origin through (chat/origins.py): the key decides here.
             origin=scope_origin(self.scope),
+            host=scope_host(self.scope),
             token=frame.get("token"),
             anonymous_id=frame.get("anonymous_id"),
             customer_id=frame.get("customer_id"),
