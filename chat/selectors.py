@@ -179,19 +179,43 @@ def queue_position(*, conversation: Conversation) -> int | None:
 
 
 def conversation_shopper_view(
-    conversation: Conversation, *, business_hours_open: bool
+    conversation: Conversation, *, business_hours_open: bool, agents_online: int | None = None
 ) -> dict[str, Any]:
+    """The conversation as the shopper's widget sees it (docs/chat-protocol.md, *Conversation
+    (shopper view)*). ``agents_online`` (agents routing may assign to now) is shown while the
+    conversation waits in the queue, and null otherwise."""
     agent = (
         conversation.assigned_agent if conversation.state == Conversation.State.ASSIGNED else None
     )
+    position = queue_position(conversation=conversation)
     return {
         "id": conversation.pk,
         "state": conversation.state,
+        "channel": conversation.channel,
         "last_seq": conversation.last_seq,
         "agent": {"name": agent_name(agent)} if agent is not None else None,
-        "queue_position": queue_position(conversation=conversation),
+        "queue_position": position,
+        "agents_online": agents_online if position is not None else None,
         "business_hours_open": business_hours_open,
         "csat_requested": conversation.csat_requested_at is not None,
+    }
+
+
+def queue_position_frame(
+    conversation: Conversation, *, agents_online: int
+) -> dict[str, Any] | None:
+    """The ``queue.position`` frame for a conversation waiting for an agent in live chat, or
+    None when it is not in the queue (another state, or an email follow-up)."""
+    if conversation.channel != Conversation.Channel.CHAT:
+        return None
+    position = queue_position(conversation=conversation)
+    if position is None:
+        return None
+    return {
+        "type": "queue.position",
+        "conversation_id": conversation.pk,
+        "position": position,
+        "agents_online": agents_online,
     }
 
 

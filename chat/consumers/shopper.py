@@ -104,9 +104,7 @@ class ShopperConsumer(ChatSocket):
             conversation = await db(services.conversation_for_shopper)(
                 shopper=identity.shopper, conversation_id=conversation.pk
             )
-            conversation_view = await db(selectors.conversation_shopper_view)(
-                conversation, business_hours_open=open_now
-            )
+            conversation_view = await db(services.conversation_shopper_state)(conversation)
             if self.page["url"]:
                 await db(services.conversation_page_view)(
                     shopper=identity.shopper, conversation_id=conversation.pk, **self.page
@@ -125,6 +123,9 @@ class ShopperConsumer(ChatSocket):
                 },
             }
         )
+        if conversation is not None:
+            # Still in the queue (a reloaded page, a reconnect): the place in it, now.
+            await self.send_queue_position(conversation.pk)
 
     async def on_message_send(self, frame: dict[str, Any]) -> None:
         cid = self.conversation_id
@@ -174,6 +175,14 @@ class ShopperConsumer(ChatSocket):
                 await self.send_json(result.offline_prompt)
             view = await db(self._view)(cid)
             await self.send_json({"type": "conversation.state", "conversation": view})
+            # The queue moved (this message queued it) before this socket joined.
+            await self.send_queue_position(cid)
+
+    async def send_queue_position(self, conversation_id: int) -> None:
+        """Send ``queue.position`` when the conversation waits in the live queue."""
+        frame = await db(services.queue_position_now)(conversation_id)
+        if frame is not None:
+            await self.send_json(frame)
 
     async def on_typing(self, frame: dict[str, Any]) -> None:
         if self.conversation_id is None:
@@ -232,15 +241,15 @@ class ShopperConsumer(ChatSocket):
             await self.send_json(handoff.offline_prompt)
         view = await db(self._view)(conversation.pk)
         await self.send_json({"type": "conversation.state", "conversation": view})
+        if joined_now:
+            await self.send_queue_position(conversation.pk)
 
     def _view(self, conversation_id: int) -> dict[str, Any]:
         conversation = services.conversation_for_shopper(
             shopper=self.shopper, conversation_id=conversation_id
         )
         assert conversation is not None
-        return selectors.conversation_shopper_view(
-            conversation, business_hours_open=services.business_hours_open()
-        )
+        return services.conversation_shopper_state(conversation)
 
     async def on_page_view(self, frame: dict[str, Any]) -> None:
         self.page = {"url": frame["url"][:2000], "title": (frame.get("title") or "")[:300]}

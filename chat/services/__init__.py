@@ -31,6 +31,8 @@ from chat.services._common import (
     State,
     agent_group,
     conversation_group,
+    conversation_shopper_state,
+    queue_position_now,
     staff_group,
 )
 from chat.services.agents import (
@@ -109,6 +111,8 @@ __all__ = [
     "agent_connect",
     "agent_disconnect",
     "agent_group",
+    "conversation_shopper_state",
+    "queue_position_now",
     "agent_heartbeat",
     "agent_message_post",
     "agent_presence_set",
