@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from django.utils.translation import gettext as _
 
-from chat import registry
+from chat import registry, selectors
 from chat.models import BotIntent, ChatSettings, Conversation, KnowledgeArticle
 from chat.nlu.understanding import KB_KIND, BotModel, Understanding, bot_model_get, understand
 from commerce.models import Order
@@ -50,7 +50,7 @@ def _format_orders(orders: Sequence[Order]) -> str:
 
 
 def _article_text(article: KnowledgeArticle) -> str:
-    return article.body.strip()
+    return selectors.article_text(article)
 
 
 def _order_status(conversation: Conversation, text: str, intent: BotIntent | None) -> BotReply:
@@ -154,6 +154,7 @@ def _answer_one(
         return BotReply(text=answer, intent=key)
     answer_text = row.answer if row is not None else ""
     answer_text = answer_text.replace("{name}", conversation.shopper.first_name or "").strip()
+    answer_text = selectors.store_text(answer_text)
     return BotReply(text=answer_text or settings_row.unsupported_message, intent=key)
 
 

@@ -11,7 +11,8 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Permissi
 from django.db.models import Count, Q, QuerySet, Sum
 
 from chat import registry
-from chat.models import AgentStatus, CannedResponse, Conversation, Message
+from chat.models import AgentStatus, CannedResponse, Conversation, KnowledgeArticle, Message
+from commerce import selectors as commerce_selectors
 from commerce.models import PERSONAL_DATA_PERMISSION, Event, Order, Shopper
 
 logger = logging.getLogger(__name__)
@@ -325,6 +326,15 @@ def inbox_counts(*, agent_id: int | None) -> dict[str, int]:
     return {key: int(value or 0) for key, value in counts.items()}
 
 
+def inbox_default_view(*, agent_id: int) -> str:
+    """The inbox view a console opens on: ``mine`` when conversations are assigned to the agent
+    (a hand-off routed to them as they came online), else ``unassigned`` (the queue)."""
+    mine = Conversation.objects.filter(
+        assigned_agent_id=agent_id, state=Conversation.State.ASSIGNED
+    ).exists()
+    return "mine" if mine else "unassigned"
+
+
 def inbox_snapshot(
     *,
     view: str,
@@ -346,6 +356,18 @@ def inbox_snapshot(
         ],
         "counts": inbox_counts(agent_id=agent_id),
     }
+
+
+def store_text(text: str) -> str:
+    """A merchant's text (bot answer, article) with the store's figures filled in."""
+    return commerce_selectors.store_text_render(text)
+
+
+def article_text(article: KnowledgeArticle) -> str:
+    """A knowledge-base article's body as shoppers read it (the bot's answer, the help page):
+    the store's own figures filled in (``{free_shipping_threshold}`` → ``£40``, from
+    ``commerce.selectors.store_text_render``)."""
+    return commerce_selectors.store_text_render(article.body.strip())
 
 
 def canned_responses() -> list[dict[str, Any]]:
@@ -408,7 +430,8 @@ def context_recent_orders(shopper: Shopper) -> dict[str, Any]:
         "orders": [
             {
                 "number": order.number,
-                "status": order.status,
+                # What an agent reads: the label ("Partially refunded"), not the stored value.
+                "status": str(order.get_status_display()),
                 "total": str(order.total),
                 "currency": order.currency,
                 "placed_at": iso(order.placed_at),

@@ -48,6 +48,7 @@ def help_article(request: HttpRequest, slug: str) -> HttpResponse:
     )
     if article is None:
         raise Http404("No such article")
+    body = selectors.article_text(article)
     faq = {
         "@context": "https://schema.org",
         "@type": "FAQPage",
@@ -55,11 +56,11 @@ def help_article(request: HttpRequest, slug: str) -> HttpResponse:
             {
                 "@type": "Question",
                 "name": article.question or article.title,
-                "acceptedAnswer": {"@type": "Answer", "text": article.body},
+                "acceptedAnswer": {"@type": "Answer", "text": body},
             }
         ],
     }
-    paragraphs = [p.strip() for p in article.body.split("\n\n") if p.strip()]
+    paragraphs = [p.strip() for p in body.split("\n\n") if p.strip()]
     return render(
         request,
         "chat/help_article.html",

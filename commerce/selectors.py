@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import hmac
 import time
+from decimal import Decimal
 
 from django.db.models import Count, DecimalField, F, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
@@ -149,6 +150,38 @@ def store_settings_get() -> StoreSettings:
     """The store's settings row (pk 1), created with a fresh identity secret when missing."""
     row, _ = StoreSettings.objects.get_or_create(pk=1)
     return row
+
+
+CURRENCY_SYMBOLS = {"GBP": "£", "EUR": "€", "USD": "$", "TRY": "₺"}
+# Placeholders the merchant's texts (help articles, bot answers) may hold, filled from the
+# store's settings so that every page and the bot quote one source of truth.
+FREE_SHIPPING_PLACEHOLDER = "{free_shipping_threshold}"
+
+
+def money_format(*, amount: Decimal, currency: str) -> str:
+    """``amount`` as shoppers read it: ``£40``, ``€12.50``, ``40 SEK`` (whole amounts without
+    decimals)."""
+    text = f"{amount:.0f}" if amount == amount.to_integral_value() else f"{amount:.2f}"
+    symbol = CURRENCY_SYMBOLS.get(currency.upper())
+    return f"{symbol}{text}" if symbol else f"{text} {currency.upper()}"
+
+
+def free_shipping_threshold_text() -> str | None:
+    """The store's free-shipping threshold with its currency (``£40``), or None when the store
+    ships nothing free (``StoreSettings.free_shipping_threshold`` empty)."""
+    row = store_settings_get()
+    if row.free_shipping_threshold is None:
+        return None
+    return money_format(amount=row.free_shipping_threshold, currency=row.currency)
+
+
+def store_text_render(text: str) -> str:
+    """``text`` with ``{free_shipping_threshold}`` replaced by the store's threshold (``£40``);
+    untouched when it holds no placeholder (one settings read otherwise)."""
+    if FREE_SHIPPING_PLACEHOLDER not in text:
+        return text
+    threshold = free_shipping_threshold_text()
+    return text.replace(FREE_SHIPPING_PLACEHOLDER, threshold or "—")
 
 
 def identity_secret_get(*, fresh: bool = False) -> str:

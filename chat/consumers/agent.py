@@ -50,10 +50,9 @@ class AgentConsumer(ChatSocket):
         self.online = True
         for cid in await db(selectors.conversations_for_agent)(agent_id=user.pk):
             await self.subscribe(cid, history_after=None)
+        view = await db(selectors.inbox_default_view)(agent_id=user.pk)
         await self.send_json(
-            await db(selectors.inbox_snapshot)(
-                view="unassigned", agent_id=user.pk, personal=self.sees_all
-            )
+            await db(selectors.inbox_snapshot)(view=view, agent_id=user.pk, personal=self.sees_all)
         )
         await self.send_json(
             {"type": "canned.list", "responses": await db(selectors.canned_responses)()}

@@ -69,12 +69,18 @@
   }
 
   const ISO_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}/;
+  // Times today show the time only; other days the date, with the year unless it is this
+  // year's ("3 Mar, 14:05", "28 Nov 2023, 09:12"): an order or a visit years ago must not read
+  // as this year's.
   function formatTime(iso, withDate) {
     const date = new Date(iso);
     if (Number.isNaN(date.getTime())) return String(iso);
-    const sameDay = new Date().toDateString() === date.toDateString();
+    const now = new Date();
+    const sameDay = now.toDateString() === date.toDateString();
     if (withDate || !sameDay) {
-      return date.toLocaleString([], { day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" });
+      const options = { day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" };
+      if (date.getFullYear() !== now.getFullYear()) options.year = "numeric";
+      return date.toLocaleString([], options);
     }
     return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   }
@@ -123,6 +129,7 @@
     reconnectTimer: null,
     pingTimer: null,
     view: "unassigned",
+    viewSettled: false, // false until the server's first snapshot (or a click) chose the tab
     conversations: new Map(), // id -> summary (current list)
     order: [], // ids in list order
     counts: { unassigned: 0, mine: 0, all: 0 },
@@ -174,7 +181,8 @@
       state.open = true;
       setConnection("Connected", "online");
       if (dom.presence.value === "away") send({ type: "presence.set", status: "away" });
-      queryInbox();
+      // The first time, the server's own snapshot picks the tab where the agent's work is.
+      if (state.viewSettled) queryInbox();
       if (state.selectedId) send({ type: "conversation.open", conversation_id: state.selectedId, last_seq: state.maxSeq, ref: nextRef() });
       resendPending();
       clearInterval(state.pingTimer);
@@ -259,8 +267,9 @@
     return true;
   }
 
-  function setView(view, focus) {
+  function setView(view, focus, fromServer) {
     state.view = view;
+    state.viewSettled = true;
     for (const tab of dom.tabs) {
       const selected = tab.dataset.view === view;
       tab.setAttribute("aria-selected", selected ? "true" : "false");
@@ -270,6 +279,7 @@
         if (focus) tab.focus();
       }
     }
+    if (fromServer) return;
     state.conversations.clear();
     state.order = [];
     renderList();
@@ -590,6 +600,7 @@
         state.counts = frame.counts;
         renderCounts();
       }
+      if (!state.viewSettled && !frame.ref && frame.view) setView(frame.view, false, true);
       if (frame.view !== state.view) return;
       state.conversations.clear();
       state.order = [];
