@@ -8,9 +8,11 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import render
+from django.templatetags.static import static
 
 from chat import selectors
 from chat.models import KnowledgeArticle
+from commerce import selectors as commerce_selectors
 
 
 def console(request: HttpRequest) -> HttpResponse:
@@ -37,9 +39,19 @@ def _jsonld(data: object) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+def _shop_context(request: HttpRequest) -> dict[str, object]:
+    """What the shop layout (``patron/shop.html``) needs: the chat bubble's script tag."""
+    return {
+        "widget_src": request.build_absolute_uri(static("patron/widget.js")),
+        "write_key": commerce_selectors.shop_write_key(),
+    }
+
+
 def help_index(request: HttpRequest) -> HttpResponse:
     articles = KnowledgeArticle.objects.filter(published=True).order_by("language", "title")
-    return render(request, "chat/help_index.html", {"articles": articles})
+    return render(
+        request, "chat/help_index.html", {"articles": articles, **_shop_context(request)}
+    )
 
 
 def help_article(request: HttpRequest, slug: str) -> HttpResponse:
@@ -64,5 +76,11 @@ def help_article(request: HttpRequest, slug: str) -> HttpResponse:
     return render(
         request,
         "chat/help_article.html",
-        {"article": article, "paragraphs": paragraphs, "faq": faq, "faq_json": _jsonld(faq)},
+        {
+            "article": article,
+            "paragraphs": paragraphs,
+            "faq": faq,
+            "faq_json": _jsonld(faq),
+            **_shop_context(request),
+        },
     )

@@ -8,6 +8,7 @@ import hmac
 import time
 from decimal import Decimal
 
+from django.conf import settings
 from django.db.models import Count, DecimalField, F, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 
@@ -144,6 +145,19 @@ def write_key_active(*, key: str | None) -> WriteKey | None:
 
 _SECRET_TTL_S = 2.0
 _secret_cache: tuple[float, str] | None = None
+
+
+def shop_write_key() -> str | None:
+    """The write key Patron's own shop pages (the demo shop, the help centre) embed the chat
+    widget with.
+
+    ``PATRON_STOREFRONT_WRITE_KEY`` names one explicitly; otherwise the oldest active key is
+    used, the way a merchant would paste the first key they created in the admin.
+    """
+    configured = getattr(settings, "PATRON_STOREFRONT_WRITE_KEY", "")
+    if configured:
+        return str(configured)
+    return WriteKey.objects.filter(active=True).order_by("pk").values_list("key", flat=True).first()
 
 
 def store_settings_get() -> StoreSettings:

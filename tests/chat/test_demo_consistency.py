@@ -97,12 +97,9 @@ def test_the_data_sets_shoppers_get_demo_addresses_the_bot_can_find_their_orders
     order = shoppers[0].orders.order_by("placed_at").first()
     assert order is not None
 
-    answer = bot_reply(
-        f"where is my order {order.number} {shoppers[0].email}", anonymous_id="a-5"
-    )
+    answer = bot_reply(f"where is my order {order.number} {shoppers[0].email}", anonymous_id="a-5")
 
-    assert shoppers and all(
-        s.email == f"customer-{s.customer_id}@example.com" for s in shoppers
-    )
+    assert shoppers
+    assert all(s.email == f"customer-{s.customer_id}@example.com" for s in shoppers)
     status = order.get_status_display().lower()
     assert answer.startswith(f"Here's what I found:\nOrder {order.number}: {status} (placed ")

@@ -300,7 +300,9 @@ def test_a_key_that_lists_origins_refuses_calls_from_other_origins(client, path)
 
 
 @pytest.mark.parametrize("allowed_hosts", [["*"], ["testserver"]])
-@pytest.mark.parametrize("origin", ["https://any.example", "null", "http://testserver.evil.example"])
+@pytest.mark.parametrize(
+    "origin", ["https://any.example", "null", "http://testserver.evil.example"]
+)
 def test_a_key_without_origins_refuses_every_other_page_in_every_mode(
     client, key, settings, allowed_hosts, origin
 ):

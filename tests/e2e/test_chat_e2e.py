@@ -86,7 +86,8 @@ def _assert_newest_message_in_view(page: Any) -> None:
     log = page.get_by_test_id("patron-messages")
     newest = log.locator("li").last
     log_box, newest_box = log.bounding_box(), newest.bounding_box()
-    assert log_box is not None and newest_box is not None
+    assert log_box is not None
+    assert newest_box is not None
     assert newest_box["y"] + newest_box["height"] <= log_box["y"] + log_box["height"] + 1, (
         log_box,
         newest_box,

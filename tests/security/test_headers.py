@@ -168,4 +168,3 @@ def test_a_key_without_listed_origins_refuses_other_pages_and_serves_patrons_own
     assert "Access-Control-Allow-Origin" not in foreign
     assert own.status_code == 200
     assert "Access-Control-Allow-Origin" not in own  # same-origin: no CORS needed
-
