@@ -2,37 +2,29 @@
 
 A socket's ``message.send`` hands its checked ``PostRequest`` to the ``MessageWriter`` of its
 event loop and awaits the result. The writer stores whatever is waiting as one batch
-(``services.messages_store``: one round trip, one transaction, one WAL flush) in a database
+(``services.message_post_many``: one round trip, one transaction, one WAL flush) in a database
 thread, then publishes the new messages' events to the channel layer in one pipelined write, and
 only then answers the sockets, so an acknowledged message has been both stored and sent. With
 nothing in flight a message is written at once (a batch of one); under load, what arrives while
 a batch is in flight waits for the next one, so batches grow with the load and the cost per
 message falls as it rises.
 
-What a batch does for each message is exactly what ``services.message_post`` does for one: the
-same statement, the same rejection rules (``services.post_rejected``) and the same follow-ups
-(``services.message_posted``). A batch that fails as a whole (a deadlock, a constraint) is
-retried one message at a time, so one bad message fails alone.
+The writer decides nothing about a message: storing a batch, and what each message comes to, is
+``services.message_post_many``, with the rules of ``services.post_rules`` that the one-message
+path (``services.message_post``) applies too. The writer batches, publishes and answers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import logging
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from channels.layers import get_channel_layer
-from django.db import DatabaseError
-from django.utils import timezone
 
 from chat import services
 from chat.threads import keep_or_release_connections
-from core.exceptions import ApplicationError
-
-logger = logging.getLogger(__name__)
 
 # Batches in flight per process. One is group commit proper: what arrives while a batch is
 # written waits for the next, so batches grow with the load. bench/chat.py, 2 workers: with one,
@@ -48,64 +40,12 @@ MAX_BATCH = 500
 # (``keep_or_release_connections``).
 _executor = ThreadPoolExecutor(max_workers=MAX_IN_FLIGHT, thread_name_prefix="chat-writer")
 
-Outcome = services.PostedMessage | BaseException
 
-
-def _outcomes(
-    requests: list[services.PostRequest],
-    rows: list[services.StoredRow | None],
-    now: dt.datetime,
-) -> list[Outcome]:
-    """Each request's result, as ``services.message_post`` would return or raise it."""
-    outcomes: list[Outcome] = []
-    for request, row in zip(requests, rows, strict=True):
-        if row is None:
-            try:
-                outcomes.append(services.post_rejected(request))
-            except ApplicationError as exc:  # reported to the socket that sent it
-                outcomes.append(exc)
-            continue
-        posted = services.PostedMessage(
-            message=services.message_dict(request, row, now=now), created=True, state=row[2]
-        )
-        services.message_posted(request, posted, channel=row[3])
-        outcomes.append(posted)
-    return outcomes
-
-
-def _store(requests: list[services.PostRequest]) -> list[Outcome]:
+def _store(requests: list[services.PostRequest]) -> list[services.Outcome]:
     try:
-        return batch_store(requests)
+        return services.message_post_many(requests)
     finally:
         keep_or_release_connections()
-
-
-def batch_store(requests: list[services.PostRequest]) -> list[Outcome]:
-    """Store ``requests``, then sort out what was not stored; each request's outcome, in order.
-
-    One statement in autocommit, one round trip: what follows a message here is only the
-    consoles' inbox update, published after commit (sockets send replies to email follow-ups,
-    whose emails must be stored in the reply's transaction, through ``message_post``)."""
-    now = timezone.now()
-    # Rows are locked in the order given: by conversation, so concurrent batches cannot deadlock
-    # (a stable sort keeps each conversation's messages in the order they arrived).
-    order = sorted(range(len(requests)), key=lambda i: requests[i].conversation_id)
-    try:
-        stored = services.messages_store([requests[i] for i in order], now=now)
-    except DatabaseError:
-        logger.warning("chat: a batch of %d messages failed; storing them one by one", len(order))
-    else:
-        rows: list[services.StoredRow | None] = [None] * len(requests)
-        for position, index in enumerate(order):
-            rows[index] = stored[position]
-        return _outcomes(requests, rows, now)
-    outcomes: list[Outcome] = []
-    for request in requests:
-        try:
-            outcomes += _outcomes([request], services.messages_store([request], now=now), now)
-        except Exception as exc:  # this message alone fails: its socket reports it
-            outcomes.append(exc)
-    return outcomes
 
 
 # A message waiting for the next batch: the request, the posting socket's channel, the answer.

@@ -194,10 +194,10 @@ class AgentConsumer(ChatSocket):
         cid = frame["conversation_id"]
         internal = bool(frame.get("internal", False))
         if cid in self.delivered:
-            # The hot path, through the writer: a note, or a reply in a live chat assigned to
-            # this agent (anything else goes to agent_message_post, which may assign it).
-            # The agent permission was checked at connect, as agent_message_post's check on
-            # this cached user would.
+            # The hot path, through the writer; what the writer may not store (services.
+            # post_rules) comes back as Conflict and goes to agent_message_post. The agent
+            # permission was checked at connect, as agent_message_post's check on this cached
+            # user would.
             request = services.post_request(
                 conversation_id=cid,
                 author_kind=services.Author.AGENT,
@@ -205,11 +205,7 @@ class AgentConsumer(ChatSocket):
                 agent=self.user,
                 client_id=frame["client_id"],
                 internal=internal,
-                states=None if internal else (services.State.ASSIGNED,),
-                holder_id=None if internal else self.user.pk,
-                # A reply in an email follow-up is emailed, in the reply's transaction: that
-                # is agent_message_post's, not a batch's.
-                channel=None if internal else Conversation.Channel.CHAT,
+                writer=True,
             )
             try:
                 posted = await self.writer.post(request, sender=self.channel_name)

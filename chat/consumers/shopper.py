@@ -137,6 +137,7 @@ class ShopperConsumer(ChatSocket):
                 body=frame["body"],
                 client_id=frame["client_id"],
                 shopper_id=self.shopper.pk,
+                writer=True,
             )
             try:
                 posted = await self.writer.post(request, sender=self.channel_name)
@@ -144,7 +145,7 @@ class ShopperConsumer(ChatSocket):
                 pass  # resolved: shopper_message_post below reopens it
             else:
                 await self.acknowledge(cid, frame, posted)
-                if posted.created and posted.state == services.State.BOT:
+                if services.bot_answers(posted):
                     await db(services.bot_respond)(conversation_id=cid, text=request.body)
                 return
         await self.limit_new_conversation()

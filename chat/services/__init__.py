@@ -13,7 +13,8 @@ The package, by sub-domain (this module re-exports every public name, so callers
 ``from chat import services; services.message_post(...)``):
 
 - ``identity``: chat settings, business hours, shopper tokens, identified customers, origins;
-- ``messages``: cleaning, storing (one or a batch), rejection rules, real-time follow-ups;
+- ``post_rules``: who may post a message where, and why one was refused (the one table);
+- ``messages``: storing a message (one, or a batch for the sockets' writer), its follow-ups;
 - ``conversations``: the state machine: start, shopper posts, the bot, hand-off, resolve,
   reopen, CSAT, page views;
 - ``routing``: picking an agent, the queue, assign and transfer;
@@ -71,18 +72,25 @@ from chat.services.identity import (
     shopper_token_verify,
 )
 from chat.services.messages import (
-    PostedMessage,
-    PostRequest,
+    Outcome,
     StoredRow,
-    clean_body,
-    clean_client_id,
-    message_dict,
     message_event,
     message_post,
-    message_posted,
+    message_post_many,
+    message_post_one,
     messages_store,
+)
+from chat.services.post_rules import (
+    STATES_FOR,
+    PostedMessage,
+    PostRequest,
+    bot_answers,
+    clean_body,
+    clean_client_id,
+    may_post,
     post_rejected,
     post_request,
+    reply_assigns,
 )
 from chat.services.routing import (
     conversation_assign,
@@ -98,11 +106,13 @@ __all__ = [
     "CONSOLE_GROUP",
     "MAX_BODY",
     "SETTINGS_TTL",
+    "STATES_FOR",
     "TOKEN_MAX_AGE",
     "TOKEN_SALT",
     "Author",
     "ChatIdentity",
     "HandOff",
+    "Outcome",
     "PostRequest",
     "PostedMessage",
     "ShopperPost",
@@ -114,6 +124,7 @@ __all__ = [
     "agent_heartbeat",
     "agent_message_post",
     "agent_presence_set",
+    "bot_answers",
     "bot_respond",
     "business_hours_open",
     "chat_identify",
@@ -135,10 +146,11 @@ __all__ = [
     "csat_record",
     "customer_hash",
     "follow_up_email_fire",
-    "message_dict",
+    "may_post",
     "message_event",
     "message_post",
-    "message_posted",
+    "message_post_many",
+    "message_post_one",
     "messages_store",
     "offline_emails_fire",
     "offline_message_leave",
@@ -146,6 +158,7 @@ __all__ = [
     "post_request",
     "queue_drain",
     "queue_position_now",
+    "reply_assigns",
     "shopper_hand_off_request",
     "shopper_message_post",
     "shopper_token_issue",

@@ -11,10 +11,11 @@ from django.utils import timezone
 
 from chat import selectors
 from chat.models import AgentStatus, Conversation
-from chat.services._common import CONSOLE_GROUP, Author, State, _emit
-from chat.services.messages import PostedMessage, message_post
+from chat.services._common import CONSOLE_GROUP, Author, _emit
+from chat.services.messages import message_post
+from chat.services.post_rules import PostedMessage, reply_assigns
 from chat.services.routing import _check_agent, conversation_assign, queue_drain
-from core.exceptions import Conflict, NotFound, ValidationError
+from core.exceptions import ValidationError
 
 # --- Agents ---------------------------------------------------------------------------------
 
@@ -83,19 +84,19 @@ def agent_presence_set(*, user: Any, status: str) -> AgentStatus:
 def agent_message_post(
     *, agent: Any, conversation_id: int, body: str, client_id: str | None, internal: bool = False
 ) -> PostedMessage:
-    """An agent writes. A public reply in a conversation nobody holds assigns it to the writer
-    first, so the bot can never answer over a person."""
+    """An agent writes (``post_rules``). A public reply in a conversation nobody holds assigns it
+    to the writer first, so the bot can never answer over a person. Raises ``PermissionDenied``
+    (not an agent), ``NotFound``, ``Conflict`` (a resolved conversation), ``ValidationError``."""
     _check_agent(agent)
     if not internal:
-        state, holder = Conversation.objects.filter(pk=conversation_id).values_list(
-            "state", "assigned_agent_id"
-        ).first() or (None, None)
-        if state is None:
-            raise NotFound("No such conversation.")
-        if state == State.RESOLVED:
-            raise Conflict("This conversation is resolved.", code="conflict")
-        if state in (State.BOT, State.QUEUED) or holder is None:
+        current = (
+            Conversation.objects.filter(pk=conversation_id)
+            .values_list("state", "assigned_agent_id")
+            .first()
+        )
+        if current is not None and reply_assigns(state=current[0], holder_id=current[1]):
             conversation_assign(conversation_id=conversation_id, agent=agent, by=agent)
+    # No such conversation, or one an agent may not post in: message_post says so.
     return message_post(
         conversation_id=conversation_id,
         author_kind=Author.AGENT,

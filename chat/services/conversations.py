@@ -24,13 +24,13 @@ from chat.services._common import (
     staff_group,
 )
 from chat.services.identity import business_hours_open, chat_settings_get, conversation_for_shopper
-from chat.services.messages import (
+from chat.services.messages import _emit_inbox_update, _system_say, message_post
+from chat.services.post_rules import (
     PostedMessage,
-    _emit_inbox_update,
-    _system_say,
+    bot_answers,
     clean_body,
     clean_client_id,
-    message_post,
+    may_post,
 )
 from chat.services.routing import _check_agent, conversation_route, queue_drain
 from chat.services.transcripts import offline_emails_fire
@@ -102,9 +102,11 @@ def shopper_message_post(
         except Conflict:
             pass  # resolved: reopened below
         else:
-            handoff = None
-            if posted.created and posted.state == State.BOT:
-                handoff = bot_respond(conversation_id=conversation_id, text=body)
+            handoff = (
+                bot_respond(conversation_id=conversation_id, text=body)
+                if bot_answers(posted)
+                else None
+            )
             return ShopperPost(
                 conversation_id=conversation_id,
                 posted=posted,
@@ -124,6 +126,7 @@ def shopper_message_post(
             author_kind=Author.SHOPPER,
             body=body,
             client_id=client_id,
+            shopper_id=shopper.pk,
         )
     except Conflict:
         conversation_reopen(conversation_id=conversation.pk)
@@ -132,10 +135,11 @@ def shopper_message_post(
             author_kind=Author.SHOPPER,
             body=body,
             client_id=client_id,
+            shopper_id=shopper.pk,
         )
-    handoff = None
-    if posted.created and posted.state == State.BOT:
-        handoff = bot_respond(conversation_id=conversation.pk, text=body)
+    handoff = (
+        bot_respond(conversation_id=conversation.pk, text=body) if bot_answers(posted) else None
+    )
     return ShopperPost(
         conversation_id=conversation.pk,
         posted=posted,
@@ -152,7 +156,7 @@ def bot_respond(*, conversation_id: int, text: str) -> HandOff | None:
 
     settings_row = chat_settings_get()
     conversation = Conversation.objects.select_related("shopper").get(pk=conversation_id)
-    if conversation.state != State.BOT:
+    if not may_post(Author.BOT, conversation.state):
         return None
     if not settings_row.bot_enabled:
         return conversation_hand_off(conversation_id=conversation_id, reason="bot_disabled")
@@ -384,7 +388,11 @@ def offline_message_leave(
         if not shopper.email:
             Shopper.objects.filter(pk=shopper.pk, email="").update(email=email)
         posted = message_post(
-            conversation_id=locked.pk, author_kind=Author.SHOPPER, body=body, client_id=client_id
+            conversation_id=locked.pk,
+            author_kind=Author.SHOPPER,
+            body=body,
+            client_id=client_id,
+            shopper_id=shopper.pk,
         )
         if posted.created:
             offline_emails_fire(

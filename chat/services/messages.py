@@ -1,121 +1,32 @@
-"""Messages: cleaning, storing (one or a batch), rejection rules and their real-time follow-ups."""
+"""Messages: storing (one or a batch) and their real-time follow-ups.
+
+Who may post where, and why a message was refused, is ``post_rules``'; this module stores what
+a ``PostRequest`` describes, on either path, and sends what follows.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from chat import selectors
-from chat.models import Conversation, Message
-from chat.services._common import (
-    CLIENT_ID_RE,
-    CONSOLE_GROUP,
-    MAX_BODY,
-    Author,
-    State,
-    conversation_group,
-    staff_group,
-)
+from chat.models import Conversation
+from chat.services._common import CONSOLE_GROUP, Author, State, conversation_group, staff_group
+from chat.services.post_rules import PostedMessage, PostRequest, post_rejected, post_request
 from chat.services.transcripts import follow_up_email_fire
 from core.channel_layer import group_send_sync
-from core.exceptions import Conflict, NotFound, PermissionDenied, ValidationError
+from core.exceptions import ApplicationError
 
-# --- Messages --------------------------------------------------------------------------------
+logger = logging.getLogger(__name__)
 
-
-def clean_body(body: Any) -> str:
-    if not isinstance(body, str):
-        raise ValidationError("body must be text")
-    text = body.strip()
-    if not text:
-        raise ValidationError("body must not be empty")
-    if len(text) > MAX_BODY:
-        raise ValidationError(f"body must be at most {MAX_BODY} characters")
-    return text
-
-
-def clean_client_id(client_id: Any) -> str | None:
-    if client_id is None:
-        return None
-    if not isinstance(client_id, str) or not CLIENT_ID_RE.match(client_id):
-        raise ValidationError("client_id must be 1-64 letters, digits, '-' or '_'")
-    return client_id
-
-
-@dataclass(frozen=True)
-class PostedMessage:
-    message: dict[str, Any]
-    created: bool
-    state: str
-
-
-_STATES_FOR = {
-    Author.SHOPPER: (State.BOT, State.QUEUED, State.ASSIGNED),
-    Author.BOT: (State.BOT,),
-    Author.AGENT: (State.BOT, State.QUEUED, State.ASSIGNED),
-    Author.SYSTEM: (State.BOT, State.QUEUED, State.ASSIGNED, State.RESOLVED),
-}
-
-
-@dataclass(frozen=True)
-class PostRequest:
-    """One message to store, checked (``post_request``) but not yet stored."""
-
-    conversation_id: int
-    author_kind: str
-    body: str
-    agent: Any = None
-    client_id: str | None = None
-    internal: bool = False
-    intent: str = ""
-    shopper_id: int | None = None
-    # Store only while the conversation is in one of these states and, with ``holder_id``,
-    # assigned to that agent; else the row comes back empty and ``post_rejected`` says why.
-    states: tuple[str, ...] = ()
-    holder_id: int | None = None
-    # With a channel, store only in a conversation on that channel (``Conversation.Channel``).
-    channel: str | None = None
-
-
-def post_request(
-    *,
-    conversation_id: int,
-    author_kind: str,
-    body: Any,
-    agent: Any = None,
-    client_id: Any = None,
-    internal: bool = False,
-    intent: str = "",
-    shopper_id: int | None = None,
-    states: tuple[str, ...] | None = None,
-    holder_id: int | None = None,
-    channel: str | None = None,
-) -> PostRequest:
-    """Check one message's fields (``ValidationError``) and make its ``PostRequest``."""
-    body = clean_body(body)
-    client_id = clean_client_id(client_id)
-    if internal and author_kind != Author.AGENT:
-        raise ValidationError("only agents write notes")
-    return PostRequest(
-        conversation_id=conversation_id,
-        author_kind=str(author_kind),
-        body=body,
-        agent=agent,
-        client_id=client_id,
-        internal=internal,
-        intent=intent,
-        shopper_id=shopper_id,
-        states=tuple(str(s) for s in (states or _STATES_FOR[Author(author_kind)])),
-        holder_id=holder_id,
-        channel=channel,
-    )
-
+# A request's outcome on the batch path: the message stored or resent, or why it was not.
+Outcome = PostedMessage | Exception
 
 # A stored message as ``chat_messages_post`` returns it: id, seq, the conversation's state and
 # channel after the insert. None when the message was not stored.
@@ -124,7 +35,8 @@ StoredRow = tuple[int, int, str, str]
 
 def messages_store(requests: Sequence[PostRequest], *, now: dt.datetime) -> list[StoredRow | None]:
     """Store ``requests`` in one statement (and, outside an atomic block, one transaction); see
-    chat/migrations/0006 for what each row does. Rows come back in the requests' order.
+    chat/sql/chat_messages_post_v2.sql for what each row does. Rows come back in the requests'
+    order.
 
     Callers that pass many conversations sort them by conversation id: rows are locked in the
     order given, and two batches that lock in the same order cannot deadlock.
@@ -157,7 +69,7 @@ def messages_store(requests: Sequence[PostRequest], *, now: dt.datetime) -> list
     return [None if row[0] is None else (row[0], row[1], row[2], row[3]) for row in rows]
 
 
-def message_dict(request: PostRequest, row: StoredRow, *, now: dt.datetime) -> dict[str, Any]:
+def _message_dict(request: PostRequest, row: StoredRow, *, now: dt.datetime) -> dict[str, Any]:
     """The ``message`` object of docs/chat-protocol.md for a message just stored."""
     agent = request.agent
     return {
@@ -184,27 +96,7 @@ def message_event(message: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return group, {"type": "chat.event", "event": event, "cid": cid, "seq": message["seq"]}
 
 
-def post_rejected(request: PostRequest) -> PostedMessage:
-    """Why ``request`` was not stored: the message already stored under its ``client_id``
-    (``created`` False), or ``PermissionDenied``, ``NotFound`` or ``Conflict``."""
-    cid = request.conversation_id
-    current = Conversation.objects.filter(pk=cid).values_list("shopper_id", "state").first()
-    if current is None:
-        raise NotFound("No such conversation.")
-    owner, state = current
-    if request.shopper_id is not None and owner != request.shopper_id:
-        raise PermissionDenied("This conversation is not yours.", code="forbidden")
-    existing = _message_by_client_id(cid, request.client_id)
-    if existing is not None:
-        return PostedMessage(message=selectors.message_dict(existing), created=False, state=state)
-    raise Conflict(
-        f"A {request.author_kind} message cannot be posted while the conversation is {state}.",
-        code="conflict",
-        extra={"state": state},
-    )
-
-
-def message_posted(request: PostRequest, posted: PostedMessage, *, channel: str) -> None:
+def _message_posted(request: PostRequest, posted: PostedMessage, *, channel: str) -> None:
     """What follows a stored message besides its own event: the consoles' inbox while nobody
     holds the conversation, and the emailed reply in an email follow-up."""
     if posted.state in (State.BOT, State.QUEUED) and not request.internal:
@@ -230,15 +122,14 @@ def message_post(
     intent: str = "",
     shopper_id: int | None = None,
 ) -> PostedMessage:
-    """Store one message with the next seq and send it to the conversation after commit.
+    """Store one message with the next seq and send it to the conversation after commit; the
+    rules are ``post_rules``' (``post_request`` for the arguments).
 
     With ``shopper_id`` the conversation must be that shopper's (``PermissionDenied``).
 
     A ``client_id`` already stored in this conversation returns that message (``created`` is
     False) and sends nothing. Raises ``Conflict`` when the conversation's state does not accept
     this author (the bot outside ``bot``, anyone but the system in ``resolved``).
-
-    ``chat.writer`` does the same for many messages at once, from the event loop.
     """
     request = post_request(
         conversation_id=conversation_id,
@@ -250,19 +141,70 @@ def message_post(
         intent=intent,
         shopper_id=shopper_id,
     )
+    return message_post_one(request)
+
+
+def message_post_one(request: PostRequest) -> PostedMessage:
+    """The one-message path: store ``request`` in one transaction with what follows it (an
+    emailed reply is stored with the reply); its event goes out when that has committed.
+    Returns or raises as ``post_rejected`` when it is not stored."""
     now = timezone.now()
-    # One transaction with what follows it (an emailed reply is stored with the reply); the
-    # events go out when it has committed.
     with transaction.atomic():
         [row] = messages_store([request], now=now)
-        if row is None:
-            return post_rejected(request)
-        posted = PostedMessage(
-            message=message_dict(request, row, now=now), created=True, state=row[2]
-        )
+        return _outcome(request, row, now=now, publish=True)
+
+
+def message_post_many(requests: Sequence[PostRequest]) -> list[Outcome]:
+    """The batch path (``chat.writer``'s group commit): store ``requests`` in one statement, in
+    autocommit, and sort out what was not stored. Each request's outcome, in order: what
+    ``message_post_one`` would return, or the exception it would raise. The caller publishes the
+    stored messages' events (``message_event``); the consoles' inbox updates go out here.
+
+    A batch that fails as a whole (a deadlock, a constraint) is stored one message at a time, so
+    one bad message fails alone. Call outside an atomic block.
+    """
+    now = timezone.now()
+    # Rows are locked in the order given: by conversation, so concurrent batches cannot deadlock
+    # (a stable sort keeps each conversation's messages in the order they arrived).
+    order = sorted(range(len(requests)), key=lambda i: requests[i].conversation_id)
+    try:
+        stored = messages_store([requests[i] for i in order], now=now)
+    except DatabaseError:
+        logger.warning("chat: a batch of %d messages failed; storing them one by one", len(order))
+    else:
+        rows: list[StoredRow | None] = [None] * len(requests)
+        for position, index in enumerate(order):
+            rows[index] = stored[position]
+        outcomes: list[Outcome] = []
+        for request, row in zip(requests, rows, strict=True):
+            try:
+                outcomes.append(_outcome(request, row, now=now, publish=False))
+            except ApplicationError as exc:  # reported to the socket that sent it
+                outcomes.append(exc)
+        return outcomes
+    outcomes = []
+    for request in requests:
+        try:
+            [row] = messages_store([request], now=now)
+            outcomes.append(_outcome(request, row, now=now, publish=False))
+        except Exception as exc:  # this message alone fails: its socket reports it
+            outcomes.append(exc)
+    return outcomes
+
+
+def _outcome(
+    request: PostRequest, row: StoredRow | None, *, now: dt.datetime, publish: bool
+) -> PostedMessage:
+    """What ``request`` came to, ``row`` being what ``messages_store`` returned for it: the
+    message stored, with its follow-ups (and, with ``publish``, its event after commit), or
+    ``post_rejected``'s answer."""
+    if row is None:
+        return post_rejected(request)
+    posted = PostedMessage(message=_message_dict(request, row, now=now), created=True, state=row[2])
+    if publish:
         # After commit, publish from this thread (no hop to the event loop and back).
         transaction.on_commit(partial(group_send_sync, *message_event(posted.message)))
-        message_posted(request, posted, channel=row[3])
+    _message_posted(request, posted, channel=row[3])
     return posted
 
 
@@ -270,16 +212,6 @@ def _author_name(author_kind: str, agent: Any) -> str:
     if author_kind == Author.AGENT:
         return selectors.agent_name(agent)
     return {"bot": "Bot", "shopper": "You"}.get(str(author_kind), "")
-
-
-def _message_by_client_id(conversation_id: int, client_id: str | None) -> Message | None:
-    if client_id is None:
-        return None
-    return (
-        Message.objects.select_related("author_agent")
-        .filter(conversation_id=conversation_id, client_id=client_id)
-        .first()
-    )
 
 
 def _emit_inbox_update(conversation_id: int) -> None:

@@ -1,4 +1,7 @@
-"""chat.writer: many messages stored in one statement, with message_post's rules for each."""
+"""chat.writer: many messages stored in one statement (``services.message_post_many``).
+
+That each message of a batch gets the answer ``message_post`` would give is the table of
+tests/chat/test_post_rules.py."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from django.utils import timezone
 from chat import services, writer
 from chat.models import Conversation, Message
 from commerce.models import Shopper
-from core.exceptions import Conflict, PermissionDenied
+from core.exceptions import Conflict
 from tests.chat.conftest import make_agent
 
 State = Conversation.State
@@ -81,7 +84,7 @@ def test_a_batch_is_one_statement_and_keeps_each_conversations_order():
     ]
 
     with CaptureQueriesContext(connection) as queries:
-        outcomes = writer.batch_store(requests)
+        outcomes = services.message_post_many(requests)
 
     assert len(queries) == 1
     posted = [o for o in outcomes if isinstance(o, services.PostedMessage) and o.created]
@@ -93,72 +96,6 @@ def test_a_batch_is_one_statement_and_keeps_each_conversations_order():
     assert stored(second) == [(1, "b1", "b1"), (2, "b2", "b2")]
     first.refresh_from_db()
     assert first.last_seq == 3
-
-
-@pytest.mark.django_db
-def test_each_message_of_a_batch_gets_message_posts_answer():
-    agent, other_agent = make_agent("ann"), make_agent("ben")
-    ada, eve = Shopper.objects.create(), Shopper.objects.create()
-    live = open_conversation(ada, agent=agent)
-    resolved = open_conversation(ada, state=State.RESOLVED)
-    follow_up = open_conversation(ada, agent=agent, channel=Conversation.Channel.EMAIL)
-    agents_reply: dict[str, Any] = dict(
-        author_kind=Author.AGENT,
-        body="On it",
-        states=(State.ASSIGNED,),
-        channel=Conversation.Channel.CHAT,
-    )
-    requests = [
-        shopper_says(live, "hello", "c1"),
-        shopper_says(live, "hello again", "c1"),  # the same client id: a resend
-        services.post_request(  # eve writes into ada's conversation
-            conversation_id=live.pk,
-            author_kind=Author.SHOPPER,
-            body="hi",
-            client_id="e1",
-            shopper_id=eve.pk,
-        ),
-        shopper_says(resolved, "anyone?", "c2"),
-        # Replies through a batch only in a live chat held by the writer.
-        services.post_request(
-            conversation_id=live.pk,
-            agent=other_agent,
-            client_id="x1",
-            holder_id=other_agent.pk,
-            **agents_reply,
-        ),
-        services.post_request(
-            conversation_id=follow_up.pk,
-            agent=agent,
-            client_id="x2",
-            holder_id=agent.pk,
-            **agents_reply,
-        ),
-        services.post_request(
-            conversation_id=live.pk, agent=agent, client_id="x3", holder_id=agent.pk, **agents_reply
-        ),
-    ]
-
-    hello, resend, intruder, late, not_holder, emailed, reply = writer.batch_store(requests)
-
-    assert isinstance(hello, services.PostedMessage)
-    assert hello.created
-    assert isinstance(resend, services.PostedMessage)
-    assert not resend.created
-    assert resend.message["id"] == hello.message["id"]
-    assert resend.message["body"] == "hello"
-    assert isinstance(intruder, PermissionDenied)
-    assert isinstance(late, Conflict)
-    assert isinstance(not_holder, Conflict)
-    assert isinstance(emailed, Conflict)
-    assert isinstance(reply, services.PostedMessage)
-    assert reply.message["seq"] == 2
-    assert stored(live) == [(1, "hello", "c1"), (2, "On it", "x3")]
-    assert stored(resolved) == []
-    assert stored(follow_up) == []
-    live.refresh_from_db()
-    assert live.last_seq == 2
-    assert live.first_agent_response_at is not None
 
 
 @pytest.mark.django_db(transaction=True)
@@ -178,7 +115,7 @@ def test_a_failing_batch_is_stored_one_message_at_a_time():
     )
     also_good = shopper_says(conversation, "also fine", "c3")
 
-    outcomes = writer.batch_store([good, bad, also_good])
+    outcomes = services.message_post_many([good, bad, also_good])
 
     assert isinstance(outcomes[0], services.PostedMessage)
     assert isinstance(outcomes[1], Exception)
@@ -193,7 +130,7 @@ def test_concurrent_posts_share_batches_and_reach_the_group_in_order(settings_la
     conversation = open_conversation(Shopper.objects.create(), agent=agent)
     group = services.conversation_group(conversation.pk)
     statements: list[int] = []
-    real_store = services.messages_store
+    real_store = services.messages.messages_store
 
     def counting_store(requests: Any, *, now: Any) -> Any:
         statements.append(len(requests))
@@ -217,7 +154,7 @@ def test_concurrent_posts_share_batches_and_reach_the_group_in_order(settings_la
         await layer.flush()
         return results, heard, sender_quiet
 
-    monkeypatch.setattr(services, "messages_store", counting_store)
+    monkeypatch.setattr(services.messages, "messages_store", counting_store)
     try:
         results, heard, sender_quiet = asyncio.run(scenario())
     finally:

@@ -47,7 +47,7 @@ def backwards(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("chat", "0013_seed_bot_example_phrases"),
+        ("chat", "0014_messages_post_function_v2"),
         ("commerce", "0007_storesettings_currency_free_shipping_threshold"),
     ]
 
