@@ -376,6 +376,7 @@
     dom.contextEmpty.hidden = false;
     dom.threadEmpty.hidden = true;
     dom.thread.hidden = false;
+    document.body.dataset.pane = "thread"; // narrow screens show one pane (console.css)
     showTyping(null);
     renderHeader();
     renderList();
@@ -859,6 +860,11 @@
     }
     dom.input.focus();
     updateCanned(true);
+  });
+  $("back-button").addEventListener("click", () => {
+    document.body.dataset.pane = "inbox";
+    const item = dom.list.querySelector(`[data-conversation-id="${state.selectedId}"]`);
+    if (item) item.focus();
   });
   dom.modeReply.addEventListener("click", () => setMode("reply"));
   dom.modeNote.addEventListener("click", () => setMode(state.mode === "note" ? "reply" : "note"));
