@@ -123,6 +123,11 @@ class ChatConversationSummarySerializer(serializers.Serializer[Any]):
     updated_at = serializers.DateTimeField()
     page_url = serializers.CharField(allow_blank=True)
     language = serializers.CharField(allow_blank=True)
+    labels = serializers.ListField(child=serializers.CharField())
+    snoozed = serializers.BooleanField()
+    snoozed_until = serializers.DateTimeField(
+        allow_null=True, help_text="Null while snoozed: until the shopper writes"
+    )
 
 
 # --- Views ------------------------------------------------------------------------------
@@ -132,7 +137,10 @@ class ConversationListApi(AgentView):
     permission_model = Conversation
 
     class FilterSerializer(serializers.Serializer[Any]):
-        view = serializers.ChoiceField(choices=["unassigned", "mine", "all"], default="all")
+        view = serializers.ChoiceField(choices=list(selectors.INBOX_VIEWS), default="all")
+        label = serializers.CharField(
+            required=False, max_length=40, help_text="Only conversations with this label"
+        )
         state = serializers.ChoiceField(choices=Conversation.State.choices, required=False)
         q = serializers.CharField(
             required=False,
@@ -169,6 +177,7 @@ class ConversationListApi(AgentView):
             state=data.get("state"),
             q=data.get("q"),
             personal=sees_all,
+            label=services.label_clean(data["label"]) if data.get("label") else None,
         )
         count = qs.count()
         limit, offset = data["limit"], data["offset"]
@@ -456,6 +465,11 @@ class MetricsApi(AgentView):
         until = serializers.DateTimeField()
         overall = ChatOverallFiguresSerializer()
         agents = ChatAgentFiguresSerializer(many=True)
+        labels = serializers.DictField(
+            child=serializers.IntegerField(),
+            help_text="Conversations per label (each counts once under each of its labels), "
+            "most frequent first",
+        )
 
         class Meta:
             ref_name = "ChatMetrics"

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Permission
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, F, Q, QuerySet, Sum
 
 from chat import registry
 from chat.models import AgentStatus, CannedResponse, Conversation, KnowledgeArticle, Message
@@ -260,6 +260,9 @@ def conversation_summary(
         "updated_at": iso(conversation.updated_at),
         "page_url": conversation.page_url,
         "language": conversation.language,
+        "labels": list(conversation.labels),
+        "snoozed": conversation.snoozed_at is not None,
+        "snoozed_until": iso(conversation.snoozed_until),
     }
 
 
@@ -270,6 +273,9 @@ def summary_by_id(conversation_id: int) -> dict[str, Any]:
     return conversation_summary(conversation)
 
 
+INBOX_VIEWS = ("unassigned", "mine", "all", "snoozed")
+
+
 def inbox_queryset(
     *,
     view: str,
@@ -277,11 +283,16 @@ def inbox_queryset(
     state: str | None = None,
     q: str | None = None,
     personal: bool = True,
+    label: str | None = None,
 ) -> QuerySet[Conversation]:
     """The inbox's conversations. ``q`` searches the shopper's name, email and customer id;
     without ``personal`` (the viewer may not see every shopper's personal data) only the
-    customer id, and names and emails in the agent's own conversations."""
+    customer id, and names and emails in the agent's own conversations. ``label`` keeps the
+    conversations that carry it. Snoozed conversations are in the ``snoozed`` view only."""
     qs = Conversation.objects.select_related("shopper", "assigned_agent")
+    qs = qs.filter(snoozed_at__isnull=(view != "snoozed"))
+    if label:
+        qs = qs.filter(labels__contains=[label])
     if view == "unassigned":
         qs = qs.filter(state=Conversation.State.QUEUED)
     elif view == "mine":
@@ -299,6 +310,8 @@ def inbox_queryset(
         qs = qs.filter(by_person | Q(shopper__customer_id__icontains=q))
     if view == "unassigned":
         return qs.order_by("queued_at", "pk")
+    if view == "snoozed":
+        return qs.order_by(F("snoozed_until").asc(nulls_last=True), "pk")
     return qs.order_by("-updated_at", "-pk")
 
 
@@ -318,10 +331,15 @@ def summaries(conversations: Iterable[Conversation]) -> list[dict[str, Any]]:
 
 
 def inbox_counts(*, agent_id: int | None) -> dict[str, int]:
+    awake = Q(snoozed_at__isnull=True)
     counts = Conversation.objects.aggregate(
-        unassigned=Count("pk", filter=Q(state=Conversation.State.QUEUED)),
-        mine=Count("pk", filter=Q(state=Conversation.State.ASSIGNED, assigned_agent_id=agent_id)),
-        all=Count("pk"),
+        unassigned=Count("pk", filter=awake & Q(state=Conversation.State.QUEUED)),
+        mine=Count(
+            "pk",
+            filter=awake & Q(state=Conversation.State.ASSIGNED, assigned_agent_id=agent_id),
+        ),
+        all=Count("pk", filter=awake),
+        snoozed=Count("pk", filter=Q(snoozed_at__isnull=False)),
     )
     return {key: int(value or 0) for key, value in counts.items()}
 
@@ -343,10 +361,13 @@ def inbox_snapshot(
     q: str | None = None,
     limit: int = 50,
     personal: bool = True,
+    label: str | None = None,
 ) -> dict[str, Any]:
     """The inbox frame; without ``personal``, shoppers' personal data shows only in the
     conversations assigned to ``agent_id``."""
-    rows = inbox_queryset(view=view, agent_id=agent_id, state=state, q=q, personal=personal)[:limit]
+    rows = inbox_queryset(
+        view=view, agent_id=agent_id, state=state, q=q, personal=personal, label=label
+    )[:limit]
     return {
         "type": "inbox.snapshot",
         "view": view,

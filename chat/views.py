@@ -49,9 +49,7 @@ def _shop_context(request: HttpRequest) -> dict[str, object]:
 
 def help_index(request: HttpRequest) -> HttpResponse:
     articles = KnowledgeArticle.objects.filter(published=True).order_by("language", "title")
-    return render(
-        request, "chat/help_index.html", {"articles": articles, **_shop_context(request)}
-    )
+    return render(request, "chat/help_index.html", {"articles": articles, **_shop_context(request)})
 
 
 def help_article(request: HttpRequest, slug: str) -> HttpResponse:

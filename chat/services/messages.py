@@ -17,7 +17,14 @@ from django.utils import timezone
 
 from chat import selectors
 from chat.models import Conversation
-from chat.services._common import CONSOLE_GROUP, Author, State, conversation_group, staff_group
+from chat.services._common import (
+    CONSOLE_GROUP,
+    Author,
+    State,
+    _emit_state,
+    conversation_group,
+    staff_group,
+)
 from chat.services.post_rules import PostedMessage, PostRequest, post_rejected, post_request
 from chat.services.transcripts import follow_up_email_fire
 from core.channel_layer import group_send_sync
@@ -99,6 +106,10 @@ def message_event(message: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 def _message_posted(request: PostRequest, posted: PostedMessage, *, channel: str) -> None:
     """What follows a stored message besides its own event: the consoles' inbox while nobody
     holds the conversation, and the emailed reply in an email follow-up."""
+    if request.author_kind == Author.SHOPPER:
+        # The shopper wrote: a snoozed conversation comes back to the inbox (a primary-key
+        # lookup that changes nothing unless it is snoozed).
+        conversation_wake(conversation_id=request.conversation_id)
     if posted.state in (State.BOT, State.QUEUED) and not request.internal:
         _emit_inbox_update(request.conversation_id)
     if (
@@ -206,6 +217,19 @@ def _outcome(
         transaction.on_commit(partial(group_send_sync, *message_event(posted.message)))
     _message_posted(request, posted, channel=row[3])
     return posted
+
+
+def conversation_wake(*, conversation_id: int) -> bool:
+    """Bring a snoozed conversation back to the inbox (everyone concerned gets its new state);
+    False when it was not snoozed. The one home of waking: the shopper writing, an agent's
+    ``conversation.unsnooze`` and the wake-up task all come here."""
+    with transaction.atomic():
+        woken = Conversation.objects.filter(pk=conversation_id, snoozed_at__isnull=False).update(
+            snoozed_at=None, snoozed_until=None
+        )
+        if woken:
+            _emit_state(conversation_id)
+    return bool(woken)
 
 
 def _author_name(author_kind: str, agent: Any) -> str:

@@ -68,7 +68,8 @@ def test_the_console_on_a_phone_opens_a_conversation_and_replies(
     )
     _no_sideways_scroll(console)
     box = console.get_by_test_id("send-button").bounding_box()
-    assert box is not None and box["x"] + box["width"] <= PHONE["width"]
+    assert box is not None
+    assert box["x"] + box["width"] <= PHONE["width"]
 
     # Back to the inbox.
     console.get_by_test_id("back-button").click()
