@@ -115,3 +115,55 @@ def test_a_help_page_on_a_phone_reads_like_the_shop_with_the_chat_bubble(
     assert page.evaluate("() => window.innerWidth") == PHONE["width"]
     assert dialogs == []
     assert csp_violations == []
+
+
+def test_the_console_labels_filters_and_snoozes_a_conversation(
+    live_server_url: str, new_context: Any, dialogs: list[str], csp_violations: list[str]
+) -> None:
+    from playwright.sync_api import expect
+
+    agent = _given_a_shop_with_an_agent()["agent"]
+    conversation = Conversation.objects.create(
+        shopper=Shopper.objects.create(first_name="Ada"),
+        state=Conversation.State.ASSIGNED,
+        assigned_agent=agent,
+        assigned_at=timezone.now(),
+        last_seq=1,
+    )
+    Message.objects.create(conversation=conversation, seq=1, author_kind="shopper", body="Hi")
+
+    console = new_context().new_page()
+    console.goto(f"{live_server_url}/admin/login/?next=/console/")
+    console.get_by_label("Username").fill("anna")
+    console.get_by_label("Password").fill(AGENT_PASSWORD)
+    console.get_by_role("button", name="Log in").click()
+    item = console.get_by_test_id("inbox-item")
+    expect(item).to_have_count(1)
+    item.click()
+
+    # A label: on the conversation and in the inbox; the label filter keeps only its own.
+    console.get_by_test_id("label-input").fill("VIP")
+    console.get_by_test_id("label-input").press("Enter")
+    expect(console.get_by_test_id("label-pill")).to_have_text(["vip×"])
+    expect(console.get_by_test_id("inbox-label-pill")).to_have_text(["vip"])
+    console.get_by_test_id("inbox-label").fill("billing")
+    expect(item).to_have_count(0)
+    console.get_by_test_id("inbox-label").fill("vip")
+    expect(item).to_have_count(1)
+    console.get_by_test_id("inbox-label").fill("")
+
+    # Snoozed until the shopper writes: out of "Mine", into "Snoozed".
+    console.get_by_test_id("snooze-select").select_option("reply")
+    expect(item).to_have_count(0)
+    expect(console.get_by_test_id("tab-snoozed")).to_contain_text("1")
+    console.get_by_test_id("tab-snoozed").click()
+    expect(item).to_have_count(1)
+    console.get_by_test_id("unsnooze-button").click()
+    expect(item).to_have_count(0)
+    console.get_by_test_id("tab-mine").click()
+    expect(item).to_have_count(1)
+
+    conversation.refresh_from_db()
+    assert (conversation.labels, conversation.snoozed_at) == (["vip"], None)
+    assert dialogs == []
+    assert csp_violations == []

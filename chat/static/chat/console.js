@@ -25,6 +25,12 @@
     counts: Object.fromEntries(Array.from(document.querySelectorAll("[data-count]"), (n) => [n.dataset.count, n])),
     search: $("inbox-search"),
     stateFilter: $("inbox-state"),
+    labelFilter: $("inbox-label"),
+    labelList: $("label-list"),
+    labelForm: $("label-form"),
+    labelInput: $("label-input"),
+    snooze: $("snooze-select"),
+    unsnooze: $("unsnooze-button"),
     list: $("inbox-list"),
     listEmpty: $("inbox-empty"),
     threadEmpty: $("thread-empty"),
@@ -132,7 +138,7 @@
     viewSettled: false, // false until the server's first snapshot (or a click) chose the tab
     conversations: new Map(), // id -> summary (current list)
     order: [], // ids in list order
-    counts: { unassigned: 0, mine: 0, all: 0 },
+    counts: { unassigned: 0, mine: 0, all: 0, snoozed: 0 },
     selectedId: null,
     selected: null, // summary of the open conversation
     rendered: new Set(), // seqs rendered in the open conversation
@@ -245,6 +251,8 @@
     state.requery = null;
     const frame = { type: "inbox.query", view: state.view, limit: 100, ref: nextRef() };
     if (dom.stateFilter.value) frame.state = dom.stateFilter.value;
+    const label = dom.labelFilter.value.trim();
+    if (label) frame.label = label;
     const q = dom.search.value.trim();
     if (q) frame.q = q;
     send(frame);
@@ -255,6 +263,9 @@
   }
 
   function belongs(summary) {
+    if (Boolean(summary.snoozed) !== (state.view === "snoozed")) return false;
+    const label = dom.labelFilter.value.trim().toLowerCase();
+    if (label && !(summary.labels || []).includes(label)) return false;
     if (state.view === "unassigned" && summary.state !== "queued") return false;
     if (state.view === "mine" && !(summary.state === "assigned" && summary.assigned_agent && summary.assigned_agent.id === ME.id)) return false;
     if (dom.stateFilter.value && summary.state !== dom.stateFilter.value) return false;
@@ -319,6 +330,8 @@
         h("span", { class: "inbox-item__tags" }, [
           h("span", { class: `pill pill--${summary.state}`, text: STATE_LABELS[summary.state] || summary.state }),
           summary.channel === "email" ? h("span", { class: "pill pill--email", text: "Email" }) : null,
+          summary.snoozed ? h("span", { class: "pill pill--snoozed", text: summary.snoozed_until ? `Snoozed until ${formatTime(summary.snoozed_until)}` : "Snoozed until reply" }) : null,
+          ...(summary.labels || []).map((label) => h("span", { class: "pill pill--label", "data-testid": "inbox-label-pill", text: label })),
           summary.assigned_agent ? h("span", { class: "inbox-item__agent", text: summary.assigned_agent.id === ME.id ? "You" : summary.assigned_agent.name }) : null,
         ]),
       ],
@@ -393,13 +406,44 @@
     if (summary.assigned_agent) bits.push(summary.assigned_agent.id === ME.id ? "assigned to you" : `assigned to ${summary.assigned_agent.name}`);
     if (shopper.email) bits.push(shopper.email);
     if (summary.channel === "email") bits.push("email follow-up");
-    dom.subtitle.textContent = bits.join(" · ");
     const mine = summary.state === "assigned" && summary.assigned_agent && summary.assigned_agent.id === ME.id;
     const resolved = summary.state === "resolved";
     dom.assign.hidden = Boolean(mine) || resolved;
     dom.resolve.hidden = resolved;
     dom.transfer.hidden = resolved;
+    dom.snooze.hidden = resolved || Boolean(summary.snoozed);
+    dom.unsnooze.hidden = !summary.snoozed;
+    if (summary.snoozed) bits.push(summary.snoozed_until ? `snoozed until ${formatTime(summary.snoozed_until, true)}` : "snoozed until the shopper writes");
+    dom.subtitle.textContent = bits.join(" · ");
+    renderLabels(summary.labels || []);
     renderTransferOptions();
+  }
+
+  function renderLabels(labels) {
+    dom.labelList.replaceChildren(
+      ...labels.map((label) =>
+        h("span", { class: "pill pill--label", "data-testid": "label-pill" }, [
+          label,
+          h("button", {
+            type: "button",
+            class: "pill__remove",
+            "aria-label": `Remove label ${label}`,
+            text: "×",
+            onclick: () => send({ type: "conversation.label.remove", conversation_id: state.selectedId, label, ref: nextRef() }),
+          }),
+        ]),
+      ),
+    );
+  }
+
+  function snoozeUntil(choice) {
+    const now = new Date();
+    if (choice === "1h") return new Date(now.getTime() + 3600 * 1000).toISOString();
+    if (choice === "tomorrow") {
+      const tomorrow = new Date(now.getFullYear(), now.getMonth(), now.getDate() + 1, 9, 0, 0);
+      return tomorrow.toISOString();
+    }
+    return null; // until the shopper writes
   }
 
   function authorName(message) {
@@ -897,6 +941,27 @@
     send(frame);
   });
   dom.presence.addEventListener("change", () => send({ type: "presence.set", status: dom.presence.value }));
+  dom.labelForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const label = dom.labelInput.value.trim();
+    if (!label || !state.selectedId) return;
+    send({ type: "conversation.label.add", conversation_id: state.selectedId, label, ref: nextRef() });
+    dom.labelInput.value = "";
+  });
+  dom.snooze.addEventListener("change", () => {
+    const choice = dom.snooze.value;
+    dom.snooze.value = "";
+    if (!choice || !state.selectedId) return;
+    send({ type: "conversation.snooze", conversation_id: state.selectedId, until: snoozeUntil(choice), ref: nextRef() });
+  });
+  dom.unsnooze.addEventListener("click", () => {
+    if (state.selectedId) send({ type: "conversation.unsnooze", conversation_id: state.selectedId, ref: nextRef() });
+  });
+  let labelTimer = null;
+  dom.labelFilter.addEventListener("input", () => {
+    clearTimeout(labelTimer);
+    labelTimer = setTimeout(queryInbox, 250);
+  });
 
   // ---------------------------------------------------------------------------------------
   // Inbox controls and keyboard.
@@ -924,9 +989,9 @@
   }
 
   document.addEventListener("keydown", (event) => {
-    if (event.altKey && ["1", "2", "3"].includes(event.key)) {
+    if (event.altKey && ["1", "2", "3", "4"].includes(event.key)) {
       event.preventDefault();
-      setView(["unassigned", "mine", "all"][Number(event.key) - 1], true);
+      setView(["unassigned", "mine", "all", "snoozed"][Number(event.key) - 1], true);
       return;
     }
     const target = event.target;
