@@ -202,6 +202,12 @@ class Order(models.Model):
     total = models.DecimalField(max_digits=12, decimal_places=2, default=ZERO)
     refunded_total = models.DecimalField(max_digits=12, decimal_places=2, default=ZERO)
     coupon_code = models.CharField(max_length=64, blank=True, default="")
+    coupon_problem = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        help_text="Why the order's Patron coupon was not counted (used up, another shopper's, ...)",
+    )
     country = models.CharField(max_length=64, blank=True, default="")
     placed_at = models.DateTimeField(default=timezone.now)
     created_at = models.DateTimeField(default=timezone.now)
@@ -350,8 +356,17 @@ class Coupon(models.Model):
 
 
 class CouponRedemption(models.Model):
+    """One counted use of a coupon, for one order number.
+
+    A store may redeem the code at checkout (``order`` is linked when the order is recorded)
+    or simply send the order naming it; either way an order number uses a coupon once.
+    """
+
     coupon = models.ForeignKey(Coupon, on_delete=models.CASCADE, related_name="redemptions")
-    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="coupon_redemptions")
+    order = models.ForeignKey(
+        Order, null=True, blank=True, on_delete=models.CASCADE, related_name="coupon_redemptions"
+    )
+    order_number = models.CharField(max_length=64, blank=True, default="")
     shopper = models.ForeignKey(Shopper, null=True, blank=True, on_delete=models.SET_NULL)
     amount = models.DecimalField(max_digits=12, decimal_places=2, default=ZERO)
     created_at = models.DateTimeField(default=timezone.now)
@@ -360,7 +375,12 @@ class CouponRedemption(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["coupon", "order"], name="commerce_coupon_once_per_order"
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["coupon", "order_number"],
+                condition=~Q(order_number=""),
+                name="commerce_coupon_once_per_order_number",
+            ),
         ]
 
     def __str__(self) -> str:

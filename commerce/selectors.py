@@ -244,6 +244,15 @@ def _current(shopper: Shopper | None) -> Shopper | None:
     return shopper
 
 
+def shopper_for_customer_id(*, customer_id: str) -> Shopper | None:
+    """The (surviving) shopper with this customer id, or None. Trusts the id: for server-side
+    callers only (a browser's id goes through ``visitor_find``)."""
+    customer_id = customer_id.strip()
+    if not customer_id:
+        return None
+    return _current(Shopper.objects.filter(customer_id=customer_id).first())
+
+
 def visitor_find(
     *, anonymous_id: str | None = None, customer_id: str | None = None, proof: object = None
 ) -> Shopper | None:

@@ -2,7 +2,7 @@
 
 from django.urls import URLPattern, URLResolver, path
 
-from commerce import tracking_api
+from commerce import coupon_api, tracking_api
 
 # No trailing slashes: Segment's libraries post to ``<host>/v1/batch``.
 urlpatterns: list[URLPattern | URLResolver] = [
@@ -25,4 +25,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("a", tracking_api.unlisted(tracking_api.AliasView).as_view()),
     path("b", tracking_api.unlisted(tracking_api.BatchView).as_view()),
     path("m", tracking_api.MetricsView.as_view()),
+    # A store's own checkout: check and redeem Patron's coupons (server-side write key).
+    path("coupons/validate", coupon_api.CouponValidateView.as_view()),
+    path("coupons/redeem", coupon_api.CouponRedeemView.as_view()),
 ]

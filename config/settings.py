@@ -374,6 +374,14 @@ PATRON_BROWSE_ABANDONMENT_WINDOW_HOURS = env_int(
 )
 # Shoppers who viewed a product this recently hear about its restock or price drop.
 PATRON_PRODUCT_VIEW_WATCH_DAYS = env_int("PATRON_PRODUCT_VIEW_WATCH_DAYS", 30, minimum=1)
+# A shopper hears about the same product's restock or price drop at most once in this many
+# days per campaign (a campaign's ``once_per_days`` option may override it).
+PATRON_PRODUCT_ALERT_ONCE_PER_DAYS = env_int("PATRON_PRODUCT_ALERT_ONCE_PER_DAYS", 7, minimum=0)
+# A price drop smaller than this percentage is not announced, unless a campaign's options set
+# ``min_drop_percent`` or ``min_drop_amount``.
+PATRON_PRICE_DROP_MIN_PERCENT = env_int("PATRON_PRICE_DROP_MIN_PERCENT", 5, minimum=0)
+# A shopper is asked for an NPS score at most once in this many days, however many orders.
+PATRON_NPS_THROTTLE_DAYS = env_int("PATRON_NPS_THROTTLE_DAYS", 90, minimum=0)
 
 # --- Abuse limits ------------------------------------------------------------------------
 # Every public entry is rate limited (core/ratelimit.py): COUNT/SECONDS per key, "off" to switch
@@ -386,6 +394,9 @@ PATRON_RATE_LIMITS: dict[str, tuple[int, int] | None] = {
     # Widget API calls (notify requests, on-site messages, push subscriptions) per write key
     # and client address.
     "widget": env_rate("PATRON_RATE_WIDGET", "1200/60"),
+    # Coupon checks and redemptions per (server-side) write key: a busy shop's checkouts are
+    # a few per second; a client guessing codes is stopped well before it finds many.
+    "coupons": env_rate("PATRON_RATE_COUPONS", "600/60"),
     # New chat conversations per client address (a shop's visitors behind one office NAT may
     # share an address: 60 in 10 minutes).
     "chat_conversation": env_rate("PATRON_RATE_CHAT_CONVERSATIONS", "60/600"),
@@ -414,6 +425,17 @@ for _proxy in PATRON_TRUSTED_PROXIES:
 # How often an open agent console re-reads the agent's rights: a deactivated agent, or one
 # removed from the agent group, is disconnected within this many seconds.
 PATRON_AGENT_RECHECK_SECONDS = env_int("PATRON_AGENT_RECHECK_SECONDS", 5, minimum=1)
+# How long a shopper socket may stay open without sending hello (docs/chat-protocol.md: 10 s,
+# then error hello_required and close 4001). Tests shorten it rather than wait.
+PATRON_CHAT_HELLO_TIMEOUT_MS = env_int("PATRON_CHAT_HELLO_TIMEOUT_MS", 10_000, minimum=1)
+
+# --- Test checkpoints ----------------------------------------------------------------------
+# Named points where a server started by a system test pauses, when the test arms them, so the
+# test can act between two steps without a sleep race (core/checkpoints.py). Refused outside
+# tests: a production server never waits on a test.
+PATRON_TEST_CHECKPOINTS = frozenset(env_list("PATRON_TEST_CHECKPOINTS", []))
+if PATRON_TEST_CHECKPOINTS and not TESTING:
+    raise ConfigurationError("PATRON_TEST_CHECKPOINTS is only accepted with PATRON_TESTING=1")
 
 # --- Security (production) ---------------------------------------------------------------
 SESSION_COOKIE_SECURE = not DEBUG

@@ -109,7 +109,7 @@ class CampaignAdmin(admin.ModelAdmin[Campaign]):
     list_display = ("name", "trigger", "status", "audience", "control_percent", "created_at")
     list_filter = ("status", "trigger")
     search_fields = ("name",)
-    readonly_fields = ("results",)
+    readonly_fields = ("results", "nps")
     actions = ["activate", "pause", "archive", "broadcast_now"]
 
     @admin.display(description="Results (orders within 7 days)")
@@ -126,6 +126,23 @@ class CampaignAdmin(admin.ModelAdmin[Campaign]):
             r["control"]["conversions"],
             r["control"]["rate"],
             r["uplift"]["rate"],
+        )
+
+    @admin.display(description="NPS")
+    def nps(self, campaign: Campaign) -> str:
+        """The campaign's Net Promoter Score (promoters minus detractors), for NPS surveys."""
+        if not campaign.pk or campaign.trigger != "nps_survey":
+            return "-"
+        r = selectors.nps_score(campaign=campaign)
+        if r["score"] is None:
+            return "no answers yet"
+        return format_html(
+            "NPS {} · {} answers: {} promoters, {} passives, {} detractors",
+            r["score"],
+            r["responses"],
+            r["promoters"],
+            r["passives"],
+            r["detractors"],
         )
 
     def _set_status(self, request: HttpRequest, queryset: QuerySet[Campaign], status: str) -> None:

@@ -291,8 +291,13 @@ def base_context(
     channel: str,
     trigger: TriggerType | None,
     occurrence: Occurrence,
+    test: bool = False,
 ) -> dict[str, Any]:
-    """Every variable of a message's templates, each sandboxed (see the module's docstring)."""
+    """Every variable of a message's templates, each sandboxed (see the module's docstring).
+
+    ``test`` (previews and test sends): the unsubscribe and preference links are test links
+    that act on nobody, whoever the shopper previewed.
+    """
     if trigger is not None:
         trigger_context: Mapping[str, Any] = trigger.build_context(shopper, occurrence)
     else:
@@ -306,8 +311,14 @@ def base_context(
         campaign=template_value(campaign),
         shop=shop_context(),
         base_url=settings.PATRON_BASE_URL,
-        unsubscribe_url=tokens.unsubscribe_url(message_id, shopper.pk, channel),
-        preferences_url=tokens.preferences_url(shopper.pk),
+        unsubscribe_url=(
+            tokens.test_unsubscribe_url(channel)
+            if test
+            else tokens.unsubscribe_url(message_id, shopper.pk, channel)
+        ),
+        preferences_url=(
+            tokens.test_preferences_url() if test else tokens.preferences_url(shopper.pk)
+        ),
         nps_links=_NpsLinks(message_id),
     )
     return context
@@ -322,8 +333,10 @@ def message_render(
     trigger: TriggerType | None,
     occurrence: Occurrence,
     track: bool = True,
+    test: bool = False,
 ) -> Rendered:
-    """Render ``step`` for ``shopper``; ``track`` adds the click redirect and the open pixel."""
+    """Render ``step`` for ``shopper``; ``track`` adds the click redirect and the open pixel;
+    ``test`` gives it links that act on nothing (see ``base_context``)."""
     context = base_context(
         message_id=message_id,
         shopper=shopper,
@@ -331,6 +344,7 @@ def message_render(
         channel=step.channel,
         trigger=trigger,
         occurrence=occurrence,
+        test=test,
     )
     subject = " ".join(template_render(step.subject, context, autoescape=False).split())
     link_url = template_render(step.link_url, context, autoescape=False).strip()

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
 from commerce.models import Order, Shopper, ShopperAlias
 from core.exceptions import ValidationError
-from engagement.models import Campaign, Message, Run, Segment, SegmentMembership
+from engagement.models import (
+    Campaign,
+    Message,
+    NpsResponse,
+    Run,
+    Segment,
+    SegmentMembership,
+)
 
 # Shopper fields an audience rule may test, and the operators each kind of field allows.
 _TEXT_FIELDS = {
@@ -168,3 +175,32 @@ def campaign_results(*, campaign: Campaign, attribution_days: int = 7) -> dict[s
         "rate": (treated - control) if treated is not None and control is not None else None
     }
     return results
+
+
+def nps_score(*, campaign: Campaign | None = None) -> dict[str, Any]:
+    """The Net Promoter Score of the answers (to ``campaign``, or to every campaign).
+
+    ``score`` is the share of promoters (9-10) minus the share of detractors (0-6), in whole
+    percentage points from -100 to 100 (None without answers); also the counts.
+    """
+    answers = NpsResponse.objects.all()
+    if campaign is not None:
+        answers = answers.filter(campaign=campaign)
+    counts = answers.aggregate(
+        responses=Count("pk"),
+        promoters=Count("pk", filter=Q(score__gte=9)),
+        detractors=Count("pk", filter=Q(score__lte=6)),
+    )
+    total = counts["responses"]
+    score = None
+    if total:
+        score = int(
+            (Decimal(counts["promoters"] - counts["detractors"]) * 100 / total).quantize(
+                Decimal(1), rounding=ROUND_HALF_UP
+            )
+        )
+    return {
+        **counts,
+        "passives": total - counts["promoters"] - counts["detractors"],
+        "score": score,
+    }

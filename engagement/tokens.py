@@ -59,6 +59,19 @@ def unsubscribe_url(message_id: int, shopper_id: int, channel: str) -> str:
     return absolute(f"/e/unsubscribe/{make('unsubscribe', [message_id, shopper_id, channel])}")
 
 
+# A preview's or test send's links: signed like the real ones, so they look and resolve the
+# same, but they name no shopper and no message, so following them changes nothing.
+TEST = "test"
+
+
+def test_unsubscribe_url(channel: str) -> str:
+    return absolute(f"/e/unsubscribe/{make('unsubscribe', [TEST, channel])}")
+
+
+def test_preferences_url() -> str:
+    return absolute(f"/e/preferences/{make('preferences', TEST)}")
+
+
 def preferences_url(shopper_id: int) -> str:
     return absolute(f"/e/preferences/{make('preferences', shopper_id)}")
 

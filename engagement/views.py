@@ -9,6 +9,7 @@ import base64
 
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
+from django.utils.translation import gettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
@@ -66,6 +67,10 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
         )
     except NotFound as exc:
         raise Http404(exc.message) from None
+    if shopper is None:  # a test send's link: it names nobody, nothing changed
+        return HttpResponse(
+            gettext("This was a test message: nothing was changed."), content_type="text/plain"
+        )
     if one_click:
         return HttpResponse("unsubscribed", content_type="text/plain")
     return render(

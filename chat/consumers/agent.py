@@ -17,6 +17,7 @@ from chat.consumers.base import ChatSocket
 from chat.consumers.frames import AGENT_FRAMES, CLOSE_FORBIDDEN
 from chat.models import Conversation
 from chat.threads import db
+from core.checkpoints import checkpoint
 from core.exceptions import Conflict, NotFound, ValidationError
 
 logger = logging.getLogger(__name__)
@@ -112,6 +113,8 @@ class AgentConsumer(ChatSocket):
             if conversation_id not in self.delivered:
                 self.delivered[conversation_id] = await db(self._last_seq)(conversation_id)
             return []
+        # Subscribed first, then the history: see ShopperConsumer.subscribe.
+        await checkpoint("chat.subscribed")
         history: list[dict[str, Any]] = await db(selectors.messages_after)(
             conversation_id=conversation_id, after_seq=history_after, include_internal=True
         )
@@ -289,6 +292,7 @@ class AgentConsumer(ChatSocket):
                 "type": "transcript.queued",
                 "conversation_id": frame["conversation_id"],
                 "email": address,
+                **self.ref_of(frame),
             }
         )
 
@@ -324,9 +328,8 @@ class AgentConsumer(ChatSocket):
         await db(services.agent_presence_set)(user=self.user, status=frame["status"])
 
     async def on_canned_list(self, frame: dict[str, Any]) -> None:
-        await self.send_json(
-            {"type": "canned.list", "responses": await db(selectors.canned_responses)()}
-        )
+        responses = await db(selectors.canned_responses)()
+        await self.send_json({"type": "canned.list", "responses": responses, **self.ref_of(frame)})
 
     async def forward(self, event: dict[str, Any]) -> None:
         if event.get("audience") == "shopper":

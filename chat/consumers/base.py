@@ -240,7 +240,10 @@ class ChatSocket(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ship
         await self.send_json(event)
 
     async def chat_ephemeral(self, payload: dict[str, Any]) -> None:
-        """Typing and read receipts, relayed by consumers without touching the database."""
+        """Typing and read receipts, relayed by consumers without touching the database; the
+        socket that sent one does not hear it back (docs/chat-protocol.md: "others get")."""
+        if payload.get("sender") == self.channel_name:
+            return
         await self.forward(payload["event"])
 
     async def acknowledge(
@@ -259,7 +262,15 @@ class ChatSocket(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ship
         # Pings double as a sweep: anything lost while the channel layer was down arrives now.
         for cid in list(self.delivered):
             await self.fill(cid)
-        await self.send_json({"type": "pong"})
+        await self.send_json({"type": "pong", **self.ref_of(frame)})
+
+    @staticmethod
+    def ref_of(frame: dict[str, Any]) -> dict[str, str]:
+        """``{"ref": …}`` for the direct answer to ``frame`` when the client sent a ref."""
+        ref = frame.get("ref")
+        return {"ref": ref} if ref is not None else {}
 
     async def relay(self, group: str, event: dict[str, Any]) -> None:
-        await self.channel_layer.group_send(group, {"type": "chat.ephemeral", "event": event})
+        await self.channel_layer.group_send(
+            group, {"type": "chat.ephemeral", "event": event, "sender": self.channel_name}
+        )

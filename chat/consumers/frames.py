@@ -7,7 +7,6 @@ from typing import Any
 import orjson
 
 MAX_FRAME_BYTES = 16 * 1024
-HELLO_TIMEOUT = 10.0
 
 CLOSE_PROTOCOL = 4000
 CLOSE_HELLO = 4001

@@ -12,12 +12,12 @@ from chat.consumers.base import ChatSocket
 from chat.consumers.frames import (
     CLOSE_HELLO,
     CLOSE_PROTOCOL,
-    HELLO_TIMEOUT,
     SHOPPER_FRAMES,
     ProtocolError,
 )
 from chat.origins import scope_host, scope_origin
 from chat.threads import db
+from core.checkpoints import checkpoint
 from core.exceptions import Conflict
 from core.ratelimit import TokenBucket, rate_limit_hit, scope_client_address
 
@@ -39,7 +39,8 @@ class ShopperConsumer(ChatSocket):
         self.page: dict[str, str] = {}
         await super().connect()
         self.hello_timer = asyncio.get_running_loop().call_later(
-            HELLO_TIMEOUT, lambda: asyncio.ensure_future(self._hello_timeout())
+            settings.PATRON_CHAT_HELLO_TIMEOUT_MS / 1000,
+            lambda: asyncio.ensure_future(self._hello_timeout()),
         )
 
     async def _hello_timeout(self) -> None:
@@ -62,9 +63,15 @@ class ShopperConsumer(ChatSocket):
     async def subscribe(
         self, conversation_id: int, *, last_seq: int | None
     ) -> list[dict[str, Any]]:
-        """Join the conversation's group, then read what the client has not seen."""
+        """Join the conversation's group, then read what the client has not seen.
+
+        In this order, a message stored meanwhile is in the history, or its event reaches the
+        socket (and ``delivered`` drops the copy): never neither. The checkpoint between the
+        two steps lets a system test post there (tests/system/test_chat_protocol_rules.py).
+        """
         await self.join(services.conversation_group(conversation_id))
         self.conversation_id = conversation_id
+        await checkpoint("chat.subscribed")
         history: list[dict[str, Any]] = await db(selectors.messages_after)(
             conversation_id=conversation_id, after_seq=last_seq or 0, include_internal=False
         )
@@ -236,7 +243,9 @@ class ShopperConsumer(ChatSocket):
             self.conversation_id = conversation.pk
             self.delivered[conversation.pk] = 0
         await self.fill(conversation.pk)
-        if joined_now and handoff.offline_prompt is not None:
+        if not joined_now:
+            return  # the socket follows the conversation: its group's events tell it the rest
+        if handoff.offline_prompt is not None:
             # The hand-off started the conversation and told its group before this socket
             # could join it: send the prompt here, after the offline message it follows.
             await self.send_json(handoff.offline_prompt)
@@ -276,9 +285,8 @@ class ShopperConsumer(ChatSocket):
         address = await db(services.transcript_send)(
             conversation_id=self.conversation_id, email=frame.get("email"), shopper=self.shopper
         )
-        await self.send_json(
-            {"type": "transcript.queued", "conversation_id": self.conversation_id, "email": address}
-        )
+        queued = {"type": "transcript.queued", "conversation_id": self.conversation_id}
+        await self.send_json({**queued, "email": address, **self.ref_of(frame)})
 
     async def on_offline_submit(self, frame: dict[str, Any]) -> None:
         await self.limit_new_conversation()

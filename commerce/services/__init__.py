@@ -19,7 +19,15 @@ The package (this module re-exports every public name, so callers keep
 
 from commerce.services._common import CENT, MAX_AMOUNT, money
 from commerce.services.catalog import order_lines_link, product_upsert
-from commerce.services.coupons import coupon_check, coupon_discount, coupon_redeem, coupons_issue
+from commerce.services.coupons import (
+    coupon_check,
+    coupon_discount,
+    coupon_redeem,
+    coupon_redeem_checked,
+    coupon_redemption_exists,
+    coupons_issue,
+    order_coupon_count,
+)
 from commerce.services.events import (
     TRANSIENT_ERRORS,
     event_failure_note,
@@ -60,6 +68,8 @@ __all__ = [
     "coupon_check",
     "coupon_discount",
     "coupon_redeem",
+    "coupon_redeem_checked",
+    "coupon_redemption_exists",
     "coupons_issue",
     "event_failure_note",
     "event_failures_retry",
@@ -68,6 +78,7 @@ __all__ = [
     "events_process",
     "identity_secret_rotate",
     "money",
+    "order_coupon_count",
     "order_create",
     "order_lines_link",
     "product_upsert",

@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Iterable
 from decimal import Decimal
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -32,12 +32,12 @@ def coupon_check(
         raise ValidationError("this coupon is not valid yet", code="coupon_not_started")
     if coupon.valid_until and when >= coupon.valid_until:
         raise ValidationError("this coupon has expired", code="coupon_expired")
-    if coupon.usage_limit is not None and coupon.times_used >= coupon.usage_limit:
-        raise ValidationError("this coupon has been used up", code="coupon_used_up")
     if coupon.owner_id is not None and (
         shopper is None or shopper_current(shopper).pk != coupon.owner_id
     ):
         raise ValidationError("this coupon belongs to another shopper", code="coupon_not_yours")
+    if coupon.usage_limit is not None and coupon.times_used >= coupon.usage_limit:
+        raise ValidationError("this coupon has been used up", code="coupon_used_up")
     if subtotal < coupon.min_spend:
         raise ValidationError(
             f"this coupon needs a spend of at least {coupon.min_spend}", code="coupon_min_spend"
@@ -60,14 +60,41 @@ def coupon_discount(*, coupon: Coupon, subtotal: Decimal, shipping: Decimal = ZE
 
 @transaction.atomic
 def coupon_redeem(
-    *, coupon: Coupon, order: Order, amount: Decimal, shopper: Shopper | None = None
+    *,
+    coupon: Coupon,
+    order: Order | None = None,
+    order_number: str = "",
+    amount: Decimal,
+    shopper: Shopper | None = None,
 ) -> CouponRedemption:
-    """Count one use of ``coupon`` on ``order``; refuses a use past the limit even under races."""
-    redemption, created = CouponRedemption.objects.get_or_create(
-        coupon=coupon, order=order, defaults={"shopper": shopper, "amount": amount}
+    """Count one use of ``coupon`` for an order (``order``, or only its ``order_number`` when
+    the store redeems at checkout before the order is recorded); refuses a use past the limit
+    even under races (``ValidationError`` ``coupon_used_up``, nothing counted).
+
+    Idempotent per order number: redeeming again for the same order returns the same
+    redemption and counts nothing more; a redemption made by number is linked to the order
+    when it is recorded.
+    """
+    number = (order.number if order is not None else order_number).strip()
+    if not number:
+        raise ValidationError("an order number is required to redeem a coupon")
+    existing = (
+        CouponRedemption.objects.select_for_update(of=("self",))
+        .filter(Q(order_number=number) | Q(order__number=number), coupon=coupon)
+        .first()
     )
-    if not created:
-        return redemption
+    if existing is not None:
+        if order is not None and existing.order_id is None:
+            existing.order = order
+            existing.save(update_fields=["order"])
+        return existing
+    try:
+        with transaction.atomic():
+            redemption = CouponRedemption.objects.create(
+                coupon=coupon, order=order, order_number=number, shopper=shopper, amount=amount
+            )
+    except IntegrityError:  # the same order redeemed concurrently: counted once, by the other
+        return CouponRedemption.objects.get(coupon=coupon, order_number=number)
     used = (
         Coupon.objects.filter(pk=coupon.pk)
         .filter(Q(usage_limit__isnull=True) | Q(times_used__lt=F("usage_limit")))
@@ -76,6 +103,80 @@ def coupon_redeem(
     if not used:
         raise ValidationError("this coupon has been used up", code="coupon_used_up")
     return redemption
+
+
+def coupon_redeem_checked(
+    *,
+    code: str,
+    order_number: str,
+    subtotal: Decimal,
+    shopper: Shopper | None = None,
+    order: Order | None = None,
+    amount: Decimal | None = None,
+    when: dt.datetime | None = None,
+) -> CouponRedemption:
+    """Check ``code`` for this shopper and basket, then count its use for ``order_number``.
+
+    The one rule for using a coupon, whoever asks (the coupon API at checkout, an order that
+    names a coupon): an order number that already redeemed the code gets its redemption back
+    without a second check or count (a retried call); otherwise ``coupon_check`` decides
+    (``NotFound``/``ValidationError`` with a ``coupon_*`` code) and ``coupon_redeem`` counts.
+    ``amount`` defaults to the discount the coupon gives ``subtotal``.
+    """
+    coupon = Coupon.objects.filter(code=code.strip().upper()).first()
+    if coupon is not None:
+        done = CouponRedemption.objects.filter(coupon=coupon, order_number=order_number).first()
+        if done is not None:
+            return coupon_redeem(
+                coupon=coupon, order=order, order_number=order_number, amount=done.amount
+            )
+    with transaction.atomic():
+        coupon = coupon_check(code=code, subtotal=subtotal, shopper=shopper, when=when)
+        if amount is None:
+            amount = coupon_discount(coupon=coupon, subtotal=subtotal)
+        return coupon_redeem(
+            coupon=coupon,
+            order=order,
+            order_number=order_number,
+            amount=amount,
+            shopper=shopper_current(shopper) if shopper is not None else None,
+        )
+
+
+def coupon_redemption_exists(*, code: str, order_number: str) -> bool:
+    """Whether ``code`` was already redeemed for ``order_number``."""
+    return CouponRedemption.objects.filter(
+        coupon__code=code.strip().upper(), order_number=order_number
+    ).exists()
+
+
+def order_coupon_count(*, order: Order) -> str:
+    """Count the use of the Patron coupon ``order`` names, once; returns why it was not
+    counted ("" when it was, or when the code is not one of Patron's coupons).
+
+    Call inside the transaction that recorded the order. A refused use (used up, another
+    shopper's, expired, below its minimum spend) does not undo the order, which the store has
+    already taken: it is flagged in ``order.coupon_problem`` for the merchant.
+    """
+    if not order.coupon_code or not Coupon.objects.filter(code=order.coupon_code).exists():
+        return ""
+    try:
+        with transaction.atomic():
+            coupon_redeem_checked(
+                code=order.coupon_code,
+                order_number=order.number,
+                subtotal=order.subtotal,
+                shopper=order.shopper,
+                order=order,
+                amount=order.discount_total,
+                when=order.placed_at,
+            )
+    except (ValidationError, NotFound) as exc:
+        problem = f"{exc.code}: {exc.message}"[:200]
+        Order.objects.filter(pk=order.pk).update(coupon_problem=problem)
+        order.coupon_problem = problem
+        return problem
+    return ""
 
 
 def coupons_issue(

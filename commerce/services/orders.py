@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from commerce.models import ZERO, Order, OrderLine, Product, Refund, RefundLine, Review, Shopper
 from commerce.services._common import CENT, MAX_AMOUNT, money
+from commerce.services.coupons import order_coupon_count
 from commerce.services.shoppers import shopper_current
 from core.exceptions import Conflict, ValidationError
 
@@ -48,6 +49,8 @@ def order_create(
 
     Lines refer to products by SKU; an unknown SKU is recorded on the line without a product.
     The total is computed from the lines, shipping, tax and discount, never trusted from input.
+    A ``coupon_code`` that is one of Patron's coupons has its use counted once
+    (``order_coupon_count``); a refused use is flagged on the order, not counted.
     """
     number = number.strip()
     if not number:
@@ -109,6 +112,8 @@ def order_create(
         )
         for line in lines
     )
+    if order.coupon_code:
+        order_coupon_count(order=order)
     return order, True
 
 

@@ -72,10 +72,12 @@ from engagement.services.enrolment import (
     trigger_has_active_campaigns,
 )
 from engagement.services.merges import shopper_merge_fold
+from engagement.services.offers import offer_coupon_display
 from engagement.services.periodic import (
     birthday_scan,
     order_since,
     post_purchase_fire,
+    post_purchase_fire_for,
     post_purchase_scan,
     product_bought_since,
     win_back_scan,
@@ -83,6 +85,7 @@ from engagement.services.periodic import (
 from engagement.services.previews import step_preview, step_test_send
 from engagement.services.products import (
     product_changes_detect,
+    product_events_q,
     product_for_properties,
     product_views_record,
     product_views_record_many,
@@ -114,6 +117,7 @@ __all__ = [
     "message_requeue",
     "nps_message",
     "nps_record",
+    "offer_coupon_display",
     "onsite_mark_seen",
     "order_since",
     "outbox_claim",
@@ -123,10 +127,12 @@ __all__ = [
     "outbox_kick",
     "outbox_sweep",
     "post_purchase_fire",
+    "post_purchase_fire_for",
     "post_purchase_scan",
     "preferences_update",
     "product_bought_since",
     "product_changes_detect",
+    "product_events_q",
     "product_for_properties",
     "product_views_record",
     "product_views_record_many",

@@ -296,15 +296,33 @@ def _check_unsubscribe(message: Message, recipient: str, batch: _Batch) -> bool:
 
 def _check_consent(message: Message, recipient: str, batch: _Batch) -> bool:
     """The campaign requires consent and the shopper has not given it on the channel: skip,
-    "no consent" (marketing only)."""
+    "no consent" (marketing only). Except the first message of a run the shopper requested
+    ("notify me"): it goes, with the reason recorded on it."""
     if (
         _marketing_choices_apply(message)
         and message.campaign.requires_consent
         and not getattr(message.shopper, _CONSENT_FIELD[message.channel])
     ):
+        if _requested_by_shopper(message):
+            Message.objects.filter(pk=message.pk).update(reason=_REQUESTED_REASON)
+            return False
         _set_outcome(message, state=Message.State.SKIPPED, reason="no consent")
         return True
     return False
+
+
+# Kept on the message once sent (delivery keeps a reason starting "consent:").
+_REQUESTED_REASON = "consent: no marketing consent; the shopper asked for it (notify me)"
+
+
+def _requested_by_shopper(message: Message) -> bool:
+    """The run's first message answers the shopper's own request ("notify me" with their
+    address): that request is their consent to this one message, not to later steps."""
+    if not message.run.data.get("requested"):
+        return False
+    return not CampaignStep.objects.filter(
+        campaign_id=message.campaign_id, position__lt=message.step.position
+    ).exists()
 
 
 def _check_paused(message: Message, recipient: str, batch: _Batch) -> bool:

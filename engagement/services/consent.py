@@ -54,8 +54,18 @@ def shopper_unsubscribe(
     return True
 
 
-def unsubscribe_by_token(*, token: str, source: str) -> tuple[Shopper, str]:
+def unsubscribe_by_token(*, token: str, source: str) -> tuple[Shopper | None, str]:
+    """Unsubscribe the shopper a message's link names from its channel; returns them and the
+    channel. A preview's or test send's link names nobody: (None, channel), nothing changes.
+    ``NotFound`` for a forged or mangled token."""
     value = tokens.read("unsubscribe", token)
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and value[0] == tokens.TEST
+        and isinstance(value[1], str)
+    ):
+        return None, value[1]
     if not (isinstance(value, list) and len(value) == 3):
         raise NotFound("this link is not valid", code="bad_token")
     message_id, shopper_id, channel = value

@@ -135,7 +135,9 @@ RETURNING m.id
 
 _SENT_SQL = """
 UPDATE engagement_message AS m
-SET state = 'sent', sent_at = %s, confirmed = true, reason = '', provider_message_id = v.provider_id
+SET state = 'sent', sent_at = %s, confirmed = true, provider_message_id = v.provider_id,
+    -- a retry's reason goes; the consent basis a send-time check recorded stays
+    reason = CASE WHEN m.reason LIKE 'consent:%%' THEN m.reason ELSE '' END
 FROM unnest(%s::bigint[], %s::text[]) AS v(id, provider_id)
 WHERE m.id = v.id AND m.claimed_by = %s AND m.state IN ('sending', 'sent')
 """

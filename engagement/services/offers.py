@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.conf import settings
+from django.utils import formats, translation
+from django.utils.dateparse import parse_datetime
+from django.utils.translation import gettext
 
 from commerce import services as commerce_services
 from commerce.models import Coupon, Shopper
 from engagement.models import Campaign, Message, Run
-from engagement.services._common import _Approved
+from engagement.services._common import _Approved, shopper_zone
 
 
 def _offer_coupons_issue(approved: Sequence[_Approved], now: dt.datetime) -> None:
@@ -69,3 +76,37 @@ def _coupon_for_offer(
         valid_until=now + dt.timedelta(hours=hours),
         min_spend=commerce_services.money(options.get("min_spend", "0"), field="min spend"),
     )
+
+
+def offer_coupon_display(*, coupon: Mapping[str, Any], shopper: Shopper) -> dict[str, Any]:
+    """An offer coupon (as kept on the run) as the shopper reads it, in their language and
+    time zone: ``code``, ``kind``, ``value`` ("15" for 15.00, "12,5" in Turkish),
+    ``label`` ("15%", "5.00" off, "free shipping"), ``valid_until`` (the expiry as a localized
+    date) and ``valid_until_at`` (the aware datetime, for templates that format it themselves).
+    """
+    try:
+        value = Decimal(str(coupon.get("value", "0")))
+    except InvalidOperation:
+        value = Decimal(0)
+    integral = value == value.to_integral_value()
+    raw_until = coupon.get("valid_until")
+    until = parse_datetime(raw_until) if isinstance(raw_until, str) else None
+    local_until = until.astimezone(shopper_zone(shopper)) if until is not None else None
+    with translation.override(shopper.locale or settings.LANGUAGE_CODE):
+        shown = formats.number_format(value, decimal_pos=0 if integral else None)
+        kind = coupon.get("kind")
+        if kind == "percent":
+            label = gettext("%(value)s%%") % {"value": shown}
+        elif kind == "fixed":
+            label = formats.number_format(value, decimal_pos=2)
+        else:
+            label = gettext("free shipping")
+        expires = formats.date_format(local_until, "DATE_FORMAT") if local_until else ""
+    return {
+        "code": coupon.get("code", ""),
+        "kind": kind,
+        "value": shown,
+        "label": label,
+        "valid_until": expires,
+        "valid_until_at": local_until,
+    }

@@ -18,7 +18,8 @@ from engagement.services._common import _json
 
 
 def step_preview(*, step: CampaignStep, shopper: Shopper) -> Rendered:
-    """The step rendered for a real shopper, with the trigger's preview data, untracked."""
+    """The step rendered for a real shopper, with the trigger's preview data, untracked, and
+    with unsubscribe and preference links that act on nobody (a test send carries them)."""
     trigger = registry.trigger_get(step.campaign.trigger)
     data = dict(trigger.preview(shopper)) if trigger and trigger.preview else {}
     occurrence = Occurrence(key="preview", data=_json(data), fired_at=timezone.now())
@@ -30,6 +31,7 @@ def step_preview(*, step: CampaignStep, shopper: Shopper) -> Rendered:
         trigger=trigger,
         occurrence=occurrence,
         track=False,
+        test=True,
     )
 
 

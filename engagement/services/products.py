@@ -4,31 +4,48 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection, Mapping, Sequence
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from commerce.models import Product, Shopper
 from core.exceptions import ValidationError
-from engagement.models import ProductChange, ProductSnapshot, ProductView, ProductWatch
-from engagement.services.enrolment import trigger_fire
+from engagement.models import (
+    Campaign,
+    ProductChange,
+    ProductSnapshot,
+    ProductView,
+    ProductWatch,
+    Run,
+)
+from engagement.services.enrolment import _active_campaigns, trigger_fire
 
 # --- Product views, "notify me", restocks and price drops ---------------------------------
 
 
-def product_for_properties(properties: Mapping[str, Any]) -> Product | None:
-    for key in ("sku", "product_id", "productId", "id"):
-        value = properties.get(key)
-        if value not in (None, ""):
-            product = Product.objects.filter(sku=str(value)).first()
-            if product is not None:
-                return product
-    return None
-
-
+# The keys a tracked event may name its product under: Segment's v2 spec (``sku``,
+# ``product_id``) and v1 (``productId``, ``id``), in the order they are tried.
 _PRODUCT_KEYS = ("sku", "product_id", "productId", "id")
+
+
+def product_for_properties(properties: Mapping[str, Any]) -> Product | None:
+    """The catalog product an event's properties name (see ``_PRODUCT_KEYS``), or None."""
+    return products_for_properties([properties])[0]
+
+
+def product_events_q(product: Product) -> Q:
+    """A filter on ``Event`` for the events whose properties name ``product`` under any of the
+    keys ``product_for_properties`` reads (the same lookup, as a query)."""
+    condition = Q()
+    for key in _PRODUCT_KEYS:
+        condition |= Q(**{f"properties__{key}": product.sku})
+        if product.sku.isdigit():  # a numeric id sent as a JSON number
+            condition |= Q(**{f"properties__{key}": int(product.sku)})
+    return condition
 
 
 def products_for_properties(
@@ -122,14 +139,69 @@ def product_watch_create(
     return watch, created
 
 
+def _option_decimal(options: Mapping[str, Any], key: str) -> Decimal | None:
+    value = options.get(key)
+    if value in (None, ""):
+        return None
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        raise ValidationError(f"trigger option {key} must be a number") from None
+
+
+def price_drop_qualifies(*, campaign: Campaign, old_price: Decimal, new_price: Decimal) -> bool:
+    """Whether a drop from ``old_price`` to ``new_price`` is big enough for ``campaign``.
+
+    Options ``min_drop_percent`` (of the old price) and ``min_drop_amount`` (in the shop's
+    currency); with both, either suffices. With neither, ``PATRON_PRICE_DROP_MIN_PERCENT``.
+    """
+    drop = old_price - new_price
+    if drop <= 0:
+        return False
+    options = campaign.trigger_options or {}
+    percent = _option_decimal(options, "min_drop_percent")
+    amount = _option_decimal(options, "min_drop_amount")
+    if percent is None and amount is None:
+        percent = Decimal(settings.PATRON_PRICE_DROP_MIN_PERCENT)
+    by_percent = percent is not None and old_price > 0 and drop * 100 >= percent * old_price
+    by_amount = amount is not None and drop >= amount
+    return by_percent or by_amount
+
+
+def _recently_alerted(campaign: Campaign, product_id: int, now: dt.datetime) -> set[int]:
+    """Shoppers this campaign already told about this product within its period (option
+    ``once_per_days``, default ``PATRON_PRODUCT_ALERT_ONCE_PER_DAYS``)."""
+    days = int(
+        (campaign.trigger_options or {}).get(
+            "once_per_days", settings.PATRON_PRODUCT_ALERT_ONCE_PER_DAYS
+        )
+    )
+    if days <= 0:
+        return set()
+    return set(
+        Run.objects.filter(
+            campaign=campaign,
+            data__product_id=product_id,
+            started_at__gte=now - dt.timedelta(days=days),
+        ).values_list("shopper_id", flat=True)
+    )
+
+
 def _notify_product_change(change: ProductChange) -> int:
+    """Enrol the product's watchers and recent viewers in the change's campaigns.
+
+    Per campaign: a price drop below its threshold enrols nobody, and a shopper it told about
+    the same product within its period is not told again. A watcher's run is marked
+    ``requested``: asking to be notified is consent to that one message (see the send-time
+    consent check), so a guest who left only an email hears back.
+    """
     now = timezone.now()
     watches = ProductWatch.objects.filter(
         product_id=change.product_id, kind=change.kind, notified_at__isnull=True
     )
-    shopper_ids = set(watches.values_list("shopper_id", flat=True))
+    watcher_ids = set(watches.values_list("shopper_id", flat=True))
     since = now - dt.timedelta(days=settings.PATRON_PRODUCT_VIEW_WATCH_DAYS)
-    shopper_ids |= set(
+    shopper_ids = watcher_ids | set(
         ProductView.objects.filter(
             product_id=change.product_id, last_viewed_at__gte=since
         ).values_list("shopper_id", flat=True)
@@ -138,20 +210,31 @@ def _notify_product_change(change: ProductChange) -> int:
         "product_id": change.product_id,
         "old_price": str(change.old_price),
         "new_price": str(change.new_price),
+        "old_stock": change.old_stock,
         "change_id": change.pk,
     }
+    shoppers = list(
+        Shopper.objects.filter(pk__in=shopper_ids, merged_into__isnull=True).order_by("pk")
+    )
     fired = 0
-    for shopper in Shopper.objects.filter(pk__in=shopper_ids, merged_into__isnull=True).order_by(
-        "pk"
-    ):
-        fired += len(
-            trigger_fire(
-                trigger=change.kind,
-                shopper=shopper,
-                occurrence_key=f"change:{change.pk}",
-                data=data,
+    for campaign in _active_campaigns(change.kind, now):
+        if change.kind == ProductChange.Kind.PRICE_DROP and not price_drop_qualifies(
+            campaign=campaign, old_price=change.old_price, new_price=change.new_price
+        ):
+            continue
+        alerted = _recently_alerted(campaign, change.product_id, now)
+        for shopper in shoppers:
+            if shopper.pk in alerted:
+                continue
+            fired += len(
+                trigger_fire(
+                    trigger=change.kind,
+                    shopper=shopper,
+                    occurrence_key=f"change:{change.pk}",
+                    data={**data, "requested": shopper.pk in watcher_ids},
+                    campaign_ids=[campaign.pk],
+                )
             )
-        )
     watches.update(notified_at=now)
     return fired
 

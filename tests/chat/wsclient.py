@@ -30,6 +30,7 @@ class ChatClient:
         self.headers = {"Cookie": cookie} if cookie else {}
         self.ws: ClientConnection | None = None
         self.backlog: list[dict[str, Any]] = []
+        self.markers = 0
 
     async def connect(self) -> ChatClient:
         self.ws = await connect(
@@ -81,6 +82,31 @@ class ChatClient:
                 skipped.append(frame)
         finally:
             self.backlog.extend(skipped)
+
+    async def settle(self, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Every frame the server sends before the answer to a marker ``ping`` (the backlog
+        first); the marker's ``pong`` is consumed.
+
+        "Nothing more arrives" is ``await client.settle() == []``: the server handles a
+        socket's frames in order, and a ping first sends whatever the socket missed of its
+        conversations, so what the server had for this socket comes before the pong. An event
+        still on its way through Redis is not "had": first wait for a frame published after it
+        (one Redis connection per process carries events in publish order). A shopper socket
+        must have sent ``hello`` first.
+        """
+        self.markers += 1
+        ref = f"marker-{self.markers}"
+        await self.send({"type": "ping", "ref": ref})
+        frames, self.backlog = self.backlog, []
+        assert self.ws is not None
+        while True:
+            try:
+                frame = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+            except TimeoutError:
+                raise AssertionError(f"no pong to {ref} within {timeout}s; got {frames}") from None
+            if frame == {"type": "pong", "ref": ref}:
+                return frames
+            frames.append(frame)
 
     async def drain(self, seconds: float) -> list[dict[str, Any]]:
         """Every frame that arrives within ``seconds`` (plus the backlog)."""

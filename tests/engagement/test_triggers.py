@@ -225,8 +225,9 @@ def test_birthday_scan_once_a_year_and_leap_day_birthdays_on_the_28th():
     leap = make_shopper(birthday=dt.date(2000, 2, 29))
     other = make_shopper(birthday=dt.date(1990, 3, 1))
 
-    assert services.birthday_scan(today=dt.date(2027, 2, 28)) == 1
-    assert services.birthday_scan(today=dt.date(2027, 2, 28)) == 0
+    noon = dt.datetime(2027, 2, 28, 12, tzinfo=dt.UTC)
+    assert services.birthday_scan(now=noon) == 1
+    assert services.birthday_scan(now=noon) == 0
 
     assert list(Run.objects.values_list("shopper_id", "occurrence_key")) == [
         (leap.pk, "birthday:2027")

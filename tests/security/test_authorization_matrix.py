@@ -36,7 +36,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from chat.models import Conversation
 from chat.selectors import AGENT_GROUP_PERMISSIONS
-from commerce.models import Order, Product, Shopper, WriteKey
+from commerce.models import Coupon, Order, Product, Shopper, WriteKey
 from engagement import services as engagement_services
 from engagement.models import Message as OutboxMessage
 from tests.chat.conftest import agent_permission, consoles_disconnected  # noqa: F401
@@ -129,6 +129,7 @@ def world(db: None, identity_secret: str) -> World:
     onsite_a = OutboxMessage.objects.get(shopper=shopper_a, channel="onsite")
     product = Product.objects.create(sku="MUG", title="Mug", price=9, stock=0, active=True)
     order_a = Order.objects.create(number="A-1", shopper=shopper_a, email="a@example.com")
+    Coupon.objects.create(code="MATRIX15", kind="percent", value=15, owner=shopper_a, usage_limit=1)
     conversation_a = Conversation.objects.create(shopper=shopper_a)
     engagement_perms = list(Permission.objects.filter(content_type__app_label="engagement"))
     catalog_view = list(
@@ -267,6 +268,23 @@ ROWS: list[Row] = [
     *[row for short, call in _SHORT_PATHS.items() for row in tracking(call, short)],
     # The library's own usage metrics: accepted from anyone, stored nowhere.
     *[Row(f"{p}m", "POST", fixed(f"/{p}m"), EVERYONE, body=None) for p in ("v1/", "api/v1/")],
+    # A store's checkout checks and redeems Patron's coupons: with its server-side key only.
+    *[
+        Row(
+            f"{p}coupons/{op}",
+            "POST",
+            fixed(f"/{p}coupons/{op}"),
+            frozenset({"server_key"}),
+            body=lambda w, a: {
+                "code": "MATRIX15",
+                "userId": "cust-a",
+                "orderId": "A-1",
+                "subtotal": 20,
+            },
+        )
+        for p in ("v1/", "api/v1/")
+        for op in ("validate", "redeem")
+    ],
     # The catalog and order APIs (staff, HTTP Basic or session).
     Row("api/products/", "GET", fixed("/api/products/"), CATALOG_READ),
     Row(

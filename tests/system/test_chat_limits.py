@@ -82,7 +82,7 @@ def test_a_socket_over_its_frame_rate_gets_rate_limited_and_stays_open(server, k
     assert {a["code"] for a in limited} == {"rate_limited"}
     assert all(0 < a["retry_after_ms"] <= 250 for a in limited)
     assert [a["ref"] for a in limited] == [f"p-{n}" for n in range(len(pongs), 10)]
-    assert later == {"type": "pong"}  # the socket stayed open
+    assert later == {"type": "pong", "ref": "later"}  # the socket stayed open
 
 
 def test_new_conversations_are_limited_per_client_address(server, key):
