@@ -48,7 +48,7 @@ def backwards(apps, schema_editor):
 class Migration(migrations.Migration):
     dependencies = [
         ("chat", "0014_messages_post_function_v2"),
-        ("commerce", "0007_storesettings_currency_free_shipping_threshold"),
+        ("commerce", "0008_storesettings_currency_free_shipping_threshold"),
     ]
 
     operations = [migrations.RunPython(forwards, backwards)]

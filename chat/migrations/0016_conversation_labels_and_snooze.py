@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('chat', '0015_demo_articles_quote_the_store'),
-        ('commerce', '0007_storesettings_currency_free_shipping_threshold'),
+        ('commerce', '0008_storesettings_currency_free_shipping_threshold'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

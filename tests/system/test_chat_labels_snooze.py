@@ -23,6 +23,7 @@ from tests.chat.conftest import (  # noqa: F401  (fixtures)
     make_agent,
 )
 from tests.chat.wsclient import ChatClient
+from tests.support.chat_protocol import covers
 from tests.support.permissions import permissions
 from tests.system.test_chat_live import session_cookie, shopper_socket
 
@@ -65,6 +66,12 @@ def ids(snapshot: dict[str, Any]) -> list[int]:
     return [c["id"] for c in snapshot["conversations"]]
 
 
+@covers(
+    "console>conversation.label.add",
+    "console>conversation.label.remove",
+    "console<inbox.update",
+    "console<error",
+)
 def test_labels_are_added_filtered_removed_and_counted(server, key):
     agent = make_agent("anna", online=False)
     cookie = session_cookie(agent)
@@ -121,6 +128,7 @@ def test_labels_are_added_filtered_removed_and_counted(server, key):
     assert metrics["labels"] == {"vip": 1}
 
 
+@covers("console>conversation.snooze", "console<inbox.update", "console>inbox.query")
 def test_a_conversation_snoozed_until_the_shopper_writes_leaves_the_tabs_and_comes_back(
     server, key
 ):
@@ -168,6 +176,9 @@ def test_a_conversation_snoozed_until_the_shopper_writes_leaves_the_tabs_and_com
     assert (conversation.snoozed_at, conversation.snoozed_until) == (None, None)
 
 
+@covers(
+    "console>conversation.snooze", "console>conversation.unsnooze", "console<conversation.state"
+)
 def test_a_conversation_snoozed_until_a_time_is_woken_by_the_beat_task_when_due(server, key):
     agent = make_agent("anna", online=False)
     cookie = session_cookie(agent)
@@ -198,6 +209,13 @@ def test_a_conversation_snoozed_until_a_time_is_woken_by_the_beat_task_when_due(
             "inbox.update", conversation__id=cid, conversation__snoozed=False
         )
         again = await in_thread(services.conversations_wake_due, now=due)
+        # An agent who has the conversation open snoozes it and brings it back at once.
+        await console.send({"type": "conversation.open", "conversation_id": cid, "ref": "o"})
+        await console.expect("conversation.opened", ref="o")
+        await console.send({"type": "conversation.snooze", "conversation_id": cid})
+        await console.expect("conversation.state", conversation__snoozed=True)
+        await console.send({"type": "conversation.unsnooze", "conversation_id": cid})
+        unsnoozed = await console.expect("conversation.state", conversation__snoozed=False)
         await console.close()
         await shopper.close()
         return {
@@ -207,6 +225,7 @@ def test_a_conversation_snoozed_until_a_time_is_woken_by_the_beat_task_when_due(
             "on_time": on_time,
             "woken": woken,
             "again": again,
+            "unsnoozed": unsnoozed,
         }
 
     got = asyncio.run(scenario())
@@ -214,4 +233,5 @@ def test_a_conversation_snoozed_until_a_time_is_woken_by_the_beat_task_when_due(
     assert got["refused"]["code"] == "invalid"
     assert got["snoozed"]["conversation"]["snoozed_until"] == until.isoformat()
     assert (got["early"], got["on_time"], got["again"]) == (0, 1, 0)
+    assert got["unsnoozed"]["conversation"]["id"] == got["snoozed"]["conversation"]["id"]
     assert Conversation.objects.get().snoozed_at is None

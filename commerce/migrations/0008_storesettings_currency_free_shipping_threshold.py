@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('commerce', '0006_event_failures'),
+        ('commerce', '0007_order_coupon_problem_and_redemption_by_number'),
     ]
 
     operations = [
