@@ -99,9 +99,10 @@ def conversation_shopper_state(conversation: Conversation) -> dict[str, Any]:
 def queue_position_now(conversation_id: int) -> dict[str, Any] | None:
     """The ``queue.position`` frame of a conversation as it stands (None when not queued): for
     a socket that joins a queued conversation after the queue last moved (the shopper's first
-    message queued it, or the page was reloaded)."""
+    message queued it, or the page was reloaded). None outside business hours too: nobody is
+    promised a place in a queue then; the shopper is asked for an email (``offline.prompt``)."""
     conversation = Conversation.objects.get(pk=conversation_id)
-    if conversation.state != State.QUEUED:
+    if conversation.state != State.QUEUED or not business_hours_open():
         return None
     return selectors.queue_position_frame(conversation, agents_online=_online_agents().count())
 
