@@ -138,7 +138,8 @@ class ConversationListApi(AgentView):
 
     class FilterSerializer(serializers.Serializer[Any]):
         view = serializers.ChoiceField(choices=list(selectors.INBOX_VIEWS), default="all")
-        label = serializers.CharField(
+        # DRF's metaclass moves declared fields off the class: this does not shadow Field.label.
+        label = serializers.CharField(  # type: ignore[assignment]  # see the line above
             required=False, max_length=40, help_text="Only conversations with this label"
         )
         state = serializers.ChoiceField(choices=Conversation.State.choices, required=False)
