@@ -74,6 +74,7 @@ from chat.services.identity import (
 from chat.services.messages import (
     Outcome,
     StoredRow,
+    conversations_wake_on_reply,
     message_event,
     message_post,
     message_post_many,
@@ -156,6 +157,7 @@ __all__ = [
     "conversation_transfer",
     "conversation_unsnooze",
     "conversations_wake_due",
+    "conversations_wake_on_reply",
     "csat_record",
     "customer_hash",
     "follow_up_email_fire",

@@ -106,10 +106,6 @@ def message_event(message: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 def _message_posted(request: PostRequest, posted: PostedMessage, *, channel: str) -> None:
     """What follows a stored message besides its own event: the consoles' inbox while nobody
     holds the conversation, and the emailed reply in an email follow-up."""
-    if request.author_kind == Author.SHOPPER:
-        # The shopper wrote: a snoozed conversation comes back to the inbox (a primary-key
-        # lookup that changes nothing unless it is snoozed).
-        conversation_wake(conversation_id=request.conversation_id)
     if posted.state in (State.BOT, State.QUEUED) and not request.internal:
         _emit_inbox_update(request.conversation_id)
     if (
@@ -162,7 +158,10 @@ def message_post_one(request: PostRequest) -> PostedMessage:
     now = timezone.now()
     with transaction.atomic():
         [row] = messages_store([request], now=now)
-        return _outcome(request, row, now=now, publish=True)
+        posted = _outcome(request, row, now=now, publish=True)
+        if posted.created and request.author_kind == Author.SHOPPER:
+            conversations_wake_on_reply([request.conversation_id])
+        return posted
 
 
 def message_post_many(requests: Sequence[PostRequest]) -> list[Outcome]:
@@ -217,6 +216,24 @@ def _outcome(
         transaction.on_commit(partial(group_send_sync, *message_event(posted.message)))
     _message_posted(request, posted, channel=row[3])
     return posted
+
+
+def conversations_wake_on_reply(conversation_ids: Sequence[int]) -> list[int]:
+    """The shopper wrote in these conversations: the snoozed ones come back to the inbox (one
+    statement that changes nothing unless one is snoozed); returns the ids woken. The batch
+    path's caller (``chat.writer``) calls it once per batch, ``message_post_one`` per message."""
+    if not conversation_ids:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE chat_conversation SET snoozed_at = NULL, snoozed_until = NULL"
+            " WHERE id = ANY(%s) AND snoozed_at IS NOT NULL RETURNING id",
+            [sorted(set(conversation_ids))],
+        )
+        woken = [int(row[0]) for row in cursor.fetchall()]
+    for conversation_id in woken:
+        _emit_state(conversation_id)
+    return woken
 
 
 def conversation_wake(*, conversation_id: int) -> bool:

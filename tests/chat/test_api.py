@@ -163,6 +163,9 @@ def test_conversation_list_pages_and_summaries(shopper):
         "updated_at",
         "page_url",
         "language",
+        "labels",
+        "snoozed",
+        "snoozed_until",
     }
     assert (summary["state"], summary["last_message"], summary["assigned_agent"]) == (
         "bot",
