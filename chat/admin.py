@@ -4,13 +4,16 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
 
-from chat import bot, services
+from chat import bot, selectors, services
 from chat.models import (
     AgentStatus,
     BotIntent,
@@ -23,6 +26,7 @@ from chat.models import (
     Message,
 )
 from commerce.admin import PersonalDataAdminMixin
+from core.exceptions import ApplicationError
 
 
 @admin.register(ChatSettings)
@@ -55,42 +59,128 @@ class MessageInline(admin.TabularInline[Message, Conversation]):
         return False
 
 
+class AgentChoiceField(forms.ModelChoiceField):  # type: ignore[type-arg]  # django-stubs: generic in the model and its key
+    """Agents, each labelled with their presence and load ("Anna (online, 2 of 5 ...)")."""
+
+    rows: dict[int, dict[str, Any]] = {}
+
+    def label_from_instance(self, obj: Any) -> str:
+        row = self.rows.get(obj.pk, {"status": "offline", "load": 0, "capacity": 0})
+        name = selectors.agent_name(obj)
+        return f"{name} ({row['status']}, {row['load']} of {row['capacity']} conversations)"
+
+
+class AssignForm(forms.Form):
+    """Pick the agent who answers a conversation."""
+
+    agent = AgentChoiceField(queryset=get_user_model().objects.none())  # set per form
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["agent"]
+        assert isinstance(field, AgentChoiceField)
+        field.queryset = selectors.agents_queryset().order_by("username")
+        field.rows = {row["id"]: row for row in selectors.agents_list()}
+
+
 @admin.register(Conversation)
 class ConversationAdmin(PersonalDataAdminMixin, admin.ModelAdmin[Conversation]):
+    """Conversations, read-only: state changes (assign, transfer, resolve) go through the chat
+    services, which check the rules (agents, capacity, presence) and tell every client."""
+
     # Lists every conversation's shopper: agents work in the console, which shows them only
     # the shoppers of the conversations they handle.
     list_display = ["id", "shopper", "state", "channel", "assigned_agent", "updated_at"]
     list_filter = ["state", "channel"]
     list_select_related = ["shopper", "assigned_agent"]
     raw_id_fields = ["shopper", "assigned_agent", "resolved_by"]
-    readonly_fields = [
-        "last_seq",
-        "created_at",
-        "updated_at",
-        "queued_at",
-        "handed_off_at",
-        "assigned_at",
-        "first_agent_response_at",
-        "resolved_at",
-        "state",
-    ]
     search_fields = ["shopper__email", "shopper__customer_id"]
     inlines = [MessageInline]
     actions = ["resolve"]
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [f.name for f in Conversation._meta.fields] + ["assignment"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # a conversation starts when a shopper writes (conversation_start)
+
+    @admin.display(description="Assignment")
+    def assignment(self, conversation: Conversation) -> str:
+        if not conversation.pk or conversation.state == Conversation.State.RESOLVED:
+            return "-"
+        url = reverse("admin:chat_conversation_assign", args=[conversation.pk])
+        verb = "Transfer" if conversation.state == Conversation.State.ASSIGNED else "Assign"
+        return format_html('<a class="button" href="{}">{} to an agent…</a>', url, verb)
+
+    def get_urls(self) -> list[URLPattern]:
+        assign = path(
+            "<int:conversation_id>/assign/",
+            self.admin_site.admin_view(self.assign_view),
+            name="chat_conversation_assign",
+        )
+        return [assign, *super().get_urls()]
+
+    def assign_view(self, request: HttpRequest, conversation_id: int) -> HttpResponse:
+        """GET: a form to pick the agent; POST: ``services.conversation_assign`` (a transfer
+        when the conversation is assigned). A refusal (not an agent, offline, at capacity,
+        resolved) shows its message and changes nothing."""
+        conversation = get_object_or_404(Conversation, pk=conversation_id)
+        if not self.has_change_permission(request, conversation):
+            raise PermissionDenied
+        form = AssignForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            agent = form.cleaned_data["agent"]
+            try:
+                services.conversation_assign(
+                    conversation_id=conversation.pk, agent=agent, by=request.user
+                )
+            except ApplicationError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+            else:
+                self.message_user(
+                    request,
+                    f"Conversation {conversation.pk} is now with {selectors.agent_name(agent)}.",
+                    messages.SUCCESS,
+                )
+                return redirect("admin:chat_conversation_change", conversation.pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Assign {conversation}",
+            "opts": self.opts,
+            "conversation": conversation,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/chat/conversation/assign.html", context)
+
     @admin.action(description="Resolve the selected conversations")
     def resolve(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> None:
+        resolved = 0
         for conversation in queryset:
-            services.conversation_resolve(conversation_id=conversation.pk, by=request.user)
-        self.message_user(request, f"Resolved {queryset.count()} conversations.", messages.SUCCESS)
+            try:
+                services.conversation_resolve(conversation_id=conversation.pk, by=request.user)
+            except ApplicationError as exc:
+                self.message_user(request, f"{conversation}: {exc.message}", messages.ERROR)
+            else:
+                resolved += 1
+        self.message_user(request, f"Resolved {resolved} conversations.", messages.SUCCESS)
 
 
 @admin.register(AgentStatus)
 class AgentStatusAdmin(admin.ModelAdmin[AgentStatus]):
+    """Agents' presence is the console's to set; staff change capacity, through the service
+    (a raised capacity hands queued conversations to the agent at once)."""
+
     list_display = ["user", "status", "capacity", "connections", "last_seen_at"]
     list_select_related = ["user"]
     raw_id_fields = ["user"]
     list_editable = ["capacity"]
+    readonly_fields = ["status", "connections", "last_assigned_at", "last_seen_at"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [*self.readonly_fields, "user"] if obj is not None else list(self.readonly_fields)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        services.agent_capacity_set(user=obj.user, capacity=obj.capacity)
 
 
 @admin.register(KnowledgeArticle)

@@ -28,9 +28,16 @@ from commerce.models import (
 
 
 class ShopperAliasInline(admin.TabularInline[ShopperAlias, Shopper]):
+    """Anonymous ids join a shopper through identify and merges (``services.shopper_resolve``,
+    ``shopper_merge``), never by hand."""
+
     model = ShopperAlias
     extra = 0
+    can_delete = False
     readonly_fields = ("anonymous_id", "created_at")
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 class PersonalDataAdminMixin:
@@ -68,7 +75,16 @@ class ShopperAdmin(PersonalDataAdminMixin, admin.ModelAdmin[Shopper]):
         "phone",
         "aliases__anonymous_id",
     )
-    readonly_fields = ("created_at", "updated_at", "merged_into")
+    # Consent changes with its records (unsubscribes, skipped messages): engagement's
+    # preference centre, unsubscribe links and Unsubscribe admin, or identify traits.
+    readonly_fields = (
+        "created_at",
+        "updated_at",
+        "merged_into",
+        "email_consent",
+        "sms_consent",
+        "push_consent",
+    )
     raw_id_fields = ("merged_into",)
     inlines = [ShopperAliasInline]
     show_full_result_count = False
@@ -84,6 +100,9 @@ class CategoryAdmin(admin.ModelAdmin[Category]):
 
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin[Product]):
+    """Products, saved through ``services.product_upsert`` (price rules; a new SKU links the
+    order lines that named it before the catalog knew it). Ratings come from reviews."""
+
     # Links typed without a scheme are https (Django 6 default; says so before it changes).
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = (
@@ -102,22 +121,53 @@ class ProductAdmin(admin.ModelAdmin[Product]):
     raw_id_fields = ("category",)
     list_editable = ("price", "stock", "active")
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Product | None = None) -> list[str]:
+        derived = ["average_rating", "rating_count", "created_at"]
+        return derived if obj is None else ["sku", *derived]
+
+    def save_model(self, request: HttpRequest, obj: Product, form: Any, change: bool) -> None:
+        names = form.changed_data if change else list(form.cleaned_data)
+        values = {name: form.cleaned_data[name] for name in names if name != "sku"}
+        product, _ = services.product_upsert(sku=obj.sku, defaults=values)
+        obj.pk = product.pk
+        obj.refresh_from_db()
+
 
 class OrderLineInline(admin.TabularInline[OrderLine, Order]):
     model = OrderLine
     extra = 0
+    can_delete = False
     raw_id_fields = ("product",)
-    readonly_fields = ("sku", "title", "quantity", "unit_price", "total", "refunded_quantity")
+    readonly_fields = (
+        "product",
+        "sku",
+        "title",
+        "quantity",
+        "unit_price",
+        "total",
+        "refunded_quantity",
+    )
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 class RefundInline(admin.TabularInline[Refund, Order]):
     model = Refund
     extra = 0
+    can_delete = False
     readonly_fields = ("number", "amount", "reason", "refunded_at")
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 @admin.register(Order)
 class OrderAdmin(admin.ModelAdmin[Order]):
+    """Orders are the store's record, read-only here: they arrive by the tracking API, the
+    orders API or an import (``services.order_create``), refunds by the refunds API
+    (``services.refund_create``), which keep totals, statuses, points and triggers in step."""
+
     list_display = (
         "number",
         "shopper",
@@ -134,24 +184,56 @@ class OrderAdmin(admin.ModelAdmin[Order]):
     date_hierarchy = "placed_at"
     list_select_related = ("shopper",)
     raw_id_fields = ("shopper",)
-    readonly_fields = ("number", "created_at")
     inlines = [OrderLineInline, RefundInline]
     show_full_result_count = False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Order | None = None) -> list[str]:
+        return [f.name for f in Order._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
 
 @admin.register(Review)
 class ReviewAdmin(admin.ModelAdmin[Review]):
+    """Reviews arrive as tracked events (``services.review_record``); staff may only delete
+    them, through ``services.reviews_delete``, which refreshes the products' ratings."""
+
     list_display = ("product", "shopper", "rating", "created_at")
     list_filter = ("rating",)
     raw_id_fields = ("product", "shopper")
     list_select_related = ("product", "shopper")
+    actions = ["delete_reviews"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Review | None = None) -> list[str]:
+        return [f.name for f in Review._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def get_actions(self, request: HttpRequest) -> Any:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # it would leave the products' ratings stale
+        return actions
+
+    def delete_model(self, request: HttpRequest, obj: Review) -> None:
+        services.reviews_delete(review_ids=[obj.pk])
+
+    @admin.action(description="Delete the selected reviews", permissions=["delete"])
+    def delete_reviews(self, request: HttpRequest, queryset: QuerySet[Review]) -> None:
+        deleted = services.reviews_delete(review_ids=list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"Deleted {deleted} reviews; ratings refreshed.")
 
 
 class CouponRedemptionInline(admin.TabularInline[CouponRedemption, Coupon]):
     model = CouponRedemption
     extra = 0
+    can_delete = False
     raw_id_fields = ("order", "shopper")
-    readonly_fields = ("amount", "created_at")
+    readonly_fields = ("order", "shopper", "amount", "created_at")
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # redemptions come from orders (services.coupon_redeem), with times_used
 
 
 @admin.register(Coupon)

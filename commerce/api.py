@@ -525,14 +525,7 @@ class ProductDetailApi(StaffApi):
         product = self._get(sku)
         serializer = ProductPatchSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        values = dict(serializer.validated_data)
-        if "category" in values:
-            path = values.pop("category")
-            values["category"] = importers.category_get_or_create(path=path) if path else None
-        if "currency" in values:
-            values["currency"] = values["currency"].upper()
-        if values:
-            services.product_upsert(sku=product.sku, defaults=values)
+        importers.product_update(sku=product.sku, values=serializer.validated_data)
         return Response(ProductOutputSerializer(self._get(sku)).data)
 
 

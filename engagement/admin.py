@@ -6,17 +6,21 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from commerce.models import Shopper
 from core.exceptions import ApplicationError
 from engagement import registry, selectors, services
 from engagement.models import (
+    SUBSCRIBABLE_CHANNELS,
     Broadcast,
     Campaign,
     CampaignStep,
@@ -42,7 +46,6 @@ class CampaignForm(forms.ModelForm[Campaign]):
             "name",
             "trigger",
             "trigger_options",
-            "status",
             "audience",
             "segment",
             "audience_rules",
@@ -78,8 +81,29 @@ class CampaignForm(forms.ModelForm[Campaign]):
         return data
 
 
+class StepInlineFormSet(forms.BaseInlineFormSet):  # type: ignore[type-arg]  # django-stubs: generic in three models, Django's is not
+    """Refuses to leave an active campaign without steps (``services.campaign_status_check``)."""
+
+    def clean(self) -> None:
+        super().clean()
+        remaining = sum(
+            1
+            for form in self.forms
+            if getattr(form, "cleaned_data", None)
+            and not form.cleaned_data.get("DELETE")
+            and (form.instance.pk or form.has_changed())
+        )
+        try:
+            services.campaign_status_check(status=self.instance.status, step_count=remaining)
+        except ApplicationError as exc:
+            raise forms.ValidationError(
+                f"{exc.message}: pause or archive it before removing its last step."
+            ) from None
+
+
 class StepInline(admin.StackedInline[CampaignStep, Campaign]):
     model = CampaignStep
+    formset = StepInlineFormSet
     extra = 0
     fields = (
         "position",
@@ -102,14 +126,29 @@ class StepInline(admin.StackedInline[CampaignStep, Campaign]):
         return format_html('<a href="{}">Preview with a shopper, send a test</a>', url)
 
 
+# The status changes the change page offers: (status, button label, what it does).
+STATUS_ACTIONS = {
+    Campaign.Status.ACTIVE: ("Activate", "Matching shoppers start receiving its steps."),
+    Campaign.Status.PAUSED: ("Pause", "Scheduled messages wait until it is active again."),
+    Campaign.Status.ARCHIVED: (
+        "Archive",
+        "Every scheduled message that is not yet sent is cancelled; this cannot be undone.",
+    ),
+}
+
+
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin[Campaign]):
+    """Campaigns. The status is read-only in the form: it changes through the buttons and
+    actions, which call ``services.campaign_status_set`` (a step to run; archiving cancels
+    scheduled messages) and show the merchant its refusal."""
+
     form = CampaignForm
     inlines = [StepInline]
     list_display = ("name", "trigger", "status", "audience", "control_percent", "created_at")
     list_filter = ("status", "trigger")
     search_fields = ("name",)
-    readonly_fields = ("results", "nps")
+    readonly_fields = ("status", "status_actions", "results", "nps")
     actions = ["activate", "pause", "archive", "broadcast_now"]
 
     @admin.display(description="Results (orders within 7 days)")
@@ -126,6 +165,20 @@ class CampaignAdmin(admin.ModelAdmin[Campaign]):
             r["control"]["conversions"],
             r["control"]["rate"],
             r["uplift"]["rate"],
+        )
+
+    @admin.display(description="Change status")
+    def status_actions(self, campaign: Campaign) -> str:
+        if not campaign.pk:
+            return "A new campaign starts as a draft: add its steps, save, then activate it."
+        return format_html_join(
+            " ",
+            '<a class="button" href="{}">{}</a>',
+            (
+                (reverse("admin:engagement_campaign_status", args=[campaign.pk, status]), label)
+                for status, (label, _) in STATUS_ACTIONS.items()
+                if status != campaign.status
+            ),
         )
 
     @admin.display(description="NPS")
@@ -147,10 +200,19 @@ class CampaignAdmin(admin.ModelAdmin[Campaign]):
 
     def _set_status(self, request: HttpRequest, queryset: QuerySet[Campaign], status: str) -> None:
         for campaign in queryset:
-            try:
-                services.campaign_status_set(campaign=campaign, status=status)
-            except ApplicationError as exc:
-                self.message_user(request, f"{campaign}: {exc.message}", messages.ERROR)
+            self._status_set_one(request, campaign, status)
+
+    def _status_set_one(self, request: HttpRequest, campaign: Campaign, status: str) -> bool:
+        try:
+            cancelled = services.campaign_status_set(campaign=campaign, status=status)
+        except ApplicationError as exc:
+            self.message_user(request, f"{campaign}: {exc.message}", messages.ERROR)
+            return False
+        done = f"{campaign}: {Campaign.Status(status).label.split(' (')[0].lower()}"
+        if status == Campaign.Status.ARCHIVED:
+            done += f", {cancelled} scheduled messages cancelled"
+        self.message_user(request, done, messages.SUCCESS)
+        return True
 
     @admin.action(description="Activate")
     def activate(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
@@ -160,9 +222,24 @@ class CampaignAdmin(admin.ModelAdmin[Campaign]):
     def pause(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
         self._set_status(request, queryset, Campaign.Status.PAUSED)
 
-    @admin.action(description="Archive (cancel scheduled messages)")
-    def archive(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
+    @admin.action(description="Archive (cancel scheduled messages)…")
+    def archive(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> HttpResponse | None:
+        """Asks first (a page listing what each campaign would cancel), then archives."""
+        if request.POST.get("confirm") != "yes":
+            campaigns = list(queryset)
+            counts = selectors.campaign_scheduled_counts(campaign_ids=[c.pk for c in campaigns])
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Archive these campaigns?",
+                "opts": self.opts,
+                "rows": [(c, counts[c.pk]) for c in campaigns],
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            }
+            return TemplateResponse(
+                request, "admin/engagement/campaign/archive_confirm.html", context
+            )
         self._set_status(request, queryset, Campaign.Status.ARCHIVED)
+        return None
 
     @admin.action(description="Broadcast to the audience now")
     def broadcast_now(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
@@ -173,13 +250,45 @@ class CampaignAdmin(admin.ModelAdmin[Campaign]):
             except ApplicationError as exc:
                 self.message_user(request, f"{campaign}: {exc.message}", messages.ERROR)
 
+    def status_view(self, request: HttpRequest, campaign_id: int, status: str) -> HttpResponse:
+        """GET: what the change would do (archiving: how many messages it cancels), with a
+        confirm button; POST: ``services.campaign_status_set``, then back to the campaign with
+        the outcome or the refusal (nothing changed)."""
+        campaign = get_object_or_404(Campaign, pk=campaign_id)
+        if status not in STATUS_ACTIONS:
+            raise Http404("no such status")
+        if not self.has_change_permission(request, campaign):
+            raise PermissionDenied
+        if request.method == "POST":
+            self._status_set_one(request, campaign, status)
+            return redirect("admin:engagement_campaign_change", campaign.pk)
+        label, effect = STATUS_ACTIONS[Campaign.Status(status)]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{label} {campaign}?",
+            "opts": self.opts,
+            "campaign": campaign,
+            "label": label,
+            "effect": effect,
+            "scheduled": selectors.campaign_scheduled_counts(campaign_ids=[campaign.pk])[
+                campaign.pk
+            ],
+            "archiving": status == Campaign.Status.ARCHIVED,
+        }
+        return TemplateResponse(request, "admin/engagement/campaign/status_confirm.html", context)
+
     def get_urls(self) -> list[URLPattern]:
         custom = [
+            path(
+                "<int:campaign_id>/status/<str:status>/",
+                self.admin_site.admin_view(self.status_view),
+                name="engagement_campaign_status",
+            ),
             path(
                 "<int:campaign_id>/steps/<int:step_id>/preview/",
                 self.admin_site.admin_view(self.step_preview_view),
                 name="engagement_campaign_step_preview",
-            )
+            ),
         ]
         return custom + super().get_urls()
 
@@ -264,6 +373,9 @@ class MessageAdmin(admin.ModelAdmin[Message]):
 
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin[Run]):
+    """Runs are read-only: a trigger starts them, its end condition or the "Stop" action
+    (``services.runs_stop``, which cancels their scheduled messages) ends them."""
+
     list_display = (
         "id",
         "campaign",
@@ -276,17 +388,22 @@ class RunAdmin(admin.ModelAdmin[Run]):
     list_filter = ("state", "campaign")
     list_select_related = ("campaign", "shopper")
     raw_id_fields = ("campaign", "shopper")
-    readonly_fields = (
-        "campaign",
-        "shopper",
-        "occurrence_key",
-        "data",
-        "email_to",
-        "email_reply_to",
-        "started_at",
-        "occurred_at",
-        "stopped_at",
-    )
+    actions = ["stop"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Run | None = None) -> list[str]:
+        return [f.name for f in Run._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description="Stop (cancel their scheduled messages)", permissions=["change"])
+    def stop(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
+        stopped, cancelled = services.runs_stop(
+            run_ids=list(queryset.values_list("pk", flat=True)), reason="stopped by staff"
+        )
+        self.message_user(
+            request, f"stopped {stopped} runs, cancelled {cancelled} scheduled messages"
+        )
 
 
 @admin.register(Segment)
@@ -294,11 +411,40 @@ class SegmentAdmin(admin.ModelAdmin[Segment]):
     list_display = ("name", "kind", "computed_by", "created_at")
 
 
+class BroadcastForm(forms.ModelForm[Broadcast]):
+    class Meta:
+        model = Broadcast
+        fields = ["campaign", "send_at"]
+
+    def clean_campaign(self) -> Campaign:
+        campaign: Campaign = self.cleaned_data["campaign"]
+        try:
+            services.broadcast_check(campaign=campaign)
+        except ApplicationError as exc:
+            raise forms.ValidationError(exc.message) from None
+        return campaign
+
+
 @admin.register(Broadcast)
 class BroadcastAdmin(admin.ModelAdmin[Broadcast]):
+    """A broadcast is scheduled through ``services.broadcast_schedule`` (an active campaign;
+    sent at once when due) and read-only afterwards."""
+
+    form = BroadcastForm
     list_display = ("id", "campaign", "send_at", "started_at", "finished_at", "enrolled")
-    readonly_fields = ("started_at", "finished_at", "enrolled")
     raw_id_fields = ("campaign",)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Broadcast | None = None) -> list[str]:
+        if obj is None:
+            return ["started_at", "finished_at", "enrolled"]
+        return [f.name for f in Broadcast._meta.fields]
+
+    def save_model(self, request: HttpRequest, obj: Broadcast, form: Any, change: bool) -> None:
+        if change:
+            return  # every field is read-only once scheduled
+        scheduled = services.broadcast_schedule(campaign=obj.campaign, send_at=obj.send_at)
+        obj.pk = scheduled.pk
+        obj.refresh_from_db()
 
 
 @admin.register(WebhookEndpoint)
@@ -310,15 +456,60 @@ class WebhookEndpointAdmin(admin.ModelAdmin[WebhookEndpoint]):
 
 @admin.register(Suppression)
 class SuppressionAdmin(admin.ModelAdmin[Suppression]):
+    """Suppressions are added through ``services.suppression_add`` (the address normalised as
+    the send-time check compares it); read-only once added, deleted to lift them."""
+
     list_display = ("address", "channel", "reason", "created_at")
     search_fields = ("address",)
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: Suppression | None = None
+    ) -> list[str]:
+        return ["created_at"] if obj is None else [f.name for f in Suppression._meta.fields]
+
+    def save_model(self, request: HttpRequest, obj: Suppression, form: Any, change: bool) -> None:
+        if change:
+            return  # read-only once added
+        services.suppression_add(channel=obj.channel, address=obj.address, reason=obj.reason)
+        address = obj.address.strip()
+        saved = Suppression.objects.filter(channel=obj.channel, address__iexact=address).first()
+        if saved is not None:
+            obj.pk = saved.pk
+            obj.refresh_from_db()
+
+
+class UnsubscribeForm(forms.ModelForm[Unsubscribe]):
+    channel = forms.ChoiceField(
+        choices=[(c.value, c.label) for c in SUBSCRIBABLE_CHANNELS],
+        help_text="Drops the shopper's consent and skips what is scheduled on this channel.",
+    )
+
+    class Meta:
+        model = Unsubscribe
+        fields = ["shopper", "channel"]
 
 
 @admin.register(Unsubscribe)
 class UnsubscribeAdmin(admin.ModelAdmin[Unsubscribe]):
+    """Unsubscribing a shopper here goes through ``services.shopper_unsubscribe`` (consent
+    dropped, scheduled marketing skipped); a recorded unsubscribe is read-only."""
+
+    form = UnsubscribeForm
     list_display = ("shopper", "channel", "source", "created_at")
     raw_id_fields = ("shopper", "message")
     list_select_related = ("shopper",)
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: Unsubscribe | None = None
+    ) -> list[str]:
+        return [] if obj is None else [f.name for f in Unsubscribe._meta.fields]
+
+    def save_model(self, request: HttpRequest, obj: Unsubscribe, form: Any, change: bool) -> None:
+        if change:
+            return  # read-only once recorded
+        services.shopper_unsubscribe(shopper=obj.shopper, channel=obj.channel, source="admin")
+        obj.pk = Unsubscribe.objects.get(shopper=obj.shopper, channel=obj.channel).pk
+        obj.refresh_from_db()
 
 
 @admin.register(NpsResponse)
@@ -330,9 +521,20 @@ class NpsResponseAdmin(admin.ModelAdmin[NpsResponse]):
 
 @admin.register(ProductWatch)
 class ProductWatchAdmin(admin.ModelAdmin[ProductWatch]):
+    """Shoppers' "notify me" requests, read-only: the widget creates them
+    (``services.notify_request_create``), restocks and price drops notify them."""
+
     list_display = ("shopper", "product", "kind", "created_at", "notified_at")
     raw_id_fields = ("shopper", "product")
     list_select_related = ("shopper", "product")
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: ProductWatch | None = None
+    ) -> list[str]:
+        return [f.name for f in ProductWatch._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
 
 admin.site.register(Topic)

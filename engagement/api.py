@@ -27,8 +27,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from commerce import selectors as commerce_selectors
-from commerce import services as commerce_services
-from commerce.models import Product, WriteKey
+from commerce.models import WriteKey
 from commerce.visitor_api import VisitorIdentitySerializer, visitor_shopper
 from core.exceptions import NotFound, PermissionDenied
 from core.ratelimit import rate_limit_hit, request_client_address
@@ -198,18 +197,21 @@ class NotifyRequestApi(WidgetApi):
             # A typed address will be mailed: limited per sender and per recipient.
             rate_limit_hit(scope="email_sender", key=(request_client_address(request.META),))
             rate_limit_hit(scope="email_recipient", key=(data["email"].strip().lower(),))
-        product = Product.objects.filter(sku=data["sku"].strip(), active=True).first()
-        if product is None:
-            raise NotFound(f"no product with sku {data['sku']!r}", code="product_not_found")
-        shopper = visitor_shopper(data, create=True)
-        if data.get("email") and not shopper.email:
-            shopper = commerce_services.shopper_update_traits(
-                shopper=shopper, traits={"email": data["email"]}
-            )
-        watch, created = services.product_watch_create(
-            shopper=shopper, product=product, kind=data["kind"]
+        notify = services.notify_request_create(
+            sku=data["sku"],
+            kind=data["kind"],
+            anonymous_id=data.get("anonymous_id"),
+            customer_id=data.get("user_id"),
+            proof=data.get("user_hash"),
+            email=data.get("email"),
         )
-        body = {"id": watch.pk, "sku": product.sku, "kind": watch.kind, "created": created}
+        created = notify.created
+        body = {
+            "id": notify.watch.pk,
+            "sku": notify.sku,
+            "kind": notify.watch.kind,
+            "created": created,
+        }
         return Response(
             self.NotifyRequestOutputSerializer(body).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
@@ -292,12 +294,13 @@ class PushSubscriptionApi(WidgetApi):
         serializer = self.PushSubscriptionInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        shopper = visitor_shopper(data, create=True)
         subscription = services.push_subscription_save(
-            shopper=shopper,
             endpoint=data["endpoint"],
             p256dh=data["keys"]["p256dh"],
             auth=data["keys"]["auth"],
+            anonymous_id=data.get("anonymous_id"),
+            customer_id=data.get("user_id"),
+            proof=data.get("user_hash"),
         )
         return Response(
             self.PushSubscriptionOutputSerializer(

@@ -12,12 +12,17 @@ from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from commerce.models import Order, Shopper, ShopperAlias
 from core.exceptions import ValidationError
 from engagement.models import (
+    SUBSCRIBABLE_CHANNELS,
     Campaign,
+    Channel,
     Message,
     NpsResponse,
+    Preference,
     Run,
     Segment,
     SegmentMembership,
+    Topic,
+    Unsubscribe,
 )
 
 # Shopper fields an audience rule may test, and the operators each kind of field allows.
@@ -148,6 +153,56 @@ def onsite_messages_pending(*, shopper: Shopper, limit: int = 20) -> list[Messag
             shopper=shopper, channel="onsite", state=Message.State.SENT, seen_at__isnull=True
         ).order_by("-sent_at", "-id")[:limit]
     )
+
+
+def topics_list() -> list[Topic]:
+    """Every topic a shopper may opt out of, by name (as the preference centre lists them)."""
+    return list(Topic.objects.order_by("name", "key"))
+
+
+def preference_centre(*, shopper: Shopper) -> dict[str, Any]:
+    """What the preference centre shows a shopper: ``channels`` (``key``, ``label``, ``on``:
+    consent given and no unsubscribe recorded), ``topics`` (``key``, ``name``,
+    ``description``, ``on``: not opted out) and ``paused_until`` (aware datetime or None)."""
+    unsubscribed = set(
+        Unsubscribe.objects.filter(shopper=shopper).values_list("channel", flat=True)
+    )
+    preference = Preference.objects.filter(shopper=shopper).first()
+    opted_out = (
+        set(preference.topics_opted_out.values_list("key", flat=True)) if preference else set()
+    )
+    return {
+        "channels": [
+            {
+                "key": c,
+                "label": Channel(c).label,
+                "on": c not in unsubscribed and bool(getattr(shopper, f"{c}_consent")),
+            }
+            for c in SUBSCRIBABLE_CHANNELS
+        ],
+        "topics": [
+            {
+                "key": t.key,
+                "name": t.name,
+                "description": t.description,
+                "on": t.key not in opted_out,
+            }
+            for t in topics_list()
+        ],
+        "paused_until": preference.paused_until if preference else None,
+    }
+
+
+def campaign_scheduled_counts(*, campaign_ids: Sequence[int]) -> dict[int, int]:
+    """Per campaign id, how many of its messages wait to be sent (what archiving cancels)."""
+    rows = (
+        Message.objects.filter(campaign_id__in=campaign_ids, state=Message.State.SCHEDULED)
+        .values("campaign_id")
+        .annotate(n=Count("pk"))
+    )
+    counts = {campaign_id: 0 for campaign_id in campaign_ids}
+    counts.update({row["campaign_id"]: row["n"] for row in rows})
+    return counts
 
 
 def campaign_results(*, campaign: Campaign, attribution_days: int = 7) -> dict[str, dict[str, Any]]:

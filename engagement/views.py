@@ -15,8 +15,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from core.exceptions import NotFound, ValidationError
-from engagement import services, tokens
-from engagement.models import SUBSCRIBABLE_CHANNELS, Channel, Preference, Topic, Unsubscribe
+from engagement import selectors, services, tokens
+from engagement.models import SUBSCRIBABLE_CHANNELS, Channel
 
 
 def _user_agent(request: HttpRequest) -> str:
@@ -102,7 +102,9 @@ def preferences(request: HttpRequest, token: str) -> HttpResponse:
                     c: request.POST.get(f"channel_{c}") == "on" for c in SUBSCRIBABLE_CHANNELS
                 },
                 topics_opted_out=[
-                    t.key for t in Topic.objects.all() if request.POST.get(f"topic_{t.key}") != "on"
+                    t.key
+                    for t in selectors.topics_list()
+                    if request.POST.get(f"topic_{t.key}") != "on"
                 ],
                 pause_days=int(pause) if pause.strip().isdigit() else None,
             )
@@ -110,35 +112,10 @@ def preferences(request: HttpRequest, token: str) -> HttpResponse:
         except ValidationError as exc:
             error = exc.message
         shopper.refresh_from_db()
-    unsubscribed = set(
-        Unsubscribe.objects.filter(shopper=shopper).values_list("channel", flat=True)
-    )
-    preference = Preference.objects.filter(shopper=shopper).first()
-    opted_out = (
-        set(preference.topics_opted_out.values_list("key", flat=True)) if preference else set()
-    )
-    channels = [
-        {
-            "key": c,
-            "label": Channel(c).label,
-            "on": c not in unsubscribed and getattr(shopper, f"{c}_consent"),
-        }
-        for c in SUBSCRIBABLE_CHANNELS
-    ]
-    topics = [
-        {"key": t.key, "name": t.name, "description": t.description, "on": t.key not in opted_out}
-        for t in Topic.objects.all()
-    ]
     return render(
         request,
         "engagement/preferences.html",
-        {
-            "channels": channels,
-            "topics": topics,
-            "paused_until": preference.paused_until if preference else None,
-            "saved": saved,
-            "error": error,
-        },
+        {**selectors.preference_centre(shopper=shopper), "saved": saved, "error": error},
         status=400 if error else 200,
     )
 

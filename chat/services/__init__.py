@@ -37,6 +37,7 @@ from chat.services._common import (
     staff_group,
 )
 from chat.services.agents import (
+    agent_capacity_set,
     agent_connect,
     agent_disconnect,
     agent_heartbeat,
@@ -127,6 +128,7 @@ __all__ = [
     "ShopperPost",
     "State",
     "StoredRow",
+    "agent_capacity_set",
     "agent_connect",
     "agent_disconnect",
     "agent_group",

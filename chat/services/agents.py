@@ -81,6 +81,22 @@ def agent_presence_set(*, user: Any, status: str) -> AgentStatus:
     return row
 
 
+def agent_capacity_set(*, user: Any, capacity: int) -> AgentStatus:
+    """Set how many conversations ``user`` (an agent) holds at once (0 to 1000). A raised
+    capacity hands queued conversations to the agent at once; a lowered one takes nothing
+    away (the agent finishes what they hold). ``ValidationError`` on a bad number."""
+    if not 0 <= capacity <= 1000:
+        raise ValidationError("capacity must be between 0 and 1000")
+    _check_agent(user)
+    with transaction.atomic():
+        row, _ = AgentStatus.objects.select_for_update().get_or_create(user=user)
+        AgentStatus.objects.filter(pk=row.pk).update(capacity=capacity)
+        _emit_presence(user)
+    queue_drain()
+    row.refresh_from_db()
+    return row
+
+
 def agent_message_post(
     *, agent: Any, conversation_id: int, body: str, client_id: str | None, internal: bool = False
 ) -> PostedMessage:

@@ -109,17 +109,43 @@ def _check_agent(user: Any) -> None:
         raise PermissionDenied("Only agents can do this.", code="forbidden")
 
 
-def conversation_assign(*, conversation_id: int, agent: Any, by: Any) -> Conversation:
-    """Assign to ``agent`` (an agent taking a conversation, or a manager assigning it); works
-    from ``bot`` or ``queued`` (the bot falls silent) and from ``assigned`` (a transfer)."""
+def _check_can_take(agent: Any, *, by: Any) -> None:
+    """Refuse to give ``agent`` a conversation when someone else assigns it and ``agent`` is not
+    online or has no free capacity. Call holding ``agent``'s ``AgentStatus`` row lock.
+
+    An agent who takes a conversation themselves (``by`` is ``agent``: a reply in an unassigned
+    conversation, "assign to me") decides their own load; routing never gives them more than
+    their capacity."""
+    if by is not None and by.pk == agent.pk:
+        return
+    name = selectors.agent_name(agent)
+    if not _online_agents().filter(user=agent).exists():
+        raise Conflict(f"{name} is not online.", code="agent_unavailable")
+    capacity = AgentStatus.objects.filter(user=agent).values_list("capacity", flat=True).get()
+    load = selectors.agent_loads().get(agent.pk, 0)
+    if load >= capacity:
+        raise Conflict(
+            f"{name} is at capacity ({load} of {capacity} conversations).",
+            code="agent_at_capacity",
+        )
+
+
+def _assign_checked(
+    *, conversation_id: int, agent: Any, by: Any, transfer: bool = False
+) -> Conversation:
     _check_agent(by)
     _check_agent(agent)
     with transaction.atomic():
+        # Lock order: AgentStatus rows, then the conversation (as routing does).
+        list(AgentStatus.objects.select_for_update().filter(user=agent))
         conversation = _lock(conversation_id)
         if conversation.state == State.RESOLVED:
             raise Conflict("This conversation is resolved.", code="conflict")
+        if transfer and conversation.state != State.ASSIGNED:
+            raise Conflict("Only an assigned conversation can be transferred.", code="conflict")
         if conversation.state == State.ASSIGNED and conversation.assigned_agent_id == agent.pk:
             return conversation
+        _check_can_take(agent, by=by)
         now = timezone.now()
         if conversation.handed_off_at is None:
             conversation.handed_off_at = now
@@ -130,10 +156,19 @@ def conversation_assign(*, conversation_id: int, agent: Any, by: Any) -> Convers
     return conversation
 
 
+def conversation_assign(*, conversation_id: int, agent: Any, by: Any) -> Conversation:
+    """Assign to ``agent`` (an agent taking a conversation, or a manager assigning it); works
+    from ``bot`` or ``queued`` (the bot falls silent) and from ``assigned`` (a transfer).
+
+    ``by`` and ``agent`` must be agents (``PermissionDenied``). When ``by`` is someone else,
+    ``agent`` must be online with free capacity (``Conflict``, codes ``agent_unavailable`` and
+    ``agent_at_capacity``). A resolved conversation is a ``Conflict``. Sends the state,
+    assignment and queue events after commit, and says in the conversation who joined.
+    """
+    return _assign_checked(conversation_id=conversation_id, agent=agent, by=by)
+
+
 def conversation_transfer(*, conversation_id: int, to_agent: Any, by: Any) -> Conversation:
-    """assigned → assigned to another agent."""
-    with transaction.atomic():
-        conversation = _lock(conversation_id)
-        if conversation.state != State.ASSIGNED:
-            raise Conflict("Only an assigned conversation can be transferred.", code="conflict")
-        return conversation_assign(conversation_id=conversation_id, agent=to_agent, by=by)
+    """assigned → assigned to another agent; the rules and events of ``conversation_assign``,
+    and a ``Conflict`` unless the conversation is assigned."""
+    return _assign_checked(conversation_id=conversation_id, agent=to_agent, by=by, transfer=True)

@@ -17,7 +17,7 @@ The package (this module re-exports every public name, so callers keep
 ``from commerce import importers; importers.catalog_import(...)``):
 
 - ``parsing``: reading CSV/JSON files and parsing their fields (shared with the API);
-- ``catalog``: category paths and catalog rows;
+- ``catalog``: category paths, catalog rows, and one product's update (the staff API's PATCH);
 - ``orders``: order rows, grouped and recorded;
 - ``online_retail_file``: the UCI file's format, categories by title words, parsing;
 - ``online_retail``: loading the parsed file on the bulk path, stage by stage;
@@ -34,6 +34,7 @@ from commerce.importers.catalog import (
     categories_ensure,
     category_get_or_create,
     category_slug,
+    product_update,
 )
 from commerce.importers.demo import DEMO_CATALOG, DemoCatalogSummary, demo_catalog_load
 from commerce.importers.online_retail import OnlineRetailSummary, online_retail_import
@@ -120,5 +121,6 @@ __all__ = [
     "order_record",
     "order_rows_group",
     "orders_import",
+    "product_update",
     "rows_read",
 ]

@@ -23,7 +23,7 @@ from commerce.importers.parsing import (
     _url,
 )
 from commerce.models import ZERO, Category, Product
-from core.exceptions import ValidationError
+from core.exceptions import NotFound, ValidationError
 
 # --- Categories --------------------------------------------------------------------------
 
@@ -89,6 +89,29 @@ def category_get_or_create(*, path: str) -> Category:
         raise ValidationError(f"category: {error.message}", code="invalid") from None
     ids, _ = categories_ensure(paths=[parts])
     return Category.objects.get(pk=ids[parts])
+
+
+@transaction.atomic
+def product_update(*, sku: str, values: Mapping[str, Any]) -> Product:
+    """Change fields of the product with this SKU, in one transaction (the staff API's PATCH).
+
+    ``values`` holds model fields to set; ``category`` is a path ("Home/Kitchen", missing
+    levels created) or None to remove it; ``currency`` is upper-cased. Raises ``NotFound`` for
+    an unknown SKU and ``ValidationError`` for a bad category path or price; then nothing,
+    not even a new category, is stored. Returns the product as saved.
+    """
+    product = Product.objects.select_for_update().filter(sku=sku.strip()).first()
+    if product is None:
+        raise NotFound(f"no product with SKU {sku}")
+    changes = dict(values)
+    if "category" in changes:
+        path = changes.pop("category")
+        changes["category"] = category_get_or_create(path=path) if path else None
+    if changes.get("currency"):
+        changes["currency"] = str(changes["currency"]).upper()
+    if changes:
+        product, _ = services.product_upsert(sku=product.sku, defaults=changes)
+    return product
 
 
 # --- Catalog rows ------------------------------------------------------------------------

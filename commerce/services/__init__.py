@@ -42,6 +42,7 @@ from commerce.services.orders import (
     order_create,
     refund_create,
     review_record,
+    reviews_delete,
 )
 from commerce.services.shoppers import (
     CONSENT_TRAITS,
@@ -84,6 +85,7 @@ __all__ = [
     "product_upsert",
     "refund_create",
     "review_record",
+    "reviews_delete",
     "shopper_anonymous_resolve",
     "shopper_current",
     "shopper_merge",

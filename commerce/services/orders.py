@@ -229,9 +229,27 @@ def review_record(
         defaults={"product": product, "shopper": shopper, "rating": rating, "body": body},
     )
     if created:
-        Product.objects.select_for_update().filter(pk=product.pk).first()
-        stats = Review.objects.filter(product=product).aggregate(avg=Avg("rating"), n=Count("id"))
-        Product.objects.filter(pk=product.pk).update(
-            average_rating=Decimal(stats["avg"]).quantize(CENT), rating_count=stats["n"]
-        )
+        _product_rating_refresh(product_id=product.pk)
     return review, created
+
+
+@transaction.atomic
+def reviews_delete(*, review_ids: Sequence[int]) -> int:
+    """Delete these reviews (staff removing spam) and refresh their products' average rating
+    and count; returns how many were deleted. Unknown ids are ignored."""
+    product_ids = sorted(
+        set(Review.objects.filter(pk__in=review_ids).values_list("product_id", flat=True))
+    )
+    list(Product.objects.select_for_update().filter(pk__in=product_ids).order_by("pk"))
+    deleted, _ = Review.objects.filter(pk__in=review_ids).delete()
+    for product_id in product_ids:
+        _product_rating_refresh(product_id=product_id)
+    return deleted
+
+
+def _product_rating_refresh(*, product_id: int) -> None:
+    """Recompute a product's average rating and count from its reviews (row locked here)."""
+    Product.objects.select_for_update().filter(pk=product_id).first()
+    stats = Review.objects.filter(product_id=product_id).aggregate(avg=Avg("rating"), n=Count("id"))
+    average = Decimal(stats["avg"]).quantize(CENT) if stats["avg"] is not None else None
+    Product.objects.filter(pk=product_id).update(average_rating=average, rating_count=stats["n"])

@@ -61,13 +61,16 @@ from engagement.services.delivery import (
     outbox_sweep,
 )
 from engagement.services.enrolment import (
+    broadcast_check,
     broadcast_schedule,
     broadcast_send,
     broadcasts_due_send,
+    campaign_status_check,
     campaign_status_set,
     run_stop,
     runs_end,
     runs_end_for_events,
+    runs_stop,
     trigger_fire,
     trigger_has_active_campaigns,
 )
@@ -84,6 +87,8 @@ from engagement.services.periodic import (
 )
 from engagement.services.previews import step_preview, step_test_send
 from engagement.services.products import (
+    NotifyRequest,
+    notify_request_create,
     product_changes_detect,
     product_events_q,
     product_for_properties,
@@ -103,10 +108,13 @@ from engagement.services.tracking import (
 
 __all__ = [
     "LeaseKeeper",
+    "NotifyRequest",
     "birthday_scan",
+    "broadcast_check",
     "broadcast_schedule",
     "broadcast_send",
     "broadcasts_due_send",
+    "campaign_status_check",
     "campaign_status_set",
     "email_address_clean",
     "in_control_group",
@@ -115,6 +123,7 @@ __all__ = [
     "message_click_record",
     "message_open_record",
     "message_requeue",
+    "notify_request_create",
     "nps_message",
     "nps_record",
     "offer_coupon_display",
@@ -143,6 +152,7 @@ __all__ = [
     "run_stop",
     "runs_end",
     "runs_end_for_events",
+    "runs_stop",
     "shopper_for_preferences",
     "shopper_merge_fold",
     "shopper_unsubscribe",

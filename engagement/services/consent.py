@@ -131,10 +131,27 @@ def suppression_add(*, channel: str, address: str, reason: str = Suppression.Rea
 
 @transaction.atomic
 def push_subscription_save(
-    *, shopper: Shopper, endpoint: str, p256dh: str, auth: str
+    *,
+    endpoint: str,
+    p256dh: str,
+    auth: str,
+    anonymous_id: str | None = None,
+    customer_id: str | None = None,
+    proof: object = None,
 ) -> PushSubscription:
+    """Save a browser's push subscription for the visitor, in one transaction.
+
+    The visitor is resolved by ``commerce.services.visitor_resolve`` (a customer only with
+    ``proof``, else the anonymous shopper, created if new); an endpoint seen before moves to
+    this visitor and is active again. ``ValidationError`` for an endpoint that is not https
+    (outside DEBUG), ``PermissionDenied`` as ``visitor_resolve`` says; then nothing is
+    stored, not even a new shopper.
+    """
     if not endpoint.startswith("https://") and not settings.DEBUG:
         raise ValidationError("a push endpoint must be an https URL")
+    shopper = commerce_services.visitor_resolve(
+        anonymous_id=anonymous_id, customer_id=customer_id, proof=proof
+    ).shopper
     subscription, _ = PushSubscription.objects.update_or_create(
         endpoint=endpoint,
         defaults={"shopper": shopper, "p256dh": p256dh, "auth": auth, "active": True},

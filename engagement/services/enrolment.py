@@ -273,6 +273,20 @@ def run_stop(*, run: Run, reason: str) -> int:
     )
 
 
+@transaction.atomic
+def runs_stop(*, run_ids: Sequence[int], reason: str) -> tuple[int, int]:
+    """Stop these runs (the active ones; others are left as they are) and cancel their
+    scheduled messages, locking the rows in pk order. Returns (runs stopped, messages
+    cancelled)."""
+    stopped = cancelled = 0
+    for run in Run.objects.select_for_update().filter(pk__in=run_ids).order_by("pk"):
+        if run.state != Run.State.ACTIVE:
+            continue
+        cancelled += run_stop(run=run, reason=reason)
+        stopped += 1
+    return stopped, cancelled
+
+
 def runs_end_for_events(events: Sequence[Event]) -> None:
     """Commerce event handler: stop the running sequences these events end. Idempotent."""
     runs_end(events=events)
@@ -321,12 +335,28 @@ def runs_end(*, events: Sequence[Event]) -> int:
 
 
 @transaction.atomic
-def campaign_status_set(*, campaign: Campaign, status: str) -> int:
-    """Activate, pause or archive; archiving cancels what is scheduled. Returns cancellations."""
+def campaign_status_check(*, status: str, step_count: int) -> None:
+    """The rule of a campaign's status: a known status, and an active campaign has at least
+    one step. ``ValidationError`` (code ``no_steps`` for the second) otherwise. The status
+    service and the admin's step editing both ask here."""
     if status not in Campaign.Status.values:
         raise ValidationError(f"unknown status {status!r}")
-    if status == Campaign.Status.ACTIVE and not campaign.steps.exists():
-        raise ValidationError("a campaign needs at least one step before it can run")
+    if status == Campaign.Status.ACTIVE and step_count == 0:
+        raise ValidationError(
+            "a campaign needs at least one step before it can run", code="no_steps"
+        )
+
+
+@transaction.atomic
+def campaign_status_set(*, campaign: Campaign, status: str) -> int:
+    """Activate, pause or archive (or return to draft); returns the messages cancelled.
+
+    Activating needs a step (``ValidationError``, nothing changes) and wakes the outbox after
+    commit; pausing keeps scheduled messages waiting; archiving cancels every scheduled (not
+    yet sent) message of the campaign. Locks the campaign row.
+    """
+    locked = Campaign.objects.select_for_update().get(pk=campaign.pk)
+    campaign_status_check(status=status, step_count=locked.steps.count())
     Campaign.objects.filter(pk=campaign.pk).update(status=status, updated_at=timezone.now())
     campaign.status = status
     if status != Campaign.Status.ARCHIVED:
@@ -338,11 +368,17 @@ def campaign_status_set(*, campaign: Campaign, status: str) -> int:
     )
 
 
-@transaction.atomic
-def broadcast_schedule(*, campaign: Campaign, send_at: dt.datetime | None = None) -> Broadcast:
-    """Schedule a broadcast of ``campaign`` (now by default); beat or the task sends it."""
+def broadcast_check(*, campaign: Campaign) -> None:
+    """Only an active campaign can be broadcast (``ValidationError`` code ``inactive``)."""
     if campaign.status != Campaign.Status.ACTIVE:
         raise ValidationError("activate the campaign before broadcasting it", code="inactive")
+
+
+@transaction.atomic
+def broadcast_schedule(*, campaign: Campaign, send_at: dt.datetime | None = None) -> Broadcast:
+    """Schedule a broadcast of ``campaign`` (now by default); beat or the task sends it.
+    ``ValidationError`` unless the campaign is active (``broadcast_check``)."""
+    broadcast_check(campaign=campaign)
     broadcast = Broadcast.objects.create(campaign=campaign, send_at=send_at or timezone.now())
     if broadcast.send_at <= timezone.now():
         from engagement import tasks

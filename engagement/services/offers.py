@@ -35,6 +35,8 @@ def _offer_coupons_issue(approved: Sequence[_Approved], now: dt.datetime) -> Non
         runs = {m.run_id: m.run for m in messages}
         owners = [run.shopper for run in runs.values()]
         coupons = _coupon_for_offer(messages[0].campaign, owners, now)
+        if not coupons:
+            continue  # an offer without a coupon (no "coupon" in the trigger's options)
         for run, coupon in zip(runs.values(), coupons, strict=True):
             run.data = {
                 **run.data,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -12,8 +13,9 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from commerce import services as commerce_services
 from commerce.models import Product, Shopper
-from core.exceptions import ValidationError
+from core.exceptions import NotFound, ValidationError
 from engagement.models import (
     Campaign,
     ProductChange,
@@ -22,6 +24,7 @@ from engagement.models import (
     ProductWatch,
     Run,
 )
+from engagement.services._common import email_address_clean
 from engagement.services.enrolment import _active_campaigns, trigger_fire
 
 # --- Product views, "notify me", restocks and price drops ---------------------------------
@@ -137,6 +140,51 @@ def product_watch_create(
         watch.save(update_fields=["notified_at", "created_at"])
         created = True
     return watch, created
+
+
+@dataclass(frozen=True)
+class NotifyRequest:
+    """What ``notify_request_create`` did: the watch, whether it is new, the product's SKU."""
+
+    watch: ProductWatch
+    created: bool
+    sku: str
+
+
+@transaction.atomic
+def notify_request_create(
+    *,
+    sku: str,
+    kind: str,
+    anonymous_id: str | None = None,
+    customer_id: str | None = None,
+    proof: object = None,
+    email: str | None = None,
+) -> NotifyRequest:
+    """A browser visitor's "notify me" (back in stock, price drop) on the active product with
+    this SKU, in one transaction.
+
+    The visitor is resolved by ``commerce.services.visitor_resolve`` (a customer only with
+    ``proof``, else the anonymous shopper, created if new); a typed ``email`` becomes their
+    address when they have none (a known address is never replaced from a browser); then
+    ``product_watch_create``. Raises ``NotFound`` (``product_not_found``) for an unknown or
+    inactive SKU, ``ValidationError`` for a bad kind or email, ``PermissionDenied``
+    (``identity_unverified``) for a customer id without proof and no anonymous id; on any
+    of them nothing is stored (no shopper, no address, no watch).
+    """
+    if kind not in ProductWatch.Kind.values:
+        raise ValidationError(f"kind must be one of {ProductWatch.Kind.values}")
+    email = email_address_clean(email or "", field="email")
+    product = Product.objects.filter(sku=sku.strip(), active=True).first()
+    if product is None:
+        raise NotFound(f"no product with sku {sku!r}", code="product_not_found")
+    shopper = commerce_services.visitor_resolve(
+        anonymous_id=anonymous_id, customer_id=customer_id, proof=proof
+    ).shopper
+    if email and not shopper.email:
+        shopper = commerce_services.shopper_update_traits(shopper=shopper, traits={"email": email})
+    watch, created = product_watch_create(shopper=shopper, product=product, kind=kind)
+    return NotifyRequest(watch=watch, created=created, sku=product.sku)
 
 
 def _option_decimal(options: Mapping[str, Any], key: str) -> Decimal | None:

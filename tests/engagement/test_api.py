@@ -192,6 +192,27 @@ def test_push_subscription_is_saved_for_the_shopper(client, write_key, settings,
     assert key.json() == {"public_key": "BPublicKey"}
 
 
+def test_a_refused_push_subscription_stores_no_shopper(client, write_key):
+    body = {
+        "anonymous_id": "anon-push",
+        "endpoint": "http://push.example/abc",
+        "keys": {"p256dh": "BKey", "auth": "secret"},
+    }
+
+    response = client.post(
+        "/api/engagement/push-subscriptions",
+        body,
+        content_type="application/json",
+        **_auth(write_key),
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "a push endpoint must be an https URL"
+    assert PushSubscription.objects.count() == 0
+    assert Shopper.objects.count() == 0
+    assert ShopperAlias.objects.count() == 0
+
+
 def test_schema_documents_the_engagement_api(client, admin_client):
     schema = admin_client.get("/api/schema/", {"format": "json"}).json()
     paths = schema["paths"]

@@ -11,7 +11,7 @@ from django.test import Client
 from django.utils import timezone
 
 from commerce.models import Shopper
-from engagement import services, tokens
+from engagement import selectors, services, tokens
 from engagement.models import Message, NpsResponse, Preference, Topic, Unsubscribe
 from tests.engagement.conftest import html_of, make_campaign, make_shopper, search
 
@@ -344,3 +344,26 @@ def test_the_nps_answer_is_recorded_by_the_confirming_post_with_csrf(client):
     assert (answer.shopper_id, answer.score, answer.comment) == (shopper.pk, 8, "")
     assert guarded.post(target, {"score": "11", "csrfmiddlewaretoken": token}).status_code == 400
     assert NpsResponse.objects.get().score == 8
+
+
+def test_the_preference_centre_shows_a_channel_off_when_unsubscribed_despite_consent():
+    surveys = Topic.objects.create(key="surveys", name="Surveys")
+    Topic.objects.create(key="offers", name="Offers")
+    shopper = make_shopper(email_consent=True, sms_consent=True)
+    services.preferences_update(
+        shopper=shopper, channels={}, topics_opted_out=[surveys.key], pause_days=0
+    )
+    Unsubscribe.objects.create(shopper=shopper, channel="sms", source="reply")
+
+    centre = selectors.preference_centre(shopper=shopper)
+
+    assert [(c["key"], c["on"]) for c in centre["channels"]] == [
+        ("email", True),
+        ("sms", False),
+        ("push", False),
+    ]
+    assert [(t["key"], t["on"]) for t in centre["topics"]] == [
+        ("offers", True),
+        ("surveys", False),
+    ]
+    assert centre["paused_until"] is None

@@ -465,6 +465,29 @@ ADMIN_ROWS: list[Row] = [
     Row("admin/", "GET", fixed("/admin/"), STAFF - {"deactivated_agent"}, html=True),
     Row("admin/login/", "GET", fixed("/admin/login/"), EVERYONE, html=True),
 ]
+# The admin's own pages that change state through services: campaign status (engagement's
+# change permission) and conversation assignment (chat's change permission and personal data).
+_CAMPAIGN_STATUS = "admin/engagement/campaign/<int:campaign_id>/status/<str:status>/"
+_CONVERSATION_ASSIGN = "admin/chat/conversation/<int:conversation_id>/assign/"
+ADMIN_ROWS += [
+    Row(
+        _CAMPAIGN_STATUS,
+        method,
+        lambda w, a: f"/admin/engagement/campaign/{w.onsite_a.campaign_id}/status/paused/",
+        frozenset({"superuser", "marketer"}),
+        html=True,
+    )
+    for method in ("GET", "POST")
+] + [
+    Row(
+        _CONVERSATION_ASSIGN,
+        method,
+        lambda w, a: f"/admin/chat/conversation/{w.conversation_a.pk}/assign/",
+        frozenset({"superuser"}),
+        html=True,
+    )
+    for method in ("GET", "POST")
+]
 
 
 def _admin_model_rows() -> list[Row]:
