@@ -15,18 +15,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-PACKAGES = (
-    "config",
-    "core",
-    "commerce",
-    "engagement",
-    "loyalty",
-    "chat",
-    "recommendations",
-    "carts",
-    "storefront",
-)
-
 
 def main() -> int:
     scratch = tempfile.mkdtemp(prefix="patron-import-")
@@ -38,12 +26,14 @@ def main() -> int:
         REDIS_URL="redis://127.0.0.1:1/0",
     )
     import django
+    from django.conf import settings
 
     django.setup()
+    packages = ["config", *settings.PATRON_APPS]
     source = Path(__file__).resolve().parent.parent
     failures: list[str] = []
     count = 0
-    for name in PACKAGES:
+    for name in packages:
         package = importlib.import_module(name)
         if Path(package.__file__ or "").resolve().is_relative_to(source):
             print(f"{name} was imported from the checkout, not the installed package")

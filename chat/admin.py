@@ -13,7 +13,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
-from chat import bot, selectors, services
+from chat import bot, presence, selectors, services
 from chat.models import (
     AgentStatus,
     BotIntent,
@@ -152,7 +152,7 @@ class ConversationAdmin(PersonalDataAdminMixin, admin.ModelAdmin[Conversation]):
         }
         return TemplateResponse(request, "admin/chat/conversation/assign.html", context)
 
-    @admin.action(description="Resolve the selected conversations")
+    @admin.action(description="Resolve the selected conversations", permissions=["change"])
     def resolve(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> None:
         resolved = 0
         for conversation in queryset:
@@ -170,17 +170,39 @@ class AgentStatusAdmin(admin.ModelAdmin[AgentStatus]):
     """Agents' presence is the console's to set; staff change capacity, through the service
     (a raised capacity hands queued conversations to the agent at once)."""
 
-    list_display = ["user", "status", "capacity", "connections", "last_seen_at"]
+    list_display = [
+        "user",
+        "status",
+        "presence_now",
+        "live_connections",
+        "capacity",
+        "last_seen_at",
+    ]
     list_select_related = ["user"]
     raw_id_fields = ["user"]
     list_editable = ["capacity"]
-    readonly_fields = ["status", "connections", "last_assigned_at", "last_seen_at"]
+    readonly_fields = [
+        "status",
+        "presence_now",
+        "live_connections",
+        "last_assigned_at",
+        "last_seen_at",
+    ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [*self.readonly_fields, "user"] if obj is not None else list(self.readonly_fields)
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         services.agent_capacity_set(user=obj.user, capacity=obj.capacity)
+
+    @admin.display(description="presence")
+    def presence_now(self, row: AgentStatus) -> str:
+        """What consoles and routing see: offline without a live console (chat.presence)."""
+        return selectors.agent_presence(row.status, live=row.user_id in presence.live_agent_ids())
+
+    @admin.display(description="live consoles")
+    def live_connections(self, row: AgentStatus) -> int:
+        return presence.live_connections().get(row.user_id, 0)
 
 
 @admin.register(KnowledgeArticle)

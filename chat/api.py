@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
 from django.utils.dateparse import parse_date, parse_datetime
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -32,15 +32,20 @@ from rest_framework.views import APIView
 from chat import metrics, selectors, services
 from chat.models import AgentStatus, CannedResponse, Conversation, Message
 from commerce import selectors as commerce_selectors
+from core.api import StaffApiView, error_response
 from core.exceptions import NotFound, PermissionDenied
+from core.pagination import Pagination, page_of, page_parameters
 from core.permissions import StaffModelPermissions
+from core.ratelimit import rate_limit_hit, request_client_address
 
 TAGS = ["chat"]
 # PostgreSQL's integer: seqs, offsets and ids beyond it cannot exist.
 MAX_INT = 2**31 - 1
+# The most conversations one inbox page holds.
+INBOX_PAGE_MAX = 200
 
 
-class AgentView(APIView):
+class AgentView(StaffApiView):
     """An agent-console endpoint: the agent permission plus the view's model permission."""
 
     permission_classes = [StaffModelPermissions]
@@ -52,26 +57,12 @@ class AgentView(APIView):
 # --- Shapes shared by several responses ---------------------------------------------------
 
 
-class ChatErrorBodySerializer(serializers.Serializer[Any]):
-    code = serializers.CharField()
-    message = serializers.CharField()
-    detail = serializers.JSONField(required=False)
-
-
-class ChatErrorSerializer(serializers.Serializer[Any]):
-    error = ChatErrorBodySerializer()
-
-
-def _error(description: str) -> OpenApiResponse:
-    return OpenApiResponse(ChatErrorSerializer, description=description)
-
-
-FORBIDDEN = _error(
+FORBIDDEN = error_response(
     "Not signed in, or not an agent (staff with chat.answer_conversations) holding the view's "
     "permission"
 )
-INVALID = _error("Invalid parameters")
-NO_CONVERSATION = _error("No such conversation")
+INVALID = error_response("Invalid parameters")
+NO_CONVERSATION = error_response("No such conversation")
 
 
 class ChatAgentRefSerializer(serializers.Serializer[Any]):
@@ -149,22 +140,13 @@ class ConversationListApi(AgentView):
             max_length=200,
             help_text="Search in the shopper's name, email and customer id",
         )
-        limit = serializers.IntegerField(required=False, min_value=1, max_value=200, default=50)
-        offset = serializers.IntegerField(required=False, min_value=0, max_value=MAX_INT, default=0)
 
-    class OutputSerializer(serializers.Serializer[Any]):
-        count = serializers.IntegerField()
-        next = serializers.URLField(allow_null=True)
-        previous = serializers.URLField(allow_null=True)
-        results = ChatConversationSummarySerializer(many=True)
-
-        class Meta:
-            ref_name = "ChatConversationPage"
+    OutputSerializer = page_of(ChatConversationSummarySerializer, "ChatConversationPage")
 
     @extend_schema(
         tags=TAGS,
         summary="The agent's inbox: conversation summaries, paginated",
-        parameters=[FilterSerializer],
+        parameters=[FilterSerializer, *page_parameters(max_limit=INBOX_PAGE_MAX)],
         responses={200: OutputSerializer, 400: INVALID, 403: FORBIDDEN},
     )
     def get(self, request: Request) -> Response:
@@ -180,29 +162,14 @@ class ConversationListApi(AgentView):
             personal=sees_all,
             label=services.label_clean(data["label"]) if data.get("label") else None,
         )
-        count = qs.count()
-        limit, offset = data["limit"], data["offset"]
+        paginator = Pagination(max_limit=INBOX_PAGE_MAX)
         rows = [
             selectors.summary_for_viewer(row, viewer_id=request.user.pk, sees_all=sees_all)
-            for row in selectors.summaries(qs[offset : offset + limit])
+            for row in selectors.summaries(paginator.page(qs, request, view=self))
         ]
-        base = request.build_absolute_uri(request.path)
-
-        def page(at: int) -> str:
-            query = {"view": data["view"], "limit": limit, "offset": at}
-            if data.get("state"):
-                query["state"] = data["state"]
-            if data.get("q"):
-                query["q"] = data["q"]
-            return f"{base}?{urlencode(query)}"
-
-        page_data = {
-            "count": count,
-            "next": page(offset + limit) if offset + limit < count else None,
-            "previous": page(max(offset - limit, 0)) if offset > 0 else None,
-            "results": rows,
-        }
-        return Response(self.OutputSerializer(page_data).data)
+        return paginator.get_paginated_response(
+            ChatConversationSummarySerializer(rows, many=True).data
+        )
 
 
 def _conversation(conversation_id: int) -> Conversation:
@@ -230,32 +197,55 @@ class MessageListApi(AgentView):
             default=0,
             help_text="Only messages with a greater seq",
         )
+        limit = serializers.IntegerField(
+            required=False,
+            min_value=1,
+            max_value=selectors.HISTORY_LIMIT,
+            default=selectors.HISTORY_LIMIT,
+            help_text="At most this many messages per page",
+        )
 
-    class OutputSerializer(ChatMessageSerializer):
+    class OutputSerializer(serializers.Serializer[Any]):
+        next = serializers.URLField(
+            allow_null=True, help_text="The next page (after this page's last seq), or null"
+        )
+        results = ChatMessageSerializer(many=True)
+
         class Meta:
-            ref_name = "ChatMessage"
+            ref_name = "ChatMessagePage"
 
     @extend_schema(
         tags=TAGS,
-        summary="A conversation's messages (private notes included), ascending by seq",
+        summary="A conversation's messages (private notes included), ascending by seq, a page "
+        "at a time from after_seq",
         parameters=[CONVERSATION_ID, FilterSerializer],
         responses={
-            200: OutputSerializer(many=True),
+            200: OutputSerializer,
             400: INVALID,
             403: FORBIDDEN,
             404: NO_CONVERSATION,
         },
     )
     def get(self, request: Request, conversation_id: int) -> Response:
+        """``{"next": url | null, "results": [message, …]}``: the first ``limit`` (≤ 200)
+        messages with ``seq > after_seq``; ``next`` asks for the page after the last one, null
+        when nothing follows. 400 for a bad ``after_seq``/``limit``, 404 for an unknown
+        conversation."""
         _conversation(conversation_id)
         params = self.FilterSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
-        messages = selectors.messages_after(
+        limit = params.validated_data["limit"]
+        messages, more = selectors.messages_page(
             conversation_id=conversation_id,
             after_seq=params.validated_data["after_seq"],
             include_internal=True,
+            limit=limit,
         )
-        return Response(self.OutputSerializer(messages, many=True).data)
+        next_url = None
+        if more:
+            query = urlencode({"after_seq": messages[-1]["seq"], "limit": limit})
+            next_url = f"{request.build_absolute_uri(request.path)}?{query}"
+        return Response(self.OutputSerializer({"next": next_url, "results": messages}).data)
 
 
 class ContextApi(AgentView):
@@ -325,16 +315,24 @@ class TranscriptApi(AgentView):
         request=InputSerializer,
         responses={
             202: OutputSerializer,
-            400: _error("Invalid email, or no address known for the shopper"),
+            400: error_response("Invalid email, or no address known for the shopper"),
             403: FORBIDDEN,
             404: NO_CONVERSATION,
-            415: _error("Unsupported media type"),
+            415: error_response("Unsupported media type"),
+            429: error_response(
+                "Too many transcripts from this agent, or to this address; see Retry-After"
+            ),
         },
     )
     def post(self, request: Request, conversation_id: int) -> Response:
         _conversation(conversation_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        agent_id = request.user.pk
+        assert isinstance(agent_id, int)  # StaffModelPermissions let only a signed-in agent in
+        services.transcript_agent_rate_limit(
+            agent_id=agent_id, email=data.validated_data.get("email")
+        )
         address = services.transcript_send(
             conversation_id=conversation_id, email=data.validated_data.get("email")
         )
@@ -497,10 +495,18 @@ class MetricsApi(AgentView):
 
 
 class WidgetConfigApi(APIView):
-    """Public: the widget may call it from any shop page whose origin its write key allows."""
+    """Public: the widget may call it from any shop page whose origin its write key allows.
+
+    Calls per client address over ``PATRON_RATE_LIMITS["widget_public"]`` get 429 with
+    ``Retry-After``, counted before the write key is looked up (a guessed key counts too).
+    """
 
     permission_classes = [AllowAny]
     authentication_classes: list[Any] = []
+    rate_limit_scopes = ("widget_public",)
+
+    def check_throttles(self, request: Request) -> None:
+        rate_limit_hit(scope="widget_public", key=(request_client_address(request.META),))
 
     class FilterSerializer(serializers.Serializer[Any]):
         write_key = serializers.CharField(max_length=64)
@@ -521,8 +527,11 @@ class WidgetConfigApi(APIView):
         responses={
             200: OutputSerializer,
             400: INVALID,
-            403: _error("A page on an origin the write key does not allow (origin_not_allowed)"),
-            404: _error("Unknown or inactive write key"),
+            403: error_response(
+                "A page on an origin the write key does not allow (origin_not_allowed)"
+            ),
+            404: error_response("Unknown or inactive write key"),
+            429: error_response("Too many calls from this address; see Retry-After"),
         },
         auth=[],
     )

@@ -293,9 +293,6 @@ class AgentStatus(models.Model):
     capacity = models.PositiveSmallIntegerField(
         default=5, help_text="Conversations this agent can hold at once"
     )
-    connections = models.PositiveIntegerField(
-        default=0, help_text="Open console sockets; offline when it drops to 0"
-    )
     last_assigned_at = models.DateTimeField(null=True, blank=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
 

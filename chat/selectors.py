@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Permission
 from django.db.models import Count, F, Q, QuerySet, Sum
 
-from chat import registry
+from chat import presence, registry
 from chat.models import AgentStatus, CannedResponse, Conversation, KnowledgeArticle, Message
 from commerce import selectors as commerce_selectors
 from commerce.models import PERSONAL_DATA_PERMISSION, Event, Order, Shopper
@@ -143,13 +143,37 @@ def message_dict(message: Message, *, agent_display: str | None = None) -> dict[
     }
 
 
-def messages_after(
-    *, conversation_id: int, after_seq: int = 0, include_internal: bool, limit: int = HISTORY_LIMIT
-) -> list[dict[str, Any]]:
-    """Messages with ``seq > after_seq`` in order; the last ``limit`` when there are more."""
+def messages_page(
+    *,
+    conversation_id: int,
+    after_seq: int = 0,
+    before_seq: int | None = None,
+    include_internal: bool,
+    limit: int = HISTORY_LIMIT,
+) -> tuple[list[dict[str, Any]], bool]:
+    """The first ``limit`` messages with ``after_seq < seq`` (and ``seq < before_seq``), in
+    ascending seq order, and whether more follow them (the next page starts after the last).
+
+    Paging forward from a client's ``last_seq`` never skips a message, however many it missed.
+    """
     qs = Message.objects.filter(conversation_id=conversation_id, seq__gt=after_seq).select_related(
         "author_agent"
     )
+    if before_seq is not None:
+        qs = qs.filter(seq__lt=before_seq)
+    if not include_internal:
+        qs = qs.filter(internal=False)
+    rows = list(qs.order_by("seq")[: limit + 1])
+    return [message_dict(row) for row in rows[:limit]], len(rows) > limit
+
+
+def messages_latest(
+    *, conversation_id: int, include_internal: bool, limit: int = HISTORY_LIMIT
+) -> list[dict[str, Any]]:
+    """The newest ``limit`` messages, in ascending seq order: a first view of a conversation
+    for a client that has seen none of it (``hello`` or ``conversation.open`` without
+    ``last_seq``)."""
+    qs = Message.objects.filter(conversation_id=conversation_id).select_related("author_agent")
     if not include_internal:
         qs = qs.filter(internal=False)
     rows = list(qs.order_by("-seq")[:limit])
@@ -407,9 +431,20 @@ def agent_loads() -> dict[int, int]:
     return {row["assigned_agent_id"]: row["n"] for row in rows}
 
 
+def agent_presence(status: str, *, live: bool) -> str:
+    """What an agent's presence shows: ``offline`` without a live console connection
+    (``chat.presence``), whatever the row says; else ``away`` if they chose it, or ``online``."""
+    if not live:
+        return AgentStatus.Status.OFFLINE
+    return (
+        AgentStatus.Status.AWAY if status == AgentStatus.Status.AWAY else AgentStatus.Status.ONLINE
+    )
+
+
 def agents_list() -> list[dict[str, Any]]:
     loads = agent_loads()
     statuses = {row.user_id: row for row in AgentStatus.objects.all()}
+    live = presence.live_agent_ids()
     result = []
     for user in agents_queryset().order_by("pk"):
         status = statuses.get(user.pk)
@@ -417,7 +452,9 @@ def agents_list() -> list[dict[str, Any]]:
             {
                 "id": user.pk,
                 "name": agent_name(user),
-                "status": status.status if status else AgentStatus.Status.OFFLINE,
+                "status": agent_presence(
+                    status.status if status else AgentStatus.Status.OFFLINE, live=user.pk in live
+                ),
                 "load": loads.get(user.pk, 0),
                 "capacity": status.capacity
                 if status

@@ -1,4 +1,5 @@
-"""HTML pages of chat: the agent console and the public help centre."""
+"""HTML pages of chat: the agent console and the public help centre, each limited per client
+address (``PATRON_RATE_LIMITS["pages"]``: a 429 page with ``Retry-After`` over it)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from django.templatetags.static import static
 from chat import selectors
 from chat.models import KnowledgeArticle
 from commerce import selectors as commerce_selectors
+from core.views import rate_limited
 
 
+@rate_limited("pages")
 def console(request: HttpRequest) -> HttpResponse:
     if not request.user.is_authenticated:
         return redirect_to_login(request.get_full_path())
@@ -47,11 +50,13 @@ def _shop_context(request: HttpRequest) -> dict[str, object]:
     }
 
 
+@rate_limited("pages")
 def help_index(request: HttpRequest) -> HttpResponse:
     articles = KnowledgeArticle.objects.filter(published=True).order_by("language", "title")
     return render(request, "chat/help_index.html", {"articles": articles, **_shop_context(request)})
 
 
+@rate_limited("pages")
 def help_article(request: HttpRequest, slug: str) -> HttpResponse:
     article = (
         KnowledgeArticle.objects.filter(slug=slug, published=True).order_by("language").first()

@@ -93,10 +93,13 @@ class MessageWriter:
             outcomes = await self.loop.run_in_executor(
                 _executor, _store, [request for request, _, _ in batch]
             )
+            # A duplicate (a re-sent client_id) is published again too: its first publish may
+            # have been lost (Redis went away between store and publish, which is why it was
+            # re-sent), and an ack promises a published message. Receivers drop seqs they have.
             events = [
                 (*services.message_event(outcome.message), sender)
                 for (_, sender, _), outcome in zip(batch, outcomes, strict=True)
-                if isinstance(outcome, services.PostedMessage) and outcome.created
+                if isinstance(outcome, services.PostedMessage)
             ]
             if events:
                 await _publish(events)

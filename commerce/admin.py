@@ -370,7 +370,10 @@ class StoreSettingsAdmin(admin.ModelAdmin[StoreSettings]):
         super().save_model(request, obj, form, change)
         selectors.identity_secret_invalidate()
 
-    @admin.action(description="Generate a new identity secret (old hashes stop working)")
+    @admin.action(
+        description="Generate a new identity secret (old hashes stop working)",
+        permissions=["change"],
+    )
     def rotate_identity_secret(
         self, request: HttpRequest, queryset: QuerySet[StoreSettings]
     ) -> None:

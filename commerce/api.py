@@ -33,19 +33,18 @@ from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.authentication import SessionAuthentication
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from commerce import importers, selectors, services
 from commerce.models import PERSONAL_DATA_PERMISSION, Category, Order, Product, Refund, Shopper
+from core.api import StaffApiView, error_responses
 from core.exceptions import NotFound, ValidationError
 from core.logins import BasicAuthentication
+from core.pagination import Pagination, page_of, page_parameters
 from core.parsers import JSONParser
 from core.permissions import StaffModelPermissions, model_permission
 
-MAX_OFFSET = 10**9
 MAX_AMOUNT = importers.MAX_AMOUNT
 MAX_ROWS = 5000
 INT32_MAX = 2_147_483_647
@@ -84,57 +83,14 @@ def _amount_input(**kwargs: Any) -> serializers.DecimalField:
 # --- Shared pieces -----------------------------------------------------------------------
 
 
-class ErrorDetailSerializer(serializers.Serializer[Any]):
-    code = serializers.CharField()
-    message = serializers.CharField()
-    detail = serializers.JSONField(required=False)
+READ_ERRORS = error_responses(400, 401, 403)
+ONE_ERRORS = error_responses(401, 403, 404)
+WRITE_ERRORS = error_responses(400, 401, 403, 415)
+NOT_FOUND = error_responses(404)
+PAGE_PARAMETERS = page_parameters()
 
 
-class ErrorSerializer(serializers.Serializer[Any]):
-    error = ErrorDetailSerializer()
-
-
-def _errors(*codes: int) -> dict[int, Any]:
-    return dict.fromkeys(codes, ErrorSerializer)
-
-
-READ_ERRORS = _errors(400, 401, 403)
-ONE_ERRORS = _errors(401, 403, 404)
-WRITE_ERRORS = _errors(400, 401, 403, 415)
-
-
-class Pagination(LimitOffsetPagination):
-    default_limit = 50
-    max_limit = 500
-
-    def get_offset(self, request: Request) -> int:
-        # Beyond this PostgreSQL's OFFSET overflows; nothing useful lies that far anyway.
-        return min(super().get_offset(request), MAX_OFFSET)
-
-
-PAGE_PARAMETERS = [
-    OpenApiParameter("limit", int, description="Page size (at most 500)."),
-    OpenApiParameter("offset", int, description="Items to skip."),
-]
-
-
-def _page_of(
-    child: type[serializers.Serializer[Any]], name: str
-) -> type[serializers.Serializer[Any]]:
-    """The paginated envelope of a list of ``child`` items, for the schema."""
-    return type(
-        name,
-        (serializers.Serializer,),
-        {
-            "count": serializers.IntegerField(),
-            "next": serializers.URLField(allow_null=True),
-            "previous": serializers.URLField(allow_null=True),
-            "results": child(many=True),
-        },
-    )
-
-
-class StaffApi(APIView):
+class StaffApi(StaffApiView):
     """Base of every view here: staff with the model permissions the view names, JSON bodies."""
 
     # Basic auth with login attempts limited (django-axes), as in REST_FRAMEWORK's defaults.
@@ -155,8 +111,7 @@ class StaffApi(APIView):
         self, queryset: QuerySet[Any], serializer_class: type[serializers.Serializer[Any]]
     ) -> Response:
         paginator = Pagination()
-        page = paginator.paginate_queryset(queryset, self.request, view=self)
-        assert page is not None
+        page = paginator.page(queryset, self.request, view=self)
         return paginator.get_paginated_response(
             serializer_class(page, many=True, context=self.get_serializer_context()).data
         )
@@ -348,10 +303,10 @@ class OrdersImportOutputSerializer(serializers.Serializer[Any]):
     shoppers_created = serializers.IntegerField()
 
 
-ProductPageSerializer = _page_of(ProductOutputSerializer, "ProductPageSerializer")
-CategoryPageSerializer = _page_of(CategoryOutputSerializer, "CategoryPageSerializer")
-OrderPageSerializer = _page_of(OrderOutputSerializer, "OrderPageSerializer")
-ShopperPageSerializer = _page_of(ShopperOutputSerializer, "ShopperPageSerializer")
+ProductPageSerializer = page_of(ProductOutputSerializer, "ProductPageSerializer")
+CategoryPageSerializer = page_of(CategoryOutputSerializer, "CategoryPageSerializer")
+OrderPageSerializer = page_of(OrderOutputSerializer, "OrderPageSerializer")
+ShopperPageSerializer = page_of(ShopperOutputSerializer, "ShopperPageSerializer")
 
 
 # --- Input serializers -------------------------------------------------------------------
@@ -519,7 +474,7 @@ class ProductDetailApi(StaffApi):
     @extend_schema(
         operation_id="products_partial_update",
         request=ProductPatchSerializer,
-        responses={200: ProductOutputSerializer, **WRITE_ERRORS, 404: ErrorSerializer},
+        responses={200: ProductOutputSerializer, **WRITE_ERRORS, **NOT_FOUND},
     )
     def patch(self, request: Request, sku: str) -> Response:
         product = self._get(sku)
@@ -652,7 +607,7 @@ class OrderRefundApi(StaffApi):
             201: RefundOutputSerializer,
             200: RefundOutputSerializer,
             **WRITE_ERRORS,
-            404: ErrorSerializer,
+            **NOT_FOUND,
         },
         description=(
             "Refund lines (by SKU and quantity), an amount, or (with neither) everything not "

@@ -3,8 +3,8 @@
 ``POST /v1/coupons/validate`` and ``POST /v1/coupons/redeem`` (also under ``/api/v1/``), with a
 *server-side* write key as the HTTP Basic username, like the tracking API. A browser key is
 refused (403 ``server_key_required``): anyone can read it, and with it could probe which codes
-exist or use up another shopper's coupon. Limited per write key
-(``PATRON_RATE_LIMITS["coupons"]``, 429 with ``Retry-After``). Errors use the project's body
+exist or use up another shopper's coupon. Limited per write key, and calls refused for their key
+per client address (``PATRON_RATE_LIMITS["coupons"]``, 429 with ``Retry-After``). Errors use the project's body
 ``{"error": {"code", "message", "detail"}}``. The rules are ``commerce.services``'
 (``coupon_check``, ``coupon_redeem_checked``); these views only translate HTTP.
 """
@@ -16,6 +16,7 @@ from typing import Any
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -24,33 +25,18 @@ from rest_framework.views import APIView
 
 from commerce import selectors, services
 from commerce.api import MoneyInputField
+from commerce.authentication import WriteKeyAuthentication
 from commerce.models import Shopper, WriteKey
-from commerce.tracking_api import WriteKeyAuthentication, request_payload
+from commerce.tracking_api import request_payload
+from core.api import error_response
 from core.exceptions import Conflict, NotFound, PermissionDenied, ValidationError
-from core.ratelimit import rate_limit_hit
-
-
-class CouponErrorDetailSerializer(serializers.Serializer[Any]):
-    code = serializers.CharField()
-    message = serializers.CharField()
-    detail = serializers.JSONField(required=False)
-
-
-class CouponErrorSerializer(serializers.Serializer[Any]):
-    error = CouponErrorDetailSerializer()
-
+from core.ratelimit import rate_limit_hit, request_client_address
 
 _ERRORS = {
-    400: OpenApiResponse(CouponErrorSerializer, description="Invalid input (nothing changed)"),
-    401: OpenApiResponse(
-        CouponErrorSerializer, description="Missing, unknown or inactive write key"
-    ),
-    403: OpenApiResponse(
-        CouponErrorSerializer, description="server_key_required: a browser write key"
-    ),
-    429: OpenApiResponse(
-        CouponErrorSerializer, description="Too many calls for this write key; see Retry-After"
-    ),
+    400: error_response("Invalid input (nothing changed)"),
+    401: error_response("Missing, unknown or inactive write key"),
+    403: error_response("server_key_required: a browser write key"),
+    429: error_response("Too many calls for this write key; see Retry-After"),
 }
 
 
@@ -71,6 +57,18 @@ class _CouponView(APIView):
                 "coupons are checked and redeemed with a server-side write key",
                 code="server_key_required",
             )
+
+    rate_limit_scopes = ("coupons",)
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        """A call refused for its key (missing, unknown, a browser key) counts against its client
+        address under ``PATRON_RATE_LIMITS["coupons"]``: probing keys is limited too."""
+        try:
+            super().initial(request, *args, **kwargs)
+        except (AuthenticationFailed, PermissionDenied):
+            address = request_client_address(request.META)
+            rate_limit_hit(scope="coupons", key=("refused-key", address))
+            raise
 
     def check_throttles(self, request: Request) -> None:
         if isinstance(request.auth, WriteKey):
@@ -156,14 +154,11 @@ class CouponRedeemView(_CouponView):
             200: OpenApiResponse(
                 CouponRedeemOutputSerializer, description="Already redeemed for this order"
             ),
-            404: OpenApiResponse(CouponErrorSerializer, description="coupon_not_found"),
-            409: OpenApiResponse(
-                CouponErrorSerializer,
-                description=(
-                    "Refused, nothing counted: coupon_used_up, coupon_not_yours, "
-                    "coupon_expired, coupon_not_started, coupon_inactive, coupon_min_spend, "
-                    "coupon_used_by_you"
-                ),
+            404: error_response("coupon_not_found"),
+            409: error_response(
+                "Refused, nothing counted: coupon_used_up, coupon_not_yours, "
+                "coupon_expired, coupon_not_started, coupon_inactive, coupon_min_spend, "
+                "coupon_used_by_you"
             ),
             **_ERRORS,
         },
@@ -172,9 +167,7 @@ class CouponRedeemView(_CouponView):
         """Count the use; the order sent later (Order Completed naming the code) is linked to
         this redemption and counts nothing more."""
         data = self.input(request, self.CouponRedeemInputSerializer)
-        number = data["orderId"].strip()
-        if not number:
-            raise ValidationError("orderId is required", code="invalid")
+        number = data["orderId"]  # trimmed and non-blank (the serializer's CharField)
         before = services.coupon_redemption_exists(code=data["code"], order_number=number)
         try:
             redemption = services.coupon_redeem_checked(

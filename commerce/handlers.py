@@ -21,7 +21,7 @@ from typing import Any
 
 from django.db import transaction
 
-from commerce import registry, services
+from commerce import registry, selectors, services
 from commerce.models import ZERO, Event, Order, Product, Shopper
 from core.exceptions import ValidationError
 
@@ -58,7 +58,7 @@ def _each(event: Event) -> Iterator[None]:
 
 def _shopper(event: Event) -> Shopper | None:
     """The event's shopper, following merges that happened after it was stored."""
-    return services.shopper_current(event.shopper) if event.shopper is not None else None
+    return selectors.shopper_canonical(event.shopper) if event.shopper is not None else None
 
 
 def _string(value: Any, field: str, *, max_length: int, required: bool = True) -> str:

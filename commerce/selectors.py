@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import logging
 import time
+from collections.abc import MutableMapping
 from decimal import Decimal
 
 from django.conf import settings
@@ -25,6 +27,8 @@ from commerce.models import (
     WriteKey,
 )
 from core import cors
+
+logger = logging.getLogger(__name__)
 
 
 def product_list(
@@ -122,6 +126,74 @@ def shopper_list(*, customer_id: str | None = None, email: str | None = None) ->
     if email:
         shoppers = shoppers.filter(email__iexact=email)
     return _with_totals(shoppers)
+
+
+# --- Merges ------------------------------------------------------------------------------
+
+SHOPPER_MERGE_DEPTH_MAX = 32
+"""The longest ``merged_into`` chain followed. ``services.shopper_merge`` adds one link per
+merge, so a real chain is a handful long; a longer one (or a cycle, which no service writes)
+is corrupt data: it is logged and resolved to a fixed member instead of hanging a request."""
+
+ShopperLink = tuple[int | None, str | None]
+"""A shopper row as the merge walk needs it: (``merged_into_id``, ``customer_id``)."""
+
+
+def shopper_canonical_ids(links: MutableMapping[int, ShopperLink]) -> dict[int, int]:
+    """Map each shopper id in ``links`` to the id of the shopper it survives as.
+
+    ``links`` maps shopper id -> (``merged_into_id``, ``customer_id``) for the rows the caller
+    has read; the merge targets it lacks are loaded (one query per chain level, at most
+    ``SHOPPER_MERGE_DEPTH_MAX``) and added to it in place, so the caller also learns the
+    survivors' customer ids. A shopper never merged maps to itself. A cycle resolves every
+    member to its lowest id; a chain longer than the bound stops there (both logged). A target
+    deleted meanwhile ends the chain at the last shopper that exists.
+    """
+    missing: set[int] = set()
+    for _ in range(SHOPPER_MERGE_DEPTH_MAX):
+        pending = {
+            target
+            for target, _ in links.values()
+            if target is not None and target not in links and target not in missing
+        }
+        if not pending:
+            break
+        for pk, target, customer_id in Shopper.objects.filter(pk__in=pending).values_list(
+            "pk", "merged_into_id", "customer_id"
+        ):
+            links[pk] = (target, customer_id)
+        missing |= pending - links.keys()
+    return {pk: _survivor(pk, links, missing) for pk in list(links)}
+
+
+def _survivor(pk: int, links: MutableMapping[int, ShopperLink], missing: set[int]) -> int:
+    chain = [pk]
+    position = {pk: 0}
+    while (target := links.get(chain[-1], (None, None))[0]) is not None and target not in missing:
+        if target in position:
+            cycle = chain[position[target] :]
+            logger.error("shopper merge cycle %s: resolved to %d", cycle, min(cycle))
+            return min(cycle)
+        if target not in links or len(chain) > SHOPPER_MERGE_DEPTH_MAX:
+            logger.error("shopper %d: merge chain longer than %d", pk, SHOPPER_MERGE_DEPTH_MAX)
+            break
+        position[target] = len(chain)
+        chain.append(target)
+    return chain[-1]
+
+
+def shopper_canonical(shopper: Shopper) -> Shopper:
+    """The shopper ``shopper`` survives as: itself unless merged away (then no query), else
+    the end of its ``merged_into`` chain (see ``shopper_canonical_ids`` for cycles and bounds).
+    """
+    if shopper.merged_into_id is None:
+        return shopper
+    survivor = shopper_canonical_ids({shopper.pk: (shopper.merged_into_id, shopper.customer_id)})[
+        shopper.pk
+    ]
+    if survivor == shopper.pk:
+        return shopper
+    return Shopper.objects.filter(pk=survivor).first() or shopper
 
 
 def shopper_get(*, pk: int) -> Shopper | None:
@@ -236,21 +308,14 @@ def identity_verified(*, customer_id: str | None, proof: object, secret: str | N
     return hmac.compare_digest(expected.encode(), proof.strip().lower().encode("utf-8"))
 
 
-def _current(shopper: Shopper | None) -> Shopper | None:
-    seen: set[int] = set()
-    while shopper is not None and shopper.merged_into_id and shopper.pk not in seen:
-        seen.add(shopper.pk)
-        shopper = Shopper.objects.filter(pk=shopper.merged_into_id).first()
-    return shopper
-
-
 def shopper_for_customer_id(*, customer_id: str) -> Shopper | None:
     """The (surviving) shopper with this customer id, or None. Trusts the id: for server-side
     callers only (a browser's id goes through ``visitor_find``)."""
     customer_id = customer_id.strip()
     if not customer_id:
         return None
-    return _current(Shopper.objects.filter(customer_id=customer_id).first())
+    found = Shopper.objects.filter(customer_id=customer_id).first()
+    return shopper_canonical(found) if found is not None else None
 
 
 def visitor_find(
@@ -265,11 +330,12 @@ def visitor_find(
     customer_id = (customer_id or "").strip()
     anonymous_id = (anonymous_id or "").strip()
     if customer_id and identity_verified(customer_id=customer_id, proof=proof):
-        return _current(Shopper.objects.filter(customer_id=customer_id).first())
+        found = Shopper.objects.filter(customer_id=customer_id).first()
+        return shopper_canonical(found) if found is not None else None
     if not anonymous_id:
         return None
     alias = ShopperAlias.objects.select_related("shopper").filter(anonymous_id=anonymous_id).first()
-    shopper = _current(alias.shopper) if alias is not None else None
+    shopper = shopper_canonical(alias.shopper) if alias is not None else None
     if shopper is None or shopper.customer_id:
         return None
     return shopper

@@ -4,21 +4,14 @@ import datetime as dt
 
 from celery import shared_task
 from django.conf import settings
-from django.db import OperationalError
 from django.utils import timezone
 
 from commerce import services
 from commerce.models import Event
+from core.tasks import retrying_task
 
 
-@shared_task(
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
-    retry_backoff_max=300,
-    max_retries=10,
-)
+@retrying_task(max_retries=10, retry_backoff_max=300)
 def events_process(event_ids: list[int]) -> int:
     """Run the event handlers for stored events (queued after the ingesting transaction commits)."""
     return services.events_process(event_ids=event_ids)

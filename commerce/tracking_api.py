@@ -8,19 +8,16 @@ true}``. Errors use Patron's ``{"error": {code, message, detail}}`` body, with `
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from django.conf import settings
-from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest
 from django.utils import timezone
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.authentication import BaseAuthentication
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -28,9 +25,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from commerce import selectors, tracking
+from commerce.authentication import WriteKeyAuthentication
 from commerce.models import WriteKey
 from core import cors
-from core.exceptions import AuthenticationFailed, PayloadTooLarge, PermissionDenied
+from core.api import ErrorSerializer, error_response, error_responses
+from core.exceptions import PayloadTooLarge, PermissionDenied
 from core.ratelimit import rate_limit_hit, request_client_address
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -72,42 +71,13 @@ def request_payload(request: Request) -> tuple[Any, int]:
     return decoded
 
 
-class WriteKeyAuthentication(BaseAuthentication):
-    """The write key as the HTTP Basic username (password empty), or ``writeKey`` in the body."""
+class TrackingWriteKeyAuthentication(WriteKeyAuthentication):
+    """The write key as the HTTP Basic username, or analytics.js's ``writeKey`` in the body."""
 
-    def authenticate(self, request: Request) -> tuple[AnonymousUser, WriteKey] | None:
-        if request.method == "OPTIONS":  # CORS preflight carries no credentials
-            return None
-        key: str | None = None
-        scheme, _, credentials = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
-        if scheme.lower() == "basic":
-            try:
-                decoded = base64.b64decode(credentials.strip(), validate=True).decode()
-            except (binascii.Error, UnicodeDecodeError):
-                raise AuthenticationFailed(
-                    "malformed HTTP Basic credentials", code="invalid_write_key"
-                ) from None
-            key = decoded.partition(":")[0]
-        if not key:
-            payload, _ = request_payload(request)
-            body_key = payload.get("writeKey") if isinstance(payload, dict) else None
-            key = body_key if isinstance(body_key, str) else None
-        return AnonymousUser(), tracking.write_key_authenticate(key)
-
-    def authenticate_header(self, request: Request) -> str:
-        return 'Basic realm="tracking"'
-
-
-class WriteKeyAuthenticationScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]  # drf-spectacular's __init_subclass__ is unannotated
-    target_class = "commerce.tracking_api.WriteKeyAuthentication"
-    name = "writeKey"
-
-    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
-        return {
-            "type": "http",
-            "scheme": "basic",
-            "description": "The source's write key as the username, an empty password.",
-        }
+    def key_from_body(self, request: Request) -> str | None:
+        payload, _ = request_payload(request)
+        body_key = payload.get("writeKey") if isinstance(payload, dict) else None
+        return body_key if isinstance(body_key, str) else None
 
 
 # --- Documented shapes -------------------------------------------------------------------
@@ -195,40 +165,36 @@ class SuccessOutput(serializers.Serializer[Any]):
     )
 
 
-class _ErrorDetail(serializers.Serializer[Any]):
-    code = serializers.CharField()
-    message = serializers.CharField()
-    detail = serializers.JSONField(required=False)
+class ErrorOutput(ErrorSerializer):
+    """Patron's error body, with ``code`` and ``message`` also at the top level, where
+    Segment's libraries look for them."""
 
-
-class ErrorOutput(serializers.Serializer[Any]):
     success = serializers.BooleanField()
     code = serializers.CharField()
     message = serializers.CharField()
-    error = _ErrorDetail()
+
+    class Meta:
+        ref_name = "TrackingError"
 
 
 _ERRORS = {
-    400: OpenApiResponse(
-        ErrorOutput,
-        description="Malformed JSON, an invalid call, or a batch none of whose calls is valid",
+    400: error_response(
+        "Malformed JSON, an invalid call, or a batch none of whose calls is valid",
+        serializer=ErrorOutput,
     ),
-    401: OpenApiResponse(ErrorOutput, description="Missing, unknown or inactive write key"),
-    403: OpenApiResponse(
-        ErrorOutput,
-        description=(
-            "origin_not_allowed: a browser call from an origin the write key does not list; "
-            "identity_unverified: a browser write key sent a userId without its proof "
-            "(context.userHash) and without an anonymousId (docs/identity.md)"
-        ),
+    401: error_response("Missing, unknown or inactive write key", serializer=ErrorOutput),
+    403: error_response(
+        "origin_not_allowed: a browser call from an origin the write key does not list; "
+        "identity_unverified: a browser write key sent a userId without its proof "
+        "(context.userHash) and without an anonymousId (docs/identity.md)",
+        serializer=ErrorOutput,
     ),
-    413: OpenApiResponse(ErrorOutput, description="A call over 32 KB or a batch over 500 KB"),
-    429: OpenApiResponse(
-        ErrorOutput, description="Too many requests for this write key and address; see Retry-After"
+    413: error_response("A call over 32 KB or a batch over 500 KB", serializer=ErrorOutput),
+    429: error_response(
+        "Too many requests for this write key and address; see Retry-After",
+        serializer=ErrorOutput,
     ),
-    503: OpenApiResponse(
-        ErrorOutput, description="A transient failure (database unavailable): retry after"
-    ),
+    **error_responses(503, serializer=ErrorOutput),
 }
 
 
@@ -238,17 +204,31 @@ _ERRORS = {
 class _SegmentView(APIView):
     """Segment's answer shapes and the CORS headers of every tracking path."""
 
+    rate_limit_scopes = ("tracking",)
+
     def options(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Response:
         return Response(status=204)
 
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        """A call refused for its write key (missing, unknown, malformed) counts against its
+        client address alone under ``PATRON_RATE_LIMITS["tracking"]``: guessing keys is limited
+        like sending events."""
+        try:
+            super().initial(request, *args, **kwargs)
+        except AuthenticationFailed:
+            address = request_client_address(request.META)
+            rate_limit_hit(scope="tracking", key=("no-write-key", address))
+            raise
+
     def check_throttles(self, request: Request) -> None:
         """One request (a batch counts once) per write key and client address: 429 with
-        ``Retry-After`` over ``PATRON_RATE_LIMITS["tracking"]``."""
+        ``Retry-After`` over ``PATRON_RATE_LIMITS["tracking"]``; calls that carry no key (the
+        library's metrics, CORS preflights) per client address."""
+        address = request_client_address(request.META)
         if isinstance(request.auth, WriteKey):
-            rate_limit_hit(
-                scope="tracking",
-                key=(request.auth.key, request_client_address(request.META)),
-            )
+            rate_limit_hit(scope="tracking", key=(request.auth.key, address))
+        else:  # the library's metrics, and CORS preflights (they carry no key)
+            rate_limit_hit(scope="tracking", key=("no-write-key", address))
 
     def handle_exception(self, exc: Exception) -> Response:
         response = super().handle_exception(exc)
@@ -272,7 +252,7 @@ class _SegmentView(APIView):
 
 
 class _TrackingView(_SegmentView):
-    authentication_classes = [WriteKeyAuthentication]
+    authentication_classes = [TrackingWriteKeyAuthentication]
     permission_classes = [AllowAny]  # the write key is checked by the authentication
     renderer_classes = [JSONRenderer]
     throttle_classes = []
@@ -381,7 +361,7 @@ class MetricsView(_SegmentView):
         tags=["tracking"],
         summary="Accept the browser library's own usage metrics (not stored)",
         request=None,
-        responses={200: SuccessOutput, 413: _ERRORS[413]},
+        responses={200: SuccessOutput, 413: _ERRORS[413], 429: _ERRORS[429]},
     )
     def post(self, request: Request) -> Response:
         body = request._request.read(int(settings.PATRON_TRACK_MAX_EVENT_BYTES) + 1)

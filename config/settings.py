@@ -51,6 +51,17 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 # The public base URL of this Patron, used in links inside emails (unsubscribe, tracking).
 PATRON_BASE_URL = (env_str("PATRON_BASE_URL") or "http://127.0.0.1:8000").rstrip("/")
 
+# Patron's own apps, lowest layer first (DESIGN.md "Shape"); .ci/import_all.py imports each.
+PATRON_APPS = [
+    "core",
+    "commerce",
+    "engagement",
+    "loyalty",
+    "chat",
+    "recommendations",
+    "carts",
+    "storefront",
+]
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -65,14 +76,7 @@ INSTALLED_APPS = [
     "channels",
     "axes",
     "csp",
-    "core",
-    "commerce",
-    "engagement",
-    "loyalty",
-    "chat",
-    "recommendations",
-    "carts",
-    "storefront",
+    *PATRON_APPS,
 ]
 
 MIDDLEWARE = [
@@ -404,6 +408,30 @@ PATRON_RATE_LIMITS: dict[str, tuple[int, int] | None] = {
     # addresses): per sending client address, and per recipient whoever sends.
     "email_sender": env_rate("PATRON_RATE_EMAIL_PER_ADDRESS", "20/3600"),
     "email_recipient": env_rate("PATRON_RATE_EMAIL_PER_RECIPIENT", "5/3600"),
+    # Transcripts an agent emails from the console (POST .../transcript/), per agent.
+    "transcript": env_rate("PATRON_RATE_TRANSCRIPTS_PER_AGENT", "60/3600"),
+    # The widget's public calls that need no write key or look one up (widget-config, push-key),
+    # per client address: a page load makes one or two.
+    "widget_public": env_rate("PATRON_RATE_WIDGET_PUBLIC", "600/60"),
+    # HTML pages anyone can open (the demo shop, the help centre, the API docs), per client
+    # address: a person reads far fewer; a shop's visitors behind one NAT share the count.
+    "pages": env_rate("PATRON_RATE_PAGES", "600/60"),
+    # The OpenAPI schema, per client address: each request builds the whole schema (costly).
+    "api_schema": env_rate("PATRON_RATE_API_SCHEMA", "30/60"),
+    # Links in messages (/e/: open pixel, click, unsubscribe, preferences, NPS) per client
+    # address, and per link token. Mail providers fetch pixels and post one-click unsubscribes
+    # for many recipients from few addresses (Gmail's image proxy), hence the high per-address
+    # rate; one message's links are opened a handful of times.
+    "email_links": env_rate("PATRON_RATE_EMAIL_LINKS", "1200/60"),
+    "email_link_token": env_rate("PATRON_RATE_EMAIL_LINK_TOKEN", "60/600"),
+    # Calls to the staff APIs (catalog, orders, shoppers, chat console) that do not end signed in
+    # as staff (no or wrong credentials), per client address; over it, credentials are not even
+    # checked. Signed-in staff are not counted. django-axes also locks a username + address out
+    # after PATRON_LOGIN_FAILURE_LIMIT wrong passwords.
+    "staff_login_free": env_rate("PATRON_RATE_STAFF_LOGIN_FREE", "60/60"),
+    # The admin's login page (GET and POST), per client address: a team behind one office
+    # address signs in a few dozen times a day; a password sprayer tries many usernames.
+    "admin_login": env_rate("PATRON_RATE_ADMIN_LOGIN", "100/600"),
 }
 # Frames a shopper's chat socket may send: a sustained rate per second and a burst. A person
 # types far slower; bench/chat.py's top level (9,000 msg/s over 500 sockets) is 18 per socket.
@@ -425,6 +453,10 @@ for _proxy in PATRON_TRUSTED_PROXIES:
 # How often an open agent console re-reads the agent's rights: a deactivated agent, or one
 # removed from the agent group, is disconnected within this many seconds.
 PATRON_AGENT_RECHECK_SECONDS = env_int("PATRON_AGENT_RECHECK_SECONDS", 5, minimum=1)
+# An agent is present (routable, shown online) while one of their console sockets sent a
+# heartbeat (its opening or a ping; consoles ping every 25 s) within this many seconds
+# (chat/presence.py): a web process that dies takes its agents offline within this window.
+PATRON_AGENT_PRESENCE_SECONDS = env_int("PATRON_AGENT_PRESENCE_SECONDS", 90, minimum=1)
 # How long a shopper socket may stay open without sending hello (docs/chat-protocol.md: 10 s,
 # then error hello_required and close 4001). Tests shorten it rather than wait.
 PATRON_CHAT_HELLO_TIMEOUT_MS = env_int("PATRON_CHAT_HELLO_TIMEOUT_MS", 10_000, minimum=1)
@@ -432,10 +464,13 @@ PATRON_CHAT_HELLO_TIMEOUT_MS = env_int("PATRON_CHAT_HELLO_TIMEOUT_MS", 10_000, m
 # --- Test checkpoints ----------------------------------------------------------------------
 # Named points where a server started by a system test pauses, when the test arms them, so the
 # test can act between two steps without a sleep race (core/checkpoints.py). Refused outside
-# tests: a production server never waits on a test.
+# tests: a production server never waits on a test. DEBUG off (production, check --deploy)
+# refuses them too, so a test environment copied into production cannot turn them on.
 PATRON_TEST_CHECKPOINTS = frozenset(env_list("PATRON_TEST_CHECKPOINTS", []))
 if PATRON_TEST_CHECKPOINTS and not TESTING:
     raise ConfigurationError("PATRON_TEST_CHECKPOINTS is only accepted with PATRON_TESTING=1")
+if PATRON_TEST_CHECKPOINTS and not DEBUG:
+    raise ConfigurationError("PATRON_TEST_CHECKPOINTS is refused with DEBUG off (production)")
 
 # --- Security (production) ---------------------------------------------------------------
 SESSION_COOKIE_SECURE = not DEBUG

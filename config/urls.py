@@ -8,22 +8,34 @@ from drf_spectacular.views import (
     SpectacularSwaggerSplitView,
 )
 
-from core.views import healthz
+from core.views import healthz, rate_limited
 
 handler404 = "core.views.not_found"
 handler500 = "core.views.server_error"
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    # The admin's login page (the agent console's too), limited per address before the admin's
+    # own route to it; failed logins are also locked out per username and address (core/logins).
+    path("admin/login/", rate_limited("admin_login")(admin.site.login)),
     path("admin/", admin.site.urls),
-    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    # Each request for the schema builds it anew: limited apart from the pages, per address.
+    path(
+        "api/schema/",
+        rate_limited("api_schema", json=True)(SpectacularAPIView.as_view()),
+        name="api-schema",
+    ),
     # The split view serves Swagger UI's start-up script as a file: no inline script for the CSP.
-    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    path(
+        "api/docs/",
+        rate_limited("pages")(SpectacularSwaggerSplitView.as_view(url_name="api-schema")),
+        name="api-docs",
+    ),
     path(
         "api/redoc/",
         # ReDoc styles itself with <style> elements it creates and renders in a blob: worker.
         csp_update({"style-src": [SELF, UNSAFE_INLINE], "worker-src": [SELF, "blob:"]})(
-            SpectacularRedocView.as_view(url_name="api-schema")
+            rate_limited("pages")(SpectacularRedocView.as_view(url_name="api-schema"))
         ),
         name="api-redoc",
     ),

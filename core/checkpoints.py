@@ -6,7 +6,7 @@ wins the race. Instead the server calls ``await checkpoint("name")`` between the
 returns at once unless
 
 1. the server was started with the name in ``PATRON_TEST_CHECKPOINTS`` (accepted only with
-   ``PATRON_TESTING=1``: production servers never pause), and
+   ``PATRON_TESTING=1`` and DEBUG on: production servers never pause), and
 2. the test armed the checkpoint (``tests/support/checkpoints.py``): one arm pauses one pass.
 
 A paused pass tells the test it arrived (a Redis list), then waits until the test releases it

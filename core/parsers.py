@@ -38,6 +38,24 @@ def max_depth() -> int:
     return int(getattr(settings, "PATRON_JSON_MAX_DEPTH", DEFAULT_MAX_DEPTH))
 
 
+def json_has_nul(raw: bytes, value: Any) -> bool:
+    """Whether ``value``, decoded from the JSON text ``raw``, holds a NUL character in a string
+    or a key. PostgreSQL stores none in text or jsonb, so callers refuse such input (400, or a
+    protocol error on a socket) rather than fail at the INSERT. The byte test on ``raw`` (JSON
+    can only spell NUL as ``\\u0000``) spares the walk for nearly every body."""
+    return b"\\u0000" in raw and _contains_nul(value)
+
+
+def _contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in key or _contains_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_contains_nul(item) for item in value)
+    return False
+
+
 def json_depth_exceeds(value: Any, limit: int) -> bool:
     """Whether ``value`` nests arrays/objects more than ``limit`` levels (a top-level {} is 1)."""
     if not isinstance(value, (dict, list)):

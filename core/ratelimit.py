@@ -79,6 +79,24 @@ def _key_part(part: str) -> str:
     return hashlib.sha256(part.encode()).hexdigest()[:32]
 
 
+def _counter(scope: str, rate: Rate, now: float, key: Iterable[str]) -> tuple[str, int]:
+    """The Redis key of ``key``'s counter in the window ``now`` falls in, and that window."""
+    window = int(now // rate.seconds)
+    name = f"{settings.PATRON_RATE_LIMIT_PREFIX}:{scope}:{window}:" + ":".join(
+        _key_part(part) for part in key
+    )
+    return name, window
+
+
+def _refusal(scope: str, rate: Rate, now: float, window: int) -> RateLimited:
+    retry_after = max(1, math.ceil((window + 1) * rate.seconds - now))
+    return RateLimited(
+        gettext("Too many requests. Try again in %(seconds)d seconds.") % {"seconds": retry_after},
+        retry_after=retry_after,
+        scope=scope,
+    )
+
+
 def rate_limit_hit(*, scope: str, key: Iterable[str], cost: int = 1) -> None:
     """Count one call (or ``cost`` calls) of ``key`` under ``scope``; raise when over the limit.
 
@@ -90,22 +108,29 @@ def rate_limit_hit(*, scope: str, key: Iterable[str], cost: int = 1) -> None:
     if rate is None:
         return
     now = time.time()
-    window = int(now // rate.seconds)
-    name = f"{settings.PATRON_RATE_LIMIT_PREFIX}:{scope}:{window}:" + ":".join(
-        _key_part(part) for part in key
-    )
+    name, window = _counter(scope, rate, now, key)
     pipe = _redis().pipeline(transaction=False)
     pipe.set(name, 0, ex=rate.seconds + 1, nx=True)
     pipe.incrby(name, cost)
     _, count = pipe.execute()
     if int(count) > rate.count:
-        retry_after = max(1, math.ceil((window + 1) * rate.seconds - now))
-        raise RateLimited(
-            gettext("Too many requests. Try again in %(seconds)d seconds.")
-            % {"seconds": retry_after},
-            retry_after=retry_after,
-            scope=scope,
-        )
+        raise _refusal(scope, rate, now, window)
+
+
+def rate_limit_peek(*, scope: str, key: Iterable[str]) -> None:
+    """Raise ``RateLimited`` when ``key`` has used up ``scope``'s current window; count nothing.
+
+    For limits that count only some outcomes (refused or failed callers): peek before the
+    costly part (a password hash), then ``rate_limit_hit`` once the outcome is known.
+    """
+    rate = rate_for(scope)
+    if rate is None:
+        return
+    now = time.time()
+    name, window = _counter(scope, rate, now, key)
+    count = _redis().get(name)
+    if count is not None and int(count) >= rate.count:
+        raise _refusal(scope, rate, now, window)
 
 
 def rate_limit_reset(*, scope: str, key: Iterable[str]) -> None:
@@ -113,10 +138,7 @@ def rate_limit_reset(*, scope: str, key: Iterable[str]) -> None:
     rate = rate_for(scope)
     if rate is None:
         return
-    window = int(time.time() // rate.seconds)
-    name = f"{settings.PATRON_RATE_LIMIT_PREFIX}:{scope}:{window}:" + ":".join(
-        _key_part(part) for part in key
-    )
+    name, _ = _counter(scope, rate, time.time(), key)
     _redis().delete(name)
 
 

@@ -1,28 +1,18 @@
 """Work that must only happen once the surrounding transaction has committed.
 
 Queueing a Celery task or sending a channel-layer event before commit lets a worker or a
-client read state that may yet be rolled back; every such call in Patron goes through here.
+client read state that may yet be rolled back. Tasks are queued with Celery's own
+``task.delay_on_commit(...)`` / ``task.apply_async_on_commit(...)`` (Celery's Django task class,
+which the Django fix-up makes the default); channel-layer events go through here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.db import transaction
-
-
-def delay_on_commit(task: Any, *args: Any, **kwargs: Any) -> None:
-    """Queue ``task`` with these arguments after the current transaction commits."""
-    transaction.on_commit(partial(task.delay, *args, **kwargs))
-
-
-def apply_async_on_commit(
-    task: Any, *, args: list[Any] | tuple[Any, ...] = (), **options: Any
-) -> None:
-    transaction.on_commit(partial(task.apply_async, args=args, **options))
 
 
 def group_send_on_commit(group: str, message: dict[str, Any]) -> None:

@@ -1,15 +1,20 @@
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
+from typing import Any
 
 import redis
 from django.conf import settings
 from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.views.defaults import page_not_found
 from django.views.defaults import server_error as default_server_error
 
 from core.api import error_body
+from core.ratelimit import RateLimited, rate_limit_hit, request_client_address
 
 
 def _check_database() -> dict[str, object]:
@@ -68,3 +73,50 @@ def server_error(request: HttpRequest) -> HttpResponse:
             error_body("server_error", "Something went wrong on our side."), status=500
         )
     return default_server_error(request)
+
+
+# --- Rate limits of pages ------------------------------------------------------------------
+
+View = Callable[..., HttpResponse]
+
+
+def rate_limited_response(request: HttpRequest, exc: RateLimited, *, json: bool) -> HttpResponse:
+    """429 with ``Retry-After`` (seconds): the API error body when ``json``, else a short page in
+    the shopper's language (templates/patron/429.html)."""
+    response: HttpResponse
+    if json:
+        response = JsonResponse(error_body(exc.code, exc.message, exc.extra), status=429)
+    else:
+        response = render(request, "patron/429.html", {"retry_after": exc.retry_after}, status=429)
+    response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+def rate_limited(
+    scope: str, *, url_scope: str | None = None, url_kwarg: str = "token", json: bool = False
+) -> Callable[[View], View]:
+    """Limit a function view: calls per client address under ``scope`` and, with
+    ``url_scope``, calls per value of the URL's ``url_kwarg`` argument (a signed link's token).
+
+    Counted before the view runs, so a refused call (429, ``rate_limited_response``) reads and
+    changes nothing; a forged token is counted like a real one. The scopes are in
+    ``settings.PATRON_RATE_LIMITS``; the wrapper lists them in ``rate_limit_scopes``.
+    """
+
+    def decorate(view: View) -> View:
+        @functools.wraps(view)
+        def limited(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            try:
+                rate_limit_hit(scope=scope, key=(request_client_address(request.META),))
+                if url_scope is not None:
+                    rate_limit_hit(scope=url_scope, key=(str(kwargs[url_kwarg]),))
+            except RateLimited as exc:
+                return rate_limited_response(request, exc, json=json)
+            return view(request, *args, **kwargs)
+
+        limited.rate_limit_scopes = (  # type: ignore[attr-defined]  # a marker on the function
+            (scope,) if url_scope is None else (scope, url_scope)
+        )
+        return limited
+
+    return decorate

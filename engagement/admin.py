@@ -24,12 +24,15 @@ from engagement.models import (
     Broadcast,
     Campaign,
     CampaignStep,
+    EngagementSettings,
     Message,
     NpsResponse,
     ProductWatch,
     PushSubscription,
     Run,
     Segment,
+    StepTest,
+    StepVariant,
     Suppression,
     Topic,
     Unsubscribe,
@@ -58,11 +61,17 @@ class CampaignForm(forms.ModelForm[Campaign]):
             "frequency_cap_hours",
             "quiet_hours_start",
             "quiet_hours_end",
+            "smart_sending",
             "control_percent",
+            "flow_filters",
+            "split_condition",
         ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        for field in ("flow_filters", "split_condition"):
+            own = self.fields[field].help_text
+            self.fields[field].help_text = f"{own}. {_CONDITIONS_HELP}"
         self.fields["trigger"].choices = registry.trigger_choices()  # type: ignore[attr-defined]  # a ChoiceField: the model field has choices
         descriptions = "; ".join(
             f"{t.label}: {t.description}" for t in registry.triggers() if t.description
@@ -78,11 +87,99 @@ class CampaignForm(forms.ModelForm[Campaign]):
             self.add_error("audience_rules", exc.message)
         if data.get("audience") == Campaign.Audience.SEGMENT and not data.get("segment"):
             self.add_error("segment", "choose the segment")
+        for field, name in (("flow_filters", "flow filters"), ("split_condition", "split")):
+            if field in data:
+                if data[field] is None:  # an emptied box: no conditions, not SQL NULL
+                    data[field] = []
+                try:
+                    services.conditions_validate(data[field], field=name)
+                except ApplicationError as exc:
+                    self.add_error(field, exc.message)
         return data
 
 
+_CONDITIONS_HELP = (
+    "A list of conditions, all of which must hold, e.g. "
+    '[{"type": "orders", "op": "eq", "value": 0, "since": "flow_start"}, '
+    '{"type": "email", "metric": "opened", "op": "gte", "value": 1, "days": 90}, '
+    '{"type": "event", "event": "Product Viewed", "op": "eq", "value": 0, "days": 7}, '
+    '{"type": "property", "field": "country", "op": "eq", "value": "LV"}, '
+    '{"type": "any", "conditions": [...]}]. Counts compare with op eq, ne, gt, gte, lt or lte '
+    'over "since": "flow_start", "days": N, or all history.'
+)
+
+
+def _rate(part: int, whole: int) -> str:
+    return f"{part} ({part / whole:.1%})" if whole else str(part)
+
+
+def _results_html(result: services.CampaignAttribution) -> str:
+    """The campaign page's results: a table of steps, the uplift, and its reading."""
+    days = result.window.days
+    rows = format_html_join(
+        "",
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+        "<td>{}</td><td>{}</td></tr>",
+        (
+            (
+                f"{step.position}. {step.subject}" if step.subject else step.position,
+                step.channel,
+                step.sent,
+                _rate(step.opened, step.sent),
+                _rate(step.clicked, step.sent),
+                _rate(step.converted, step.sent),
+                step.orders,
+                f"{step.revenue:.2f}",
+                _rate(step.unsubscribed, step.sent),
+            )
+            for step in result.steps
+        ),
+    )
+    table = format_html(
+        '<table class="campaign-results"><thead><tr><th>Step</th><th>Channel</th><th>Sent</th>'
+        "<th>Opened</th><th>Clicked</th><th>Converted</th><th>Orders</th><th>Revenue</th>"
+        "<th>Unsubscribed</th></tr></thead><tbody>{}</tbody></table>"
+        "<p>Converted: recipients with an order within {} days of opening or clicking the "
+        "step's message (each order credited to the last message touched).</p>",
+        rows,
+        days,
+    )
+    uplift = result.uplift
+    figures = format_html(
+        "<p>Uplift (orders within {} days of enrolment): targeted {} of {} shoppers ordered, "
+        "control group {} of {}.</p>",
+        days,
+        uplift.treated.converted,
+        uplift.treated.runs,
+        uplift.control.converted,
+        uplift.control.runs,
+    )
+    if uplift.interval is not None and uplift.absolute is not None:
+        relative = f"{uplift.relative:+.1%}" if uplift.relative is not None else "n/a"
+        figures += format_html(
+            "<p>Conversion uplift {} points (95% interval {} to {}, Newcombe), relative {}.</p>",
+            f"{uplift.absolute * 100:+.2f}",
+            f"{uplift.interval[0] * 100:+.2f}",
+            f"{uplift.interval[1] * 100:+.2f}",
+            relative,
+        )
+    if uplift.revenue is not None and uplift.incremental_revenue_interval is not None:
+        figures += format_html(
+            "<p>Revenue per recipient {} (95% interval {} to {}, Welch); "
+            "incremental revenue {} (95% interval {} to {}).</p>",
+            f"{uplift.revenue.difference:+.2f}",
+            f"{uplift.revenue.low:+.2f}",
+            f"{uplift.revenue.high:+.2f}",
+            f"{uplift.incremental_revenue:.2f}",
+            f"{uplift.incremental_revenue_interval[0]:.2f}",
+            f"{uplift.incremental_revenue_interval[1]:.2f}",
+        )
+    return format_html("{}{}<p><strong>{}</strong></p>", table, figures, result.reading)
+
+
 class StepInlineFormSet(forms.BaseInlineFormSet):  # type: ignore[type-arg]  # django-stubs: generic in three models, Django's is not
-    """Refuses to leave an active campaign without steps (``services.campaign_status_check``)."""
+    """Refuses to leave an active campaign without steps (``services.campaign_status_check``)
+    and steps whose branches do not match the campaign's split."""
 
     def clean(self) -> None:
         super().clean()
@@ -99,6 +196,20 @@ class StepInlineFormSet(forms.BaseInlineFormSet):  # type: ignore[type-arg]  # d
             raise forms.ValidationError(
                 f"{exc.message}: pause or archive it before removing its last step."
             ) from None
+        # The steps' branches must match the campaign's split (``flow_branches_validate``).
+        steps = [
+            (form.cleaned_data["position"], form.cleaned_data.get("branch") or "")
+            for form in self.forms
+            if getattr(form, "cleaned_data", None)
+            and not form.cleaned_data.get("DELETE")
+            and "position" in form.cleaned_data
+        ]
+        try:
+            services.flow_branches_validate(
+                has_split=bool(self.instance.split_condition), steps=steps
+            )
+        except ApplicationError as exc:
+            raise forms.ValidationError(exc.message) from None
 
 
 class StepInline(admin.StackedInline[CampaignStep, Campaign]):
@@ -107,6 +218,7 @@ class StepInline(admin.StackedInline[CampaignStep, Campaign]):
     extra = 0
     fields = (
         "position",
+        "branch",
         "delay",
         "channel",
         "subject",
@@ -115,8 +227,26 @@ class StepInline(admin.StackedInline[CampaignStep, Campaign]):
         "link_url",
         "webhook_endpoint",
         "preview_link",
+        "ab_test_link",
     )
-    readonly_fields = ("preview_link",)
+    readonly_fields = ("preview_link", "ab_test_link")
+
+    @admin.display(description="A/B test")
+    def ab_test_link(self, step: CampaignStep) -> str:
+        if not step.pk:
+            return "save first"
+        test = StepTest.objects.filter(step=step).select_related("winner").first()
+        if test is None:
+            url = reverse("admin:engagement_steptest_add") + f"?step={step.pk}"
+            return format_html('<a href="{}">Test variants of this step</a>', url)
+        url = reverse("admin:engagement_steptest_change", args=[test.pk])
+        if test.decision:
+            status = test.decision
+        elif test.started_at:
+            status = f"running since {test.started_at:%Y-%m-%d %H:%M}"
+        else:
+            status = "not started"
+        return format_html('<a href="{}">A/B test</a>: {}', url, status)
 
     @admin.display(description="Preview")
     def preview_link(self, step: CampaignStep) -> str:
@@ -151,21 +281,12 @@ class CampaignAdmin(admin.ModelAdmin[Campaign]):
     readonly_fields = ("status", "status_actions", "results", "nps")
     actions = ["activate", "pause", "archive", "broadcast_now"]
 
-    @admin.display(description="Results (orders within 7 days)")
+    @admin.display(description="Results")
     def results(self, campaign: Campaign) -> str:
+        """Each step's funnel and revenue, and the uplift against the control group."""
         if not campaign.pk:
             return "-"
-        r = selectors.campaign_results(campaign=campaign)
-        return format_html(
-            "treated: {} runs, {} converted ({}) · control: {} runs, {} converted ({}) · uplift {}",
-            r["treatment"]["runs"],
-            r["treatment"]["conversions"],
-            r["treatment"]["rate"],
-            r["control"]["runs"],
-            r["control"]["conversions"],
-            r["control"]["rate"],
-            r["uplift"]["rate"],
-        )
+        return _results_html(services.campaign_attribution(campaign=campaign))
 
     @admin.display(description="Change status")
     def status_actions(self, campaign: Campaign) -> str:
@@ -214,15 +335,15 @@ class CampaignAdmin(admin.ModelAdmin[Campaign]):
         self.message_user(request, done, messages.SUCCESS)
         return True
 
-    @admin.action(description="Activate")
+    @admin.action(description="Activate", permissions=["change"])
     def activate(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
         self._set_status(request, queryset, Campaign.Status.ACTIVE)
 
-    @admin.action(description="Pause (scheduled messages wait)")
+    @admin.action(description="Pause (scheduled messages wait)", permissions=["change"])
     def pause(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
         self._set_status(request, queryset, Campaign.Status.PAUSED)
 
-    @admin.action(description="Archive (cancel scheduled messages)…")
+    @admin.action(description="Archive (cancel scheduled messages)…", permissions=["change"])
     def archive(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> HttpResponse | None:
         """Asks first (a page listing what each campaign would cancel), then archives."""
         if request.POST.get("confirm") != "yes":
@@ -241,7 +362,7 @@ class CampaignAdmin(admin.ModelAdmin[Campaign]):
         self._set_status(request, queryset, Campaign.Status.ARCHIVED)
         return None
 
-    @admin.action(description="Broadcast to the audience now")
+    @admin.action(description="Broadcast to the audience now", permissions=["change"])
     def broadcast_now(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
         for campaign in queryset:
             try:
@@ -328,6 +449,77 @@ class CampaignAdmin(admin.ModelAdmin[Campaign]):
         return render(request, "admin/engagement/step_preview.html", context)
 
 
+class StepVariantInline(admin.TabularInline[StepVariant, StepTest]):
+    model = StepVariant
+    extra = 2
+    fields = ("label", "weight", "subject", "body", "body_text")
+
+
+@admin.register(StepTest)
+class StepTestAdmin(admin.ModelAdmin[StepTest]):
+    """A/B tests of campaign steps: variants, their figures and the winner."""
+
+    inlines = [StepVariantInline]
+    list_display = ("__str__", "metric", "started_at", "winner", "decided_at")
+    list_select_related = ("step__campaign", "winner")
+    raw_id_fields = ("step",)
+    fields = (
+        "step",
+        "metric",
+        "decide_after",
+        "started_at",
+        "winner",
+        "decided_at",
+        "decision",
+        "figures",
+    )
+    actions = ["decide_now"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: StepTest | None = None) -> list[str]:
+        fixed = ["started_at", "winner", "decided_at", "decision", "figures"]
+        return ["step", *fixed] if obj is not None else fixed
+
+    @admin.display(description="Figures per variant")
+    def figures(self, test: StepTest) -> str:
+        if not test.pk:
+            return "-"
+
+        def pct(rate: Any) -> str:
+            return "-" if rate is None else f"{rate * 100:.1f}%"
+
+        rows = format_html_join(
+            "",
+            "<tr><td>{}{}</td><td>{}</td><td>{}</td><td>{} ({})</td><td>{} ({})</td>"
+            "<td>{} ({})</td></tr>",
+            (
+                (
+                    f["label"],
+                    " (winner)" if f["winner"] else "",
+                    f["weight"],
+                    f["sent"],
+                    f["opened"],
+                    pct(f["open_rate"]),
+                    f["clicked"],
+                    pct(f["click_rate"]),
+                    f["converted"],
+                    pct(f["conversion_rate"]),
+                )
+                for f in services.ab_test_figures(test=test)
+            ),
+        )
+        return format_html(
+            "<table><tr><th>variant</th><th>weight</th><th>sent</th><th>opened</th>"
+            "<th>clicked</th><th>converted</th></tr>{}</table>",
+            rows,
+        )
+
+    @admin.action(description="Choose the winner now")
+    def decide_now(self, request: HttpRequest, queryset: QuerySet[StepTest]) -> None:
+        for test in queryset:
+            winner = services.ab_test_decide(test=test)
+            self.message_user(request, f"{test}: {winner or 'no variants'}")
+
+
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin[Message]):
     list_display = (
@@ -342,9 +534,10 @@ class MessageAdmin(admin.ModelAdmin[Message]):
         "sent_at",
         "opened_at",
         "clicked_at",
+        "variant",
     )
     list_filter = ("state", "channel", "confirmed", "campaign")
-    list_select_related = ("campaign", "step", "shopper")
+    list_select_related = ("campaign", "step", "shopper", "variant")
     search_fields = ("=id", "recipient", "provider_message_id", "occurrence_key")
     raw_id_fields = ("campaign", "step", "run", "shopper")
     date_hierarchy = "due_at"
@@ -360,12 +553,12 @@ class MessageAdmin(admin.ModelAdmin[Message]):
     def step_position(self, message: Message) -> int:
         return message.step.position
 
-    @admin.action(description="Cancel (scheduled only)")
+    @admin.action(description="Cancel (scheduled only)", permissions=["change"])
     def cancel(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
         done = sum(services.message_cancel(message=m) for m in queryset)
         self.message_user(request, f"cancelled {done}")
 
-    @admin.action(description="Send again (failed, skipped, cancelled)")
+    @admin.action(description="Send again (failed, skipped, cancelled)", permissions=["change"])
     def requeue(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
         done = sum(services.message_requeue(message=m) for m in queryset)
         self.message_user(request, f"requeued {done}")
@@ -383,6 +576,7 @@ class RunAdmin(admin.ModelAdmin[Run]):
         "occurrence_key",
         "state",
         "stop_reason",
+        "branch",
         "started_at",
     )
     list_filter = ("state", "campaign")
@@ -535,6 +729,27 @@ class ProductWatchAdmin(admin.ModelAdmin[ProductWatch]):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+
+@admin.register(EngagementSettings)
+class EngagementSettingsAdmin(admin.ModelAdmin[EngagementSettings]):
+    """The store's one row of engagement settings: smart sending and the attribution window."""
+
+    list_display = ("__str__", "smart_sending_hours", "attribution_window_days", "updated_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return not EngagementSettings.objects.exists() and super().has_add_permission(request)
+
+    def has_delete_permission(
+        self, request: HttpRequest, obj: EngagementSettings | None = None
+    ) -> bool:
+        return False
+
+    def save_model(
+        self, request: HttpRequest, obj: EngagementSettings, form: Any, change: bool
+    ) -> None:
+        obj.pk = 1  # the one row every reader looks up
+        super().save_model(request, obj, form, change)
 
 
 admin.site.register(Topic)

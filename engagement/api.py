@@ -8,66 +8,29 @@ shopper only. One thin view per operation.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest
 from django.utils.cache import patch_vary_headers
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.authentication import BaseAuthentication, get_authorization_header
-from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated
 from rest_framework.permissions import AllowAny, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from commerce import selectors as commerce_selectors
+from commerce.authentication import WriteKeyAuthentication
 from commerce.models import WriteKey
 from commerce.visitor_api import VisitorIdentitySerializer, visitor_shopper
+from core.api import error_responses
 from core.exceptions import NotFound, PermissionDenied
 from core.ratelimit import rate_limit_hit, request_client_address
 from engagement import selectors, services
 from engagement.models import ProductWatch
-
-
-class WriteKeyAuthentication(BaseAuthentication):
-    """HTTP Basic with the write key as the username (the password is ignored, as Segment's)."""
-
-    def authenticate(self, request: Request) -> tuple[AnonymousUser, WriteKey] | None:
-        header = get_authorization_header(request).split()
-        if not header or header[0].lower() != b"basic":
-            return None
-        if len(header) != 2:
-            raise AuthenticationFailed("malformed Basic authorization header")
-        try:
-            decoded = base64.b64decode(header[1], validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            raise AuthenticationFailed("malformed Basic authorization header") from None
-        key = decoded.partition(":")[0]
-        write_key = commerce_selectors.write_key_active(key=key)
-        if write_key is None:
-            raise AuthenticationFailed("unknown or inactive write key")
-        return AnonymousUser(), write_key
-
-    def authenticate_header(self, request: Request) -> str:
-        return 'Basic realm="patron"'
-
-
-class WriteKeyScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]  # drf-spectacular's __init_subclass__ is unannotated
-    target_class = "engagement.api.WriteKeyAuthentication"
-    name = "engagementWriteKey"
-
-    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
-        return {
-            "type": "http",
-            "scheme": "basic",
-            "description": "The store's write key as the username; empty password.",
-        }
 
 
 class HasWriteKey(BasePermission):
@@ -111,9 +74,17 @@ class WidgetCorsApi(APIView):
 class WidgetApi(WidgetCorsApi):
     authentication_classes = [WriteKeyAuthentication]
     permission_classes = [HasWriteKey]
+    rate_limit_scopes = ("widget",)
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        super().initial(request, *args, **kwargs)
+        try:
+            super().initial(request, *args, **kwargs)
+        except (AuthenticationFailed, NotAuthenticated):
+            # No key, or a wrong one: counted per client address alone, so guessing is limited.
+            rate_limit_hit(
+                scope="widget", key=("no-write-key", request_client_address(request.META))
+            )
+            raise
         if request.method == "OPTIONS":
             return
         key = request.auth
@@ -126,11 +97,13 @@ class WidgetApi(WidgetCorsApi):
             )
 
     def check_throttles(self, request: Request) -> None:
-        """Calls per write key and client address over ``PATRON_RATE_LIMITS["widget"]``: 429."""
+        """Calls per write key and client address over ``PATRON_RATE_LIMITS["widget"]``: 429;
+        CORS preflights (they carry no key) per client address."""
+        address = request_client_address(request.META)
         if isinstance(request.auth, WriteKey):
-            rate_limit_hit(
-                scope="widget", key=(request.auth.key, request_client_address(request.META))
-            )
+            rate_limit_hit(scope="widget", key=(request.auth.key, address))
+        else:
+            rate_limit_hit(scope="widget", key=("no-write-key", address))
 
     def finalize_response(
         self, request: Request, response: Response, *args: Any, **kwargs: Any
@@ -140,26 +113,7 @@ class WidgetApi(WidgetCorsApi):
         return response
 
 
-ErrorSerializer = inline_serializer(
-    name="EngagementError",
-    fields={
-        "error": inline_serializer(
-            name="EngagementErrorBody",
-            fields={
-                "code": serializers.CharField(),
-                "message": serializers.CharField(),
-                "detail": serializers.JSONField(required=False),
-            },
-        )
-    },
-)
-_ERRORS = {
-    400: ErrorSerializer,
-    401: ErrorSerializer,
-    403: ErrorSerializer,
-    404: ErrorSerializer,
-    429: ErrorSerializer,
-}
+_ERRORS = error_responses(400, 401, 403, 404, 429)
 
 
 class EngagementIdentitySerializer(VisitorIdentitySerializer):
@@ -311,8 +265,15 @@ class PushSubscriptionApi(WidgetApi):
 
 
 class PushKeyApi(WidgetCorsApi):
+    """Public: the VAPID public key; calls per client address over
+    ``PATRON_RATE_LIMITS["widget_public"]`` get 429 with ``Retry-After``."""
+
     authentication_classes: list[type[BaseAuthentication]] = []
     permission_classes = [AllowAny]
+    rate_limit_scopes = ("widget_public",)
+
+    def check_throttles(self, request: Request) -> None:
+        rate_limit_hit(scope="widget_public", key=(request_client_address(request.META),))
 
     class PushKeyOutputSerializer(serializers.Serializer[Any]):
         public_key = serializers.CharField(allow_blank=True)
@@ -320,7 +281,7 @@ class PushKeyApi(WidgetCorsApi):
     @extend_schema(
         operation_id="engagement_push_key",
         summary="The VAPID public key browsers subscribe with",
-        responses={200: PushKeyOutputSerializer},
+        responses={200: PushKeyOutputSerializer, **error_responses(429)},
         auth=[],
     )
     def get(self, request: Request) -> Response:

@@ -147,12 +147,30 @@ class Campaign(models.Model):
         null=True, blank=True, help_text="Shopper's local time; messages wait until the end"
     )
     quiet_hours_end = models.TimeField(null=True, blank=True)
+    smart_sending = models.BooleanField(
+        default=True,
+        help_text="Skip a shopper who got any marketing message on the same channel (from "
+        "another campaign or run) within the store's smart-sending window (Engagement "
+        "settings). Transactional campaigns and messages a shopper asked for are never skipped.",
+    )
     control_percent = models.DecimalField(
         max_digits=5,
         decimal_places=2,
         default=0,
         validators=[MinValueValidator(0), MaxValueValidator(100)],
         help_text="Share of enrolled shoppers held out (recorded, sent nothing) to measure uplift",
+    )
+    flow_filters = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Conditions every step checks before it is sent; a run that fails one exits "
+        "(see engagement.services.conditions for the language)",
+    )
+    split_condition = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Conditional split: shoppers for whom these conditions hold take the steps of "
+        "the yes branch, the others the no branch (decided when the first branch step is due)",
     )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
@@ -209,7 +227,17 @@ class WebhookEndpoint(models.Model):
 
 
 class CampaignStep(models.Model):
-    """One message of a campaign, sent ``delay`` after the previous step (or the trigger)."""
+    """One message of a campaign, sent ``delay`` after the previous step (or the trigger).
+
+    With a conditional split (``Campaign.split_condition``), the steps on the ``yes`` and
+    ``no`` branches follow every step before the split (``branch`` empty), each branch with
+    its own delays counted from the last step before the split.
+    """
+
+    class Branch(models.TextChoices):
+        NONE = "", "Every shopper (before the split)"
+        YES = "yes", "Yes branch (the split's conditions hold)"
+        NO = "no", "No branch"
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="steps")
     position = models.PositiveSmallIntegerField(default=1)
@@ -230,6 +258,7 @@ class CampaignStep(models.Model):
     webhook_endpoint = models.ForeignKey(
         WebhookEndpoint, null=True, blank=True, on_delete=models.PROTECT, related_name="steps"
     )
+    branch = models.CharField(max_length=3, choices=Branch.choices, blank=True, default="")
 
     class Meta:
         ordering = ["campaign", "position"]
@@ -274,6 +303,14 @@ class Run(models.Model):
         default=timezone.now, help_text="When the firing event happened (end events after it count)"
     )
     stopped_at = models.DateTimeField(null=True, blank=True)
+    branch = models.CharField(
+        max_length=3,
+        choices=CampaignStep.Branch.choices,
+        blank=True,
+        default="",
+        help_text="The conditional split's outcome (empty until decided)",
+    )
+    branch_decided_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -353,6 +390,15 @@ class Message(models.Model):
     clicked_at = models.DateTimeField(null=True, blank=True)
     clicked_url = models.URLField(max_length=2000, blank=True, default="")
     seen_at = models.DateTimeField(null=True, blank=True, help_text="On-site: shown by the widget")
+    variant = models.ForeignKey(
+        "StepVariant",
+        null=True,
+        blank=True,
+        # Deleting a variant (or its campaign) takes its figures with it; the messages stay.
+        on_delete=models.SET_NULL,
+        related_name="messages",
+        help_text="The A/B test variant this message carried",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -384,6 +430,69 @@ class Message(models.Model):
     def message_id_header(self) -> str:
         """The RFC 5322 Message-ID: deterministic, so it is the provider-side idempotency key."""
         return f"<msg-{self.pk}.{self.delivery_id.hex[:12]}@patron>"
+
+
+class StepTest(models.Model):
+    """An A/B test of a step: its variants share the recipients until a winner is chosen.
+
+    Each recipient's variant is drawn from the weights by a hash of the run (stable across
+    retries) and recorded on the message. ``decide_after`` the first send, the variant with
+    the best ``metric`` wins (ties: the first label) and every later recipient gets it.
+    """
+
+    class Metric(models.TextChoices):
+        OPEN_RATE = "open_rate", "Open rate (opens / sent)"
+        CLICK_RATE = "click_rate", "Click rate (clicks / sent)"
+        CONVERSION_RATE = "conversion_rate", "Conversion rate (attributed orders / sent)"
+
+    step = models.OneToOneField(CampaignStep, on_delete=models.CASCADE, related_name="ab_test")
+    metric = models.CharField(max_length=20, choices=Metric.choices, default=Metric.CLICK_RATE)
+    decide_after = models.DurationField(
+        default=dt.timedelta(hours=24),
+        help_text="Time from the test's first send to choosing the winner",
+    )
+    started_at = models.DateTimeField(null=True, blank=True, help_text="The first send")
+    winner = models.ForeignKey(
+        "StepVariant", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision = models.CharField(
+        max_length=500, blank=True, default="", help_text="The figures the winner was chosen on"
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(decide_after__gt=dt.timedelta(0)),
+                name="engagement_step_test_decide_after_positive",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"A/B test of {self.step}"
+
+
+class StepVariant(models.Model):
+    """One version of a tested step; blank fields use the step's own subject or content."""
+
+    test = models.ForeignKey(StepTest, on_delete=models.CASCADE, related_name="variants")
+    label = models.CharField(max_length=20, help_text="A, B, ...")
+    weight = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(1)], help_text="Share of recipients, relative"
+    )
+    subject = models.CharField(max_length=300, blank=True, default="")
+    body = models.TextField(blank=True, default="")
+    body_text = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["test", "label"]
+        constraints = [
+            models.UniqueConstraint(fields=["test", "label"], name="engagement_variant_label_once"),
+            models.CheckConstraint(condition=Q(weight__gte=1), name="engagement_variant_weight"),
+        ]
+
+    def __str__(self) -> str:
+        return f"variant {self.label}"
 
 
 class Unsubscribe(models.Model):
@@ -570,3 +679,40 @@ class NpsResponse(models.Model):
 
     def __str__(self) -> str:
         return f"{self.score}/10 from {self.shopper_id}"
+
+
+class EngagementSettings(models.Model):
+    """The store's engagement settings; one row (pk 1), edited in the admin.
+
+    Read through ``selectors.engagement_settings()``, which answers the defaults while the row
+    does not exist yet.
+    """
+
+    smart_sending_hours = models.PositiveIntegerField(
+        default=16,
+        validators=[MaxValueValidator(24 * 30)],
+        help_text="Smart sending: a shopper who received a marketing message on a channel "
+        "within this many hours is skipped by the next one there (campaigns with smart sending "
+        "on). 0 turns smart sending off for the whole store.",
+    )
+    attribution_window_days = models.PositiveIntegerField(
+        default=5,
+        validators=[MinValueValidator(1), MaxValueValidator(90)],
+        help_text="An order counts for a campaign when placed within this many days after an "
+        "open or click of its message (and, for uplift, after the shopper's enrolment).",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "engagement settings"
+        verbose_name_plural = "engagement settings"
+        constraints = [
+            models.CheckConstraint(condition=Q(pk=1), name="engagement_settings_single_row"),
+            models.CheckConstraint(
+                condition=Q(attribution_window_days__gte=1, attribution_window_days__lte=90),
+                name="engagement_settings_window_1_90",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return "Engagement settings"

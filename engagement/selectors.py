@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping, Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
-from commerce.models import Order, Shopper, ShopperAlias
+from commerce import selectors as commerce_selectors
+from commerce.models import Shopper, ShopperAlias
 from core.exceptions import ValidationError
 from engagement.models import (
     SUBSCRIBABLE_CHANNELS,
     Campaign,
     Channel,
+    EngagementSettings,
     Message,
     NpsResponse,
     Preference,
-    Run,
     Segment,
     SegmentMembership,
     Topic,
@@ -140,11 +140,7 @@ def shopper_find(*, customer_id: str = "", anonymous_id: str = "") -> Shopper | 
             ShopperAlias.objects.select_related("shopper").filter(anonymous_id=anonymous_id).first()
         )
         shopper = alias.shopper if alias else None
-    seen: set[int] = set()
-    while shopper is not None and shopper.merged_into_id and shopper.pk not in seen:
-        seen.add(shopper.pk)
-        shopper = Shopper.objects.filter(pk=shopper.merged_into_id).first()
-    return shopper
+    return commerce_selectors.shopper_canonical(shopper) if shopper is not None else None
 
 
 def onsite_messages_pending(*, shopper: Shopper, limit: int = 20) -> list[Message]:
@@ -205,33 +201,6 @@ def campaign_scheduled_counts(*, campaign_ids: Sequence[int]) -> dict[int, int]:
     return counts
 
 
-def campaign_results(*, campaign: Campaign, attribution_days: int = 7) -> dict[str, dict[str, Any]]:
-    """Conversion of the treated and the held-out shoppers, for measuring uplift.
-
-    A run converts when its shopper placed an order within ``attribution_days`` of its start.
-    """
-    window = dt.timedelta(days=attribution_days)
-    converted = Exists(
-        Order.objects.filter(
-            shopper_id=OuterRef("shopper_id"),
-            placed_at__gte=OuterRef("started_at"),
-            placed_at__lt=OuterRef("started_at") + window,
-        ).exclude(status__in=[Order.Status.CANCELLED, Order.Status.REFUNDED])
-    )
-    runs = Run.objects.filter(campaign=campaign).annotate(converted=converted)
-    results: dict[str, dict[str, Any]] = {}
-    for group, q in (("treatment", ~Q(state=Run.State.HELD_OUT)), ("control", Q(state="held_out"))):
-        total = runs.filter(q).count()
-        conversions = runs.filter(q, converted=True).count()
-        rate = (Decimal(conversions) / total).quantize(Decimal("0.0001")) if total else None
-        results[group] = {"runs": total, "conversions": conversions, "rate": rate}
-    treated, control = results["treatment"]["rate"], results["control"]["rate"]
-    results["uplift"] = {
-        "rate": (treated - control) if treated is not None and control is not None else None
-    }
-    return results
-
-
 def nps_score(*, campaign: Campaign | None = None) -> dict[str, Any]:
     """The Net Promoter Score of the answers (to ``campaign``, or to every campaign).
 
@@ -259,3 +228,8 @@ def nps_score(*, campaign: Campaign | None = None) -> dict[str, Any]:
         "passives": total - counts["promoters"] - counts["detractors"],
         "score": score,
     }
+
+
+def engagement_settings() -> EngagementSettings:
+    """The store's engagement settings: the saved row, or an unsaved one with the defaults."""
+    return EngagementSettings.objects.filter(pk=1).first() or EngagementSettings(pk=1)

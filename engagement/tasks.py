@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from celery import shared_task
-from django.db import OperationalError
 
+from core.tasks import retrying_task
 from engagement import services
 
 
@@ -28,14 +28,7 @@ def outbox_sweep(lease_seconds: int | None = None) -> dict[str, int]:
     return services.outbox_sweep(lease_seconds=lease_seconds)
 
 
-@shared_task(
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
-    max_retries=5,
-    ignore_result=True,
-)
+@retrying_task(max_retries=5, ignore_result=True)
 def broadcast_send(broadcast_id: int) -> int:
     return services.broadcast_send(broadcast_id=broadcast_id)
 
@@ -48,6 +41,7 @@ def triggers_scan() -> dict[str, int]:
         "win_back": services.win_back_scan(),
         "birthday": services.birthday_scan(),
         "post_purchase": services.post_purchase_scan(),
+        "ab_tests_decided": services.ab_tests_decide_due(),
     }
 
 

@@ -1,6 +1,8 @@
 """Public pages reached from messages by signed links: tracking, unsubscribe, preferences, NPS.
 
-No login: the signed token is the authority. Views translate HTTP and call services.
+No login: the signed token is the authority. Views translate HTTP and call services. Each is
+limited per client address and per token (``PATRON_RATE_LIMITS["email_links"]`` and
+``["email_link_token"]``): over either, a 429 page with ``Retry-After`` and nothing recorded.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from core.exceptions import NotFound, ValidationError
+from core.views import rate_limited
 from engagement import selectors, services, tokens
 from engagement.models import SUBSCRIBABLE_CHANNELS, Channel
 
@@ -28,6 +31,7 @@ _PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBR
 
 @never_cache
 @require_http_methods(["GET", "HEAD"])
+@rate_limited("email_links", url_scope="email_link_token")
 def open_pixel(request: HttpRequest, token: str) -> HttpResponse:
     try:
         services.message_open_record(
@@ -40,6 +44,7 @@ def open_pixel(request: HttpRequest, token: str) -> HttpResponse:
 
 @never_cache
 @require_http_methods(["GET", "HEAD"])
+@rate_limited("email_links", url_scope="email_link_token")
 def click(request: HttpRequest, token: str) -> HttpResponse:
     try:
         url = services.message_click_record(
@@ -53,6 +58,7 @@ def click(request: HttpRequest, token: str) -> HttpResponse:
 @csrf_exempt  # RFC 8058: mail providers POST without cookies; the signed token is the proof
 @never_cache
 @require_http_methods(["GET", "POST"])
+@rate_limited("email_links", url_scope="email_link_token")
 def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
     if request.method == "GET":
         try:
@@ -86,6 +92,7 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
 
 @never_cache
 @require_http_methods(["GET", "POST"])
+@rate_limited("email_links", url_scope="email_link_token")
 def preferences(request: HttpRequest, token: str) -> HttpResponse:
     try:
         shopper = services.shopper_for_preferences(token=token)
@@ -122,6 +129,7 @@ def preferences(request: HttpRequest, token: str) -> HttpResponse:
 
 @never_cache
 @require_http_methods(["GET", "HEAD", "POST"])
+@rate_limited("email_links", url_scope="email_link_token")
 def nps(request: HttpRequest, token: str) -> HttpResponse:
     """The page an NPS score link opens: GET shows the score pre-selected and records nothing
     (a link scanner fetches all eleven links); the shopper's POST (with CSRF) records it."""

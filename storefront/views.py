@@ -1,5 +1,6 @@
 """The demo shop: a home page with a product grid and product pages, both embedding the Patron
-widget with the one script tag a third-party shop would paste."""
+widget with the one script tag a third-party shop would paste. Both are limited per client
+address (``PATRON_RATE_LIMITS["pages"]``: a 429 page with ``Retry-After`` over it)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from django.shortcuts import render
 from django.templatetags.static import static
 
 from commerce import selectors as commerce_selectors
+from core.views import rate_limited
 from storefront import selectors
 
 
@@ -20,6 +22,7 @@ def _widget_context(request: HttpRequest) -> dict[str, object]:
     }
 
 
+@rate_limited("pages")
 def home(request: HttpRequest) -> HttpResponse:
     context = {
         "products": selectors.products_for_home(),
@@ -30,6 +33,7 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "storefront/home.html", context)
 
 
+@rate_limited("pages")
 def product_detail(request: HttpRequest, sku: str) -> HttpResponse:
     product = selectors.product_for_page(sku=sku)
     if product is None:

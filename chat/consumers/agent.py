@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 
 from chat import selectors, services
 from chat.consumers.base import ChatSocket
-from chat.consumers.frames import AGENT_FRAMES, CLOSE_FORBIDDEN
+from chat.consumers.frames import AGENT_FRAMES, CLOSE_FORBIDDEN, ProtocolError, parse_resume
 from chat.models import Conversation
 from chat.threads import db
 from core.checkpoints import checkpoint
@@ -48,7 +48,7 @@ class AgentConsumer(ChatSocket):
         await super().connect()
         self.rights_watch = asyncio.ensure_future(self._watch_rights())
         await self.join(services.CONSOLE_GROUP, services.agent_group(user.pk))
-        await db(services.agent_connect)(user=user)
+        await db(services.agent_connect)(user=user, connection_id=self.channel_name)
         self.online = True
         for cid in await db(selectors.conversations_for_agent)(agent_id=user.pk):
             await self.subscribe(cid, history_after=None)
@@ -59,6 +59,21 @@ class AgentConsumer(ChatSocket):
         await self.send_json(
             {"type": "canned.list", "responses": await db(selectors.canned_responses)()}
         )
+        await self.resume()
+
+    async def resume(self) -> None:
+        """A reconnecting console names what it had open and the last seq it saw there
+        (``?resume=42:17``): each is opened as by ``conversation.open`` with that ``last_seq``
+        before this socket hands over any live event, so the missed messages come first and
+        in order. A conversation that no longer exists is skipped."""
+        try:
+            pairs = parse_resume(self.scope.get("query_string") or b"")
+        except ProtocolError as exc:
+            await self.fail(exc.code, exc.message, exc.close_code)
+            return
+        for cid, last_seq in pairs:
+            with contextlib.suppress(NotFound):
+                await self.open_conversation(cid, last_seq=last_seq)
 
     async def disconnect(self, code: int) -> None:
         watch = getattr(self, "rights_watch", None)
@@ -66,7 +81,10 @@ class AgentConsumer(ChatSocket):
             watch.cancel()
         if getattr(self, "online", False):
             self.online = False
-            await db(services.agent_disconnect)(user=self.user)
+            try:
+                await db(services.agent_disconnect)(user=self.user, connection_id=self.channel_name)
+            except RedisError as exc:  # its heartbeat ages out instead (chat.presence)
+                logger.warning("console: agent %s presence not cleared: %r", self.user.pk, exc)
         if hasattr(self, "groups_joined"):
             await super().disconnect(code)
 
@@ -98,30 +116,40 @@ class AgentConsumer(ChatSocket):
 
     async def before_frame(self, frame: dict[str, Any]) -> None:
         if frame["type"] == "ping":
-            await db(services.agent_heartbeat)(user=self.user)
+            await db(services.agent_heartbeat)(user=self.user, connection_id=self.channel_name)
 
     def _last_seq(self, conversation_id: int) -> int:
         return int(Conversation.objects.values_list("last_seq", flat=True).get(pk=conversation_id))
 
     async def subscribe(
-        self, conversation_id: int, *, history_after: int | None
-    ) -> list[dict[str, Any]]:
+        self, conversation_id: int, *, history_after: int | None, latest: bool = False
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Join the conversation's groups, then read what the client has not seen: the first
+        page after ``history_after`` and whether more follow (``fill`` sends them); with
+        ``latest``, the newest page; with neither, nothing (live events from now on)."""
         await self.join(
             services.conversation_group(conversation_id), services.staff_group(conversation_id)
         )
-        if history_after is None:
+        if history_after is None and not latest:
             if conversation_id not in self.delivered:
                 self.delivered[conversation_id] = await db(self._last_seq)(conversation_id)
-            return []
+            return [], False
         # Subscribed first, then the history: see ShopperConsumer.subscribe.
         await checkpoint("chat.subscribed")
-        history: list[dict[str, Any]] = await db(selectors.messages_after)(
-            conversation_id=conversation_id, after_seq=history_after, include_internal=True
-        )
+        more = False
+        if latest:
+            history: list[dict[str, Any]] = await db(selectors.messages_latest)(
+                conversation_id=conversation_id, include_internal=True
+            )
+        else:
+            history, more = await db(selectors.messages_page)(
+                conversation_id=conversation_id, after_seq=history_after or 0, include_internal=True
+            )
         self.delivered[conversation_id] = max(
-            [m["seq"] for m in history] + [history_after, self.delivered.get(conversation_id, 0)]
+            [m["seq"] for m in history]
+            + [history_after or 0, self.delivered.get(conversation_id, 0)]
         )
-        return history
+        return history, more
 
     async def unsubscribe(self, conversation_id: int) -> None:
         await self.leave(
@@ -152,16 +180,25 @@ class AgentConsumer(ChatSocket):
         await self.send_json(snapshot)
 
     async def on_conversation_open(self, frame: dict[str, Any]) -> None:
-        cid = frame["conversation_id"]
+        await self.open_conversation(
+            frame["conversation_id"], last_seq=frame.get("last_seq"), ref=frame.get("ref")
+        )
+
+    async def open_conversation(
+        self, cid: int, *, last_seq: int | None, ref: str | None = None
+    ) -> None:
+        """Subscribe to ``cid`` and send ``conversation.opened`` with the messages after
+        ``last_seq`` (the newest page without it), then, when they were more than a page, the
+        rest as ``message.new`` in seq order, all before any live event of the conversation
+        (handlers run one at a time: live events wait). Raises ``NotFound``."""
         if not await db(self._conversation_exists)(cid):
             raise NotFound("No such conversation.")
         self.opened.add(cid)
         # Re-opening resends from last_seq; drop the socket's cursor so nothing is skipped.
-        last_seq = frame.get("last_seq") or 0
         self.delivered.pop(cid, None)
-        messages = await self.subscribe(cid, history_after=last_seq)
+        messages, more = await self.subscribe(cid, history_after=last_seq, latest=last_seq is None)
         pushed = self.pushed.pop(cid, set())
-        if frame.get("last_seq") is not None:
+        if last_seq is not None:
             # What this socket pushed after the client's last_seq reaches the client ahead of
             # this answer, on the same socket: sending it again would show it twice.
             messages = [m for m in messages if m["seq"] not in pushed]
@@ -179,11 +216,14 @@ class AgentConsumer(ChatSocket):
             "type": "conversation.opened",
             "conversation": summary,
             "messages": messages,
+            "has_more": more,
             "context": context,
         }
-        if frame.get("ref") is not None:
-            opened["ref"] = frame["ref"]
+        if ref is not None:
+            opened["ref"] = ref
         await self.send_json(opened)
+        if more:
+            await self.fill(cid, skip=pushed)
 
     def _context(self, conversation_id: int) -> list[dict[str, Any]]:
         conversation = Conversation.objects.select_related("shopper").get(pk=conversation_id)
@@ -284,6 +324,9 @@ class AgentConsumer(ChatSocket):
         )
 
     async def on_transcript_send(self, frame: dict[str, Any]) -> None:
+        await db(services.transcript_agent_rate_limit)(
+            agent_id=self.user.pk, email=frame.get("email")
+        )
         address = await db(services.transcript_send)(
             conversation_id=frame["conversation_id"], email=frame.get("email")
         )

@@ -50,19 +50,52 @@ class ChatSocket(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ship
         self.writer = writer()
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         events: asyncio.Future[None] | None = None
+        self.accepted = False
         if self.channel_layer is not None:
-            self.channel_name = await self.channel_layer.new_channel()
+            try:
+                self.channel_name = await self.channel_layer.new_channel()
+            except (RedisError, OSError) as exc:
+                logger.warning("chat socket refused, channel layer unavailable: %r", exc)
+                await self._unavailable(receive, send)
+                return
             self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
             events = asyncio.ensure_future(self._events())
         try:
             await self._pump(receive)
         except StopConsumer:
             pass
+        except (RedisError, OSError) as exc:
+            if type(exc).__name__ == "ClientDisconnected":  # uvicorn: the client went away
+                return
+            # Redis went away while the socket was being set up (joining its groups, marking
+            # an agent present): the documented answer, one log line, no traceback.
+            logger.warning("chat socket closing, channel layer unavailable: %r", exc)
+            if not self.accepted:
+                await self._unavailable(None, send)
+            else:
+                with contextlib.suppress(Exception):
+                    await self.fail("unavailable", "Please reconnect.", CLOSE_UNAVAILABLE)
         finally:
             if events is not None:
                 events.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await events
+
+    @staticmethod
+    async def _unavailable(
+        receive: Callable[[], Awaitable[dict[str, Any]]] | None, send: Any
+    ) -> None:
+        """Answer a handshake while Redis is down (docs/chat-protocol.md): accept, send
+        ``error`` ``unavailable``, close 1011; the client reconnects with backoff."""
+        if receive is not None:
+            message = await receive()
+            if message["type"] != "websocket.connect":
+                return
+        frame = {"type": "error", "code": "unavailable", "message": "Please reconnect."}
+        with contextlib.suppress(OSError):
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.send", "text": orjson.dumps(frame).decode()})
+            await send({"type": "websocket.close", "code": CLOSE_UNAVAILABLE})
 
     async def _pump(self, source: Callable[[], Awaitable[dict[str, Any]]]) -> None:
         while True:
@@ -90,6 +123,7 @@ class ChatSocket(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ship
         self.pushed: dict[int, set[int]] = {}
         self.closed = False
         await self.accept()
+        self.accepted = True
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' own dispatch runs ``close_old_connections`` in the one thread-sensitive
@@ -188,22 +222,29 @@ class ChatSocket(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ship
                 self.groups_joined.discard(group)
                 await self.channel_layer.group_discard(group, self.channel_name)
 
-    async def fill(self, conversation_id: int, *, below: int | None = None) -> None:
-        """Send the stored messages after the last one this socket sent (up to ``below``)."""
+    async def fill(
+        self, conversation_id: int, *, below: int | None = None, skip: set[int] | None = None
+    ) -> None:
+        """Send the stored messages after the last one this socket sent (up to ``below``), as
+        ``message.new``, in seq order, page by page: however many there are, none is skipped.
+        ``skip``: seqs the client already has from this socket."""
         after = self.delivered.get(conversation_id, 0)
         if below is not None and below <= after + 1:
             return
-        missing = await db(selectors.messages_after)(
-            conversation_id=conversation_id,
-            after_seq=after,
-            include_internal=self.include_internal,
-        )
-        for message in missing:
-            if below is not None and message["seq"] >= below:
-                break
-            await self.send_json({"type": "message.new", "message": message})
-            self.delivered[conversation_id] = message["seq"]
-            self.remember_pushed(conversation_id, message["seq"])
+        more = True
+        while more and not self.closed:
+            missing, more = await db(selectors.messages_page)(
+                conversation_id=conversation_id,
+                after_seq=after,
+                before_seq=below,
+                include_internal=self.include_internal,
+            )
+            for message in missing:
+                after = message["seq"]
+                if skip is None or after not in skip:
+                    await self.send_json({"type": "message.new", "message": message})
+                    self.remember_pushed(conversation_id, after)
+                self.delivered[conversation_id] = after
         if below is not None:
             # Gaps that stay gaps are notes the shopper may not see (or a lost seq): move on.
             self.delivered[conversation_id] = max(self.delivered.get(conversation_id, 0), below - 1)

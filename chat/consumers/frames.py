@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
+
+from core.parsers import json_has_nul
 
 MAX_FRAME_BYTES = 16 * 1024
 
@@ -13,6 +16,9 @@ CLOSE_HELLO = 4001
 CLOSE_FORBIDDEN = 4003
 CLOSE_TOO_LARGE = 4009
 CLOSE_UNAVAILABLE = 1011
+
+
+MAX_RESUME = 50
 
 
 class ProtocolError(Exception):
@@ -138,7 +144,7 @@ def parse_frame(
                 CLOSE_PROTOCOL,
             )
     # PostgreSQL stores no NUL character in text: refused here, not a dropped socket later.
-    if b"\\u0000" in raw and _contains_nul(frame):
+    if json_has_nul(raw, frame):
         raise ProtocolError(
             "invalid_character", "NUL characters (\\u0000) are not accepted.", CLOSE_PROTOCOL
         )
@@ -157,11 +163,23 @@ MAX_FIELD_CHARS: dict[str, int] = {
 }
 
 
-def _contains_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any("\x00" in key or _contains_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(_contains_nul(item) for item in value)
-    return False
+def parse_resume(query_string: bytes) -> list[tuple[int, int]]:
+    """The console socket's ``?resume=42:17,43:5`` (conversation id ``:`` last seq seen, at
+    most ``MAX_RESUME`` pairs), in the order given; no ``resume``: none. Raises
+    ``ProtocolError`` for anything else."""
+    values = parse_qs(query_string.decode("latin-1")).get("resume", [])
+    if not values:
+        return []
+    pairs: list[tuple[int, int]] = []
+    for item in ",".join(values).split(","):
+        cid, sep, seq = item.partition(":")
+        if not (sep and cid.isdigit() and seq.isdigit() and len(cid) < 19 and len(seq) < 19):
+            raise ProtocolError(
+                "protocol_error", "resume must be conversation_id:last_seq pairs.", CLOSE_PROTOCOL
+            )
+        pairs.append((int(cid), int(seq)))
+    if len(pairs) > MAX_RESUME:
+        raise ProtocolError(
+            "protocol_error", f"resume takes at most {MAX_RESUME} conversations.", CLOSE_PROTOCOL
+        )
+    return pairs

@@ -62,8 +62,10 @@ class ShopperConsumer(ChatSocket):
 
     async def subscribe(
         self, conversation_id: int, *, last_seq: int | None
-    ) -> list[dict[str, Any]]:
-        """Join the conversation's group, then read what the client has not seen.
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Join the conversation's group, then read what the client has not seen: the first
+        page after ``last_seq`` and whether more follow (``fill`` sends them), or, without
+        ``last_seq``, the newest page.
 
         In this order, a message stored meanwhile is in the history, or its event reaches the
         socket (and ``delivered`` drops the copy): never neither. The checkpoint between the
@@ -72,11 +74,17 @@ class ShopperConsumer(ChatSocket):
         await self.join(services.conversation_group(conversation_id))
         self.conversation_id = conversation_id
         await checkpoint("chat.subscribed")
-        history: list[dict[str, Any]] = await db(selectors.messages_after)(
-            conversation_id=conversation_id, after_seq=last_seq or 0, include_internal=False
-        )
+        more = False
+        if last_seq is None:
+            history: list[dict[str, Any]] = await db(selectors.messages_latest)(
+                conversation_id=conversation_id, include_internal=False
+            )
+        else:
+            history, more = await db(selectors.messages_page)(
+                conversation_id=conversation_id, after_seq=last_seq, include_internal=False
+            )
         self.delivered[conversation_id] = max([m["seq"] for m in history] + [last_seq or 0])
-        return history
+        return history, more
 
     async def on_hello(self, frame: dict[str, Any]) -> None:
         if self.identity is not None:
@@ -103,11 +111,12 @@ class ShopperConsumer(ChatSocket):
             shopper=identity.shopper, conversation_id=frame.get("conversation_id")
         )
         messages: list[dict[str, Any]] = []
+        more = False
         conversation_view = None
         settings_row = await db(services.chat_settings_get)()
         open_now = await db(services.business_hours_open)()
         if conversation is not None:
-            messages = await self.subscribe(conversation.pk, last_seq=frame.get("last_seq"))
+            messages, more = await self.subscribe(conversation.pk, last_seq=frame.get("last_seq"))
             conversation = await db(services.conversation_for_shopper)(
                 shopper=identity.shopper, conversation_id=conversation.pk
             )
@@ -123,6 +132,7 @@ class ShopperConsumer(ChatSocket):
                 "shopper": {"name": identity.shopper.first_name, "identified": identity.identified},
                 "conversation": conversation_view,
                 "messages": messages,
+                "has_more": more,
                 "settings": {
                     "greeting": settings_row.greeting,
                     "business_hours_open": open_now,
@@ -130,6 +140,10 @@ class ShopperConsumer(ChatSocket):
                 },
             }
         )
+        if more and conversation is not None:
+            # The rest of what the client missed, page by page, before any live message (the
+            # dispatch lock holds live events until this handler returns).
+            await self.fill(conversation.pk)
         if conversation is not None:
             # Still in the queue (a reloaded page, a reconnect): the place in it, now.
             await self.send_queue_position(conversation.pk)

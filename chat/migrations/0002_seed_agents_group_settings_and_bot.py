@@ -6,6 +6,8 @@ import secrets
 
 from django.db import migrations
 
+from core.permission_migrations import group_delete, group_permissions_add
+
 HANDOFF_PHRASES = [
     # English
     "human", "agent", "operator", "person", "real person", "talk to someone", "live agent",
@@ -109,20 +111,7 @@ INTENTS = [
 
 
 def seed(apps, schema_editor):
-    from django.contrib.auth.management import create_permissions
-
-    app_config = apps.get_app_config("chat")
-    app_config.models_module = True
-    create_permissions(app_config, apps=apps, verbosity=0)
-    app_config.models_module = None
-
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    group, _ = Group.objects.get_or_create(name="Agents")
-    permission = Permission.objects.get(
-        content_type__app_label="chat", codename="answer_conversations"
-    )
-    group.permissions.add(permission)
+    group_permissions_add(apps, group="Agents", permissions=[("chat", "answer_conversations")])
 
     ChatSettings = apps.get_model("chat", "ChatSettings")
     ChatSettings.objects.get_or_create(
@@ -156,7 +145,7 @@ def seed(apps, schema_editor):
 
 
 def unseed(apps, schema_editor):
-    apps.get_model("auth", "Group").objects.filter(name="Agents").delete()
+    group_delete(apps, group="Agents")
 
 
 class Migration(migrations.Migration):

@@ -8,6 +8,8 @@ catalog, orders, refunds or the shopper list. ``chat.view_chat_metrics`` stays w
 
 from django.db import migrations
 
+from core.permission_migrations import group_permissions_add, group_permissions_remove
+
 AGENT_PERMISSIONS = [
     ("chat", "answer_conversations"),
     ("chat", "view_conversation"),
@@ -18,33 +20,12 @@ AGENT_PERMISSIONS = [
 
 
 def grant(apps, schema_editor):
-    from django.contrib.auth.management import create_permissions
-
-    # Permissions are made after all migrations by post_migrate; this one needs them now.
-    app_config = apps.get_app_config("chat")
-    app_config.models_module = True
-    create_permissions(app_config, apps=apps, verbosity=0)
-    app_config.models_module = None
-
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    group, _ = Group.objects.get_or_create(name="Agents")
-    for app_label, codename in AGENT_PERMISSIONS:
-        group.permissions.add(
-            Permission.objects.get(content_type__app_label=app_label, codename=codename)
-        )
+    group_permissions_add(apps, group="Agents", permissions=AGENT_PERMISSIONS)
 
 
 def revoke(apps, schema_editor):
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    group = Group.objects.filter(name="Agents").first()
-    if group is None:
-        return
-    for app_label, codename in AGENT_PERMISSIONS[1:]:  # 0002 gave the first
-        group.permissions.remove(
-            *Permission.objects.filter(content_type__app_label=app_label, codename=codename)
-        )
+    # 0002 gave the first.
+    group_permissions_remove(apps, group="Agents", permissions=AGENT_PERMISSIONS[1:])
 
 
 class Migration(migrations.Migration):

@@ -24,7 +24,6 @@ The package, by sub-domain (this module re-exports every public name, so callers
 """
 
 from chat.services._common import (
-    AGENT_SEEN_WINDOW,
     CLIENT_ID_RE,
     CONSOLE_GROUP,
     MAX_BODY,
@@ -108,10 +107,14 @@ from chat.services.routing import (
     conversation_transfer,
     queue_drain,
 )
-from chat.services.transcripts import follow_up_email_fire, offline_emails_fire, transcript_send
+from chat.services.transcripts import (
+    follow_up_email_fire,
+    offline_emails_fire,
+    transcript_agent_rate_limit,
+    transcript_send,
+)
 
 __all__ = [
-    "AGENT_SEEN_WINDOW",
     "CLIENT_ID_RE",
     "CONSOLE_GROUP",
     "MAX_BODY",
@@ -182,5 +185,6 @@ __all__ = [
     "shopper_token_issue",
     "shopper_token_verify",
     "staff_group",
+    "transcript_agent_rate_limit",
     "transcript_send",
 ]

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from typing import Any
 
-from django.utils import timezone
-
-from chat import selectors
+from chat import presence, selectors
 from chat.models import AgentStatus, Conversation, Message
 from chat.services.identity import business_hours_open
 from core.exceptions import NotFound
@@ -16,7 +13,6 @@ from core.transactions import group_send_on_commit
 
 MAX_BODY = 4000
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-AGENT_SEEN_WINDOW = dt.timedelta(seconds=90)
 
 State = Conversation.State
 Author = Message.Author
@@ -136,10 +132,8 @@ def _lock(conversation_id: int) -> Conversation:
 
 
 def _online_agents() -> Any:
-    cutoff = timezone.now() - AGENT_SEEN_WINDOW
+    """Agents routing may assign to: a live console connection (``chat.presence``), not away."""
     return AgentStatus.objects.filter(
-        status=AgentStatus.Status.ONLINE,
-        connections__gt=0,
-        last_seen_at__gte=cutoff,
+        user_id__in=presence.live_agent_ids(),
         user__in=selectors.agents_queryset(),
-    )
+    ).exclude(status=AgentStatus.Status.AWAY)

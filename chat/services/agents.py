@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
-from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from chat import selectors
+from chat import presence, selectors
 from chat.models import AgentStatus, Conversation
 from chat.services._common import CONSOLE_GROUP, Author, _emit
 from chat.services.messages import message_post
@@ -21,28 +19,37 @@ from core.exceptions import ValidationError
 
 
 def _emit_presence(user: Any) -> None:
-    status = AgentStatus.objects.get(user=user)
+    status = AgentStatus.objects.filter(user=user).first()
+    if status is None:  # deleted meanwhile: nobody to show
+        return
     load = selectors.agent_loads().get(user.pk, 0)
     _emit(
         CONSOLE_GROUP,
         {
             "type": "presence",
             "agent": {"id": user.pk, "name": selectors.agent_name(user)},
-            "status": status.status,
+            "status": selectors.agent_presence(
+                status.status, live=user.pk in presence.live_agent_ids()
+            ),
             "load": load,
             "capacity": status.capacity,
         },
     )
 
 
-def agent_connect(*, user: Any) -> AgentStatus:
-    """A console socket opened: the agent is online; queued conversations may now route."""
+def agent_connect(*, user: Any, connection_id: str) -> AgentStatus:
+    """A console socket opened: its first heartbeat (``chat.presence``), the agent is online
+    (an earlier "away" ends), and queued conversations may now route to them.
+
+    ``connection_id``: unique per socket (its channel name). Raises ``redis.RedisError`` when
+    Redis is down (the socket then closes as ``unavailable``)."""
     _check_agent(user)
+    presence.presence_beat(user_id=user.pk, connection_id=connection_id)
     now = timezone.now()
     with transaction.atomic():
         status, _ = AgentStatus.objects.get_or_create(user=user)
         AgentStatus.objects.filter(pk=status.pk).update(
-            connections=F("connections") + 1, status=AgentStatus.Status.ONLINE, last_seen_at=now
+            status=AgentStatus.Status.ONLINE, last_seen_at=now
         )
         _emit_presence(user)
     queue_drain()
@@ -50,21 +57,22 @@ def agent_connect(*, user: Any) -> AgentStatus:
     return status
 
 
-def agent_disconnect(*, user: Any) -> None:
-    with transaction.atomic():
-        status = AgentStatus.objects.select_for_update().filter(user=user).first()
-        if status is None:
-            return
-        connections = max(status.connections - 1, 0)
-        AgentStatus.objects.filter(pk=status.pk).update(
-            connections=Greatest(F("connections") - 1, 0),
-            status=AgentStatus.Status.OFFLINE if connections == 0 else status.status,
-        )
-        _emit_presence(user)
+def agent_disconnect(*, user: Any, connection_id: str) -> None:
+    """A console socket closed cleanly: forget its heartbeat, tell the consoles. (A socket of
+    a process that died is forgotten when its heartbeat ages out instead.)"""
+    presence.presence_end(user_id=user.pk, connection_id=connection_id)
+    _emit_presence(user)
 
 
-def agent_heartbeat(*, user: Any) -> None:
+def agent_heartbeat(*, user: Any, connection_id: str) -> None:
+    """A console's ``ping``: the connection is alive (keeps the agent routable). A connection
+    presence had forgotten (Redis restarted, or its heartbeat aged out) counts again: the
+    consoles hear the agent is back and queued conversations may route to them."""
+    returned = presence.presence_beat(user_id=user.pk, connection_id=connection_id)
     AgentStatus.objects.filter(user=user).update(last_seen_at=timezone.now())
+    if returned:
+        _emit_presence(user)
+        queue_drain()
 
 
 def agent_presence_set(*, user: Any, status: str) -> AgentStatus:

@@ -137,7 +137,7 @@ def chat_identify(
             found = Shopper.objects.filter(pk=shopper_token_verify(token=token)).first()
             if found is None:
                 raise PermissionDenied("The chat token names no shopper.", code="forbidden")
-            found = commerce_services.shopper_current(found)
+            found = commerce_selectors.shopper_canonical(found)
             # A token held by a known customer (issued while they were logged in, or to a
             # visitor who logged in since) proves nothing without the customer hash: the page
             # after a logout keeps the token and the anonymous id, and the next person on the

@@ -42,7 +42,7 @@ StoredRow = tuple[int, int, str, str]
 
 def messages_store(requests: Sequence[PostRequest], *, now: dt.datetime) -> list[StoredRow | None]:
     """Store ``requests`` in one statement (and, outside an atomic block, one transaction); see
-    chat/sql/chat_messages_post_v2.sql for what each row does. Rows come back in the requests'
+    chat/sql/chat_messages_post_v3.sql for what each row does. Rows come back in the requests'
     order.
 
     Callers that pass many conversations sort them by conversation id: rows are locked in the
@@ -135,8 +135,9 @@ def message_post(
     With ``shopper_id`` the conversation must be that shopper's (``PermissionDenied``).
 
     A ``client_id`` already stored in this conversation returns that message (``created`` is
-    False) and sends nothing. Raises ``Conflict`` when the conversation's state does not accept
-    this author (the bot outside ``bot``, anyone but the system in ``resolved``).
+    False), stores nothing and publishes that message again. Raises ``Conflict`` when the
+    conversation's state does not accept this author (the bot outside ``bot``, anyone but the
+    system in ``resolved``).
     """
     request = post_request(
         conversation_id=conversation_id,
@@ -209,7 +210,12 @@ def _outcome(
     message stored, with its follow-ups (and, with ``publish``, its event after commit), or
     ``post_rejected``'s answer."""
     if row is None:
-        return post_rejected(request)
+        posted = post_rejected(request)
+        if publish:
+            # Stored before under this client_id: publish it again, as chat.writer does (its
+            # first publish may have been lost; receivers drop seqs they already have).
+            transaction.on_commit(partial(group_send_sync, *message_event(posted.message)))
+        return posted
     posted = PostedMessage(message=_message_dict(request, row, now=now), created=True, state=row[2])
     if publish:
         # After commit, publish from this thread (no hop to the event loop and back).

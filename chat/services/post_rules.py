@@ -18,7 +18,8 @@ The table (``STATES_FOR`` and the checks below it):
 
 A ``client_id`` already stored in the conversation is a resend, whatever the state: nothing is
 stored and the stored message comes back (``created`` False). Ownership is checked before that,
-so nobody reads another shopper's message by guessing its client id.
+so nobody reads another shopper's message by guessing its client id, and the stored message must
+be the same kind of author's (a shopper never gets an agent's note back; ``Conflict``).
 
 Through the sockets' writer (``writer=True``), which stores and publishes but assigns nothing
 and emails nothing, an agent's public reply is taken only in a live chat (channel ``chat``)
@@ -170,9 +171,10 @@ def bot_answers(posted: PostedMessage) -> bool:
 def post_rejected(request: PostRequest) -> PostedMessage:
     """Why ``request`` was not stored, read from the conversation as it is now.
 
-    Returns the message already stored under the request's ``client_id`` (``created`` False).
-    Raises ``NotFound`` (no such conversation), ``PermissionDenied`` (another shopper's) or
-    ``Conflict`` (a state the author may not post in, held by another agent, or on another
+    Returns the message already stored under the request's ``client_id`` (``created`` False)
+    when the same kind of author wrote it. Raises ``NotFound`` (no such conversation),
+    ``PermissionDenied`` (another shopper's) or ``Conflict`` (the client id is another kind of
+    author's message, a state the author may not post in, held by another agent, or on another
     channel; ``extra`` holds the ``state``).
     """
     cid = request.conversation_id
@@ -187,6 +189,11 @@ def post_rejected(request: PostRequest) -> PostedMessage:
     if request.shopper_id is not None and owner != request.shopper_id:
         raise PermissionDenied("This conversation is not yours.", code="forbidden")
     existing = _message_by_client_id(cid, request.client_id)
+    if existing is not None and existing.author_kind != request.author_kind:
+        # Someone else's message (an agent's note, to a shopper): not this author's resend.
+        raise Conflict(
+            "This client_id belongs to another message.", code="conflict", extra={"state": state}
+        )
     if existing is not None:
         return PostedMessage(message=selectors.message_dict(existing), created=False, state=state)
     if request.holder_id is not None and holder != request.holder_id and state in request.states:

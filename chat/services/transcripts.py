@@ -11,6 +11,21 @@ from chat.models import Conversation, Message
 from chat.services.identity import chat_settings_get
 from commerce.models import Shopper
 from core.exceptions import NotFound, PermissionDenied, ValidationError
+from core.ratelimit import rate_limit_hit
+
+
+def transcript_agent_rate_limit(*, agent_id: int, email: str | None) -> None:
+    """Count a transcript an agent asks to send (console API or socket) before sending it.
+
+    Per agent (``PATRON_RATE_LIMITS["transcript"]``) and, for a typed address, per recipient
+    whoever sends (``["email_recipient"]``, shared with the shoppers' requests). Raises
+    ``RateLimited`` (429, ``retry_after``) over either; the shopper's own address needs no
+    recipient count: ``transcript_send`` mails one transcript there once an hour.
+    """
+    rate_limit_hit(scope="transcript", key=(str(agent_id),))
+    typed = (email or "").strip().lower()
+    if typed:
+        rate_limit_hit(scope="email_recipient", key=(typed,))
 
 
 def transcript_send(

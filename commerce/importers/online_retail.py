@@ -28,6 +28,7 @@ from commerce.importers.online_retail_file import (
 )
 from commerce.importers.parsing import CENT
 from commerce.models import ZERO, Order, OrderLine, Product, Refund, RefundLine, Shopper
+from commerce.selectors import ShopperLink, shopper_canonical_ids
 
 # One import of a kind at a time: an advisory lock held by each import transaction.
 _IMPORT_LOCK = 0x70A7_0001
@@ -155,12 +156,15 @@ def _online_retail_shoppers(parsed: _Parsed) -> tuple[dict[str, int], int]:
     Shopper.objects.filter(customer_id__in=customer_ids, email="").update(
         email=Concat(Value("customer-"), "customer_id", Value(f"@{DEMO_EMAIL_DOMAIN}"))
     )
-    ids: dict[str, int] = {}
-    for customer, pk, merged_into in Shopper.objects.filter(
-        customer_id__in=customer_ids
-    ).values_list("customer_id", "id", "merged_into_id"):
-        assert customer is not None
-        ids[customer] = merged_into or pk
+    links: dict[int, ShopperLink] = {
+        pk: (merged_into, customer)
+        for pk, merged_into, customer in Shopper.objects.filter(
+            customer_id__in=customer_ids
+        ).values_list("id", "merged_into_id", "customer_id")
+    }
+    customers = {pk: customer for pk, (_, customer) in links.items() if customer is not None}
+    survivors = shopper_canonical_ids(links)
+    ids = {customer: survivors[pk] for pk, customer in customers.items()}
     return ids, len(ids) - before
 
 

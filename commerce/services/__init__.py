@@ -46,7 +46,6 @@ from commerce.services.orders import (
 )
 from commerce.services.shoppers import (
     CONSENT_TRAITS,
-    shopper_current,
     shopper_merge,
     shopper_resolve,
     shopper_update_traits,
@@ -87,7 +86,6 @@ __all__ = [
     "review_record",
     "reviews_delete",
     "shopper_anonymous_resolve",
-    "shopper_current",
     "shopper_merge",
     "shopper_resolve",
     "shopper_update_traits",

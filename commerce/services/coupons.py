@@ -11,8 +11,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from commerce.models import ZERO, Coupon, CouponRedemption, Order, Shopper
+from commerce.selectors import shopper_canonical
 from commerce.services._common import money
-from commerce.services.shoppers import shopper_current
 from core.exceptions import NotFound, ValidationError
 
 # --- Coupons -----------------------------------------------------------------------------
@@ -33,7 +33,7 @@ def coupon_check(
     if coupon.valid_until and when >= coupon.valid_until:
         raise ValidationError("this coupon has expired", code="coupon_expired")
     if coupon.owner_id is not None and (
-        shopper is None or shopper_current(shopper).pk != coupon.owner_id
+        shopper is None or shopper_canonical(shopper).pk != coupon.owner_id
     ):
         raise ValidationError("this coupon belongs to another shopper", code="coupon_not_yours")
     if coupon.usage_limit is not None and coupon.times_used >= coupon.usage_limit:
@@ -121,7 +121,8 @@ def coupon_redeem_checked(
     names a coupon): an order number that already redeemed the code gets its redemption back
     without a second check or count (a retried call); otherwise ``coupon_check`` decides
     (``NotFound``/``ValidationError`` with a ``coupon_*`` code) and ``coupon_redeem`` counts.
-    ``amount`` defaults to the discount the coupon gives ``subtotal``.
+    ``amount`` defaults to the discount the coupon gives ``subtotal``. Concurrent uses of one
+    code wait for each other on the coupon's row, so none passes a limit another just reached.
     """
     coupon = Coupon.objects.filter(code=code.strip().upper()).first()
     if coupon is not None:
@@ -131,6 +132,9 @@ def coupon_redeem_checked(
                 coupon=coupon, order=order, order_number=order_number, amount=done.amount
             )
     with transaction.atomic():
+        # The coupon's row lock first: the checks then see every use committed before, so two
+        # concurrent uses never both pass a limit (the per-shopper one has no counter to guard).
+        Coupon.objects.select_for_update().filter(code=code.strip().upper()).first()
         coupon = coupon_check(code=code, subtotal=subtotal, shopper=shopper, when=when)
         if amount is None:
             amount = coupon_discount(coupon=coupon, subtotal=subtotal)
@@ -139,7 +143,7 @@ def coupon_redeem_checked(
             order=order,
             order_number=order_number,
             amount=amount,
-            shopper=shopper_current(shopper) if shopper is not None else None,
+            shopper=shopper_canonical(shopper) if shopper is not None else None,
         )
 
 

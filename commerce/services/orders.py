@@ -12,9 +12,9 @@ from django.db.models import Avg, Count, F
 from django.utils import timezone
 
 from commerce.models import ZERO, Order, OrderLine, Product, Refund, RefundLine, Review, Shopper
+from commerce.selectors import shopper_canonical
 from commerce.services._common import CENT, MAX_AMOUNT, money
 from commerce.services.coupons import order_coupon_count
-from commerce.services.shoppers import shopper_current
 from core.exceptions import Conflict, ValidationError
 
 # --- Orders ------------------------------------------------------------------------------
@@ -79,7 +79,7 @@ def order_create(
         if abs(amount) >= MAX_AMOUNT:
             raise ValidationError(f"order {name} {amount} is larger than an order can be")
     if shopper is not None:
-        shopper = shopper_current(shopper)
+        shopper = shopper_canonical(shopper)
     try:
         with transaction.atomic():
             order = Order.objects.create(
@@ -94,7 +94,7 @@ def order_create(
                 tax_total=tax_total,
                 discount_total=discount_total,
                 total=total,
-                coupon_code=coupon_code.upper(),
+                coupon_code=coupon_code.strip().upper(),
                 country=country,
                 placed_at=placed_at or timezone.now(),
             )

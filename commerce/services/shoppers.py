@@ -10,6 +10,7 @@ from django.db import IntegrityError, models, transaction
 
 from commerce import registry
 from commerce.models import Shopper, ShopperAlias
+from commerce.selectors import shopper_canonical
 from core.exceptions import Conflict, ValidationError
 
 # --- Shoppers and identity ---------------------------------------------------------------
@@ -39,31 +40,22 @@ CONSENT_TRAITS = {
 }
 
 
-def shopper_current(shopper: Shopper) -> Shopper:
-    """The surviving shopper: follows ``merged_into`` pointers left by merges."""
-    seen = set()
-    while shopper.merged_into_id is not None and shopper.pk not in seen:
-        seen.add(shopper.pk)
-        shopper = Shopper.objects.get(pk=shopper.merged_into_id)
-    return shopper
-
-
 def _shopper_for_customer_id(customer_id: str) -> Shopper:
     try:
-        return shopper_current(Shopper.objects.get(customer_id=customer_id))
+        return shopper_canonical(Shopper.objects.get(customer_id=customer_id))
     except Shopper.DoesNotExist:
         pass
     try:
         with transaction.atomic():
             return Shopper.objects.create(customer_id=customer_id)
     except IntegrityError:  # created concurrently: the unique constraint decided
-        return shopper_current(Shopper.objects.get(customer_id=customer_id))
+        return shopper_canonical(Shopper.objects.get(customer_id=customer_id))
 
 
 def _shopper_for_anonymous_id(anonymous_id: str) -> Shopper:
     alias = ShopperAlias.objects.select_related("shopper").filter(anonymous_id=anonymous_id).first()
     if alias is not None:
-        return shopper_current(alias.shopper)
+        return shopper_canonical(alias.shopper)
     try:
         with transaction.atomic():
             shopper = Shopper.objects.create()
@@ -71,7 +63,7 @@ def _shopper_for_anonymous_id(anonymous_id: str) -> Shopper:
             return shopper
     except IntegrityError:
         alias = ShopperAlias.objects.select_related("shopper").get(anonymous_id=anonymous_id)
-        return shopper_current(alias.shopper)
+        return shopper_canonical(alias.shopper)
 
 
 @transaction.atomic
@@ -96,7 +88,7 @@ def shopper_resolve(*, customer_id: str | None = None, anonymous_id: str | None 
     if alias is None:
         ShopperAlias.objects.get_or_create(anonymous_id=anonymous_id, defaults={"shopper": shopper})
         alias = ShopperAlias.objects.get(anonymous_id=anonymous_id)
-    owner = shopper_current(alias.shopper) if alias.shopper_id != shopper.pk else shopper
+    owner = shopper_canonical(alias.shopper) if alias.shopper_id != shopper.pk else shopper
     if owner.pk != shopper.pk:
         if owner.customer_id:
             # The device belonged to another customer (a shared computer): move the device,

@@ -8,7 +8,7 @@ from django.db import transaction
 
 from commerce import selectors
 from commerce.models import Shopper, ShopperAlias, StoreSettings, new_identity_secret
-from commerce.services.shoppers import _shopper_for_anonymous_id, shopper_current, shopper_resolve
+from commerce.services.shoppers import _shopper_for_anonymous_id, shopper_resolve
 from core.exceptions import PermissionDenied, ValidationError
 
 # --- Verified identity: who a browser visitor is ----------------------------------------
@@ -45,7 +45,7 @@ def shopper_anonymous_resolve(*, anonymous_id: str) -> Shopper:
     )
     if alias is None:
         return _shopper_for_anonymous_id(anonymous_id)
-    owner = shopper_current(alias.shopper)
+    owner = selectors.shopper_canonical(alias.shopper)
     if not owner.customer_id:
         return owner
     fresh = Shopper.objects.create()

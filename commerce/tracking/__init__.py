@@ -26,7 +26,6 @@ from commerce.tracking.decoding import (
     Call,
     IngestResult,
     payload_decode,
-    write_key_authenticate,
 )
 from commerce.tracking.storage import events_ingest
 from commerce.tracking.validation import (
@@ -50,5 +49,4 @@ __all__ = [
     "calls_verify",
     "events_ingest",
     "payload_decode",
-    "write_key_authenticate",
 ]

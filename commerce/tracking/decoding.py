@@ -7,10 +7,9 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from commerce import selectors
-from commerce.models import Event, WriteKey
-from core.exceptions import AuthenticationFailed, PayloadTooLarge, ValidationError
-from core.parsers import json_loads
+from commerce.models import Event
+from core.exceptions import PayloadTooLarge, ValidationError
+from core.parsers import json_has_nul, json_loads
 
 MAX_ID_LENGTH = 255
 MAX_NAME_LENGTH = 255
@@ -83,29 +82,7 @@ def payload_decode(
     if len(body) > max_bytes:
         raise PayloadTooLarge(f"the body exceeds {max_bytes} bytes", code=too_large_code)
     payload = json_loads(body)
-    if b"\\u0000" in body and _contains_nul(payload):
+    if json_has_nul(body, payload):
         # PostgreSQL stores neither text nor jsonb with NUL characters.
         raise ValidationError("NUL characters (\\u0000) are not accepted", code="invalid_character")
     return payload, len(body)
-
-
-def _contains_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any("\x00" in key or _contains_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(_contains_nul(item) for item in value)
-    return False
-
-
-def write_key_authenticate(key: str | None) -> WriteKey:
-    """The active write key with this value, or AuthenticationFailed (401)."""
-    if not key:
-        raise AuthenticationFailed(
-            "a write key is required as the HTTP Basic username", code="missing_write_key"
-        )
-    source = selectors.write_key_active(key=key)
-    if source is None:
-        raise AuthenticationFailed("unknown or inactive write key", code="invalid_write_key")
-    return source

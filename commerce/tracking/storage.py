@@ -15,7 +15,6 @@ from commerce.models import Event, WriteKey
 from commerce.tracking.decoding import Call, IngestResult
 from commerce.tracking.identity import _shoppers_assign
 from commerce.tracking.validation import calls_verify
-from core.transactions import apply_async_on_commit
 
 _DEADLOCK_RETRIES = 3
 
@@ -114,7 +113,9 @@ def _ingest_once(source: WriteKey, calls: list[Call], received_at: dt.datetime) 
             ids = _events_insert_new(source.pk, calls, received_at)
         if ids:
             # A short argsrepr: Celery would otherwise format every id for its logs.
-            apply_async_on_commit(tasks.events_process, args=[ids], argsrepr=f"[{len(ids)} ids]")
+            tasks.events_process.apply_async_on_commit(  # type: ignore[call-arg]  # celery-types' stub omits apply_async's **options, argsrepr among them
+                args=(ids,), argsrepr=f"[{len(ids)} ids]"
+            )
     return ids
 
 

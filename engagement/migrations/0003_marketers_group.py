@@ -4,6 +4,8 @@ data (issue #8, section 2). Give it to staff users who run campaigns."""
 
 from django.db import migrations
 
+from core.permission_migrations import group_delete, group_permissions_add
+
 MARKETER_PERMISSIONS = [
     *(
         ("engagement", f"{action}_{model}")
@@ -22,26 +24,11 @@ MARKETER_PERMISSIONS = [
 
 
 def grant(apps, schema_editor):
-    from django.contrib.auth.management import create_permissions
-
-    # Permissions are made after all migrations by post_migrate; this one needs them now.
-    for label in ("commerce", "engagement"):
-        app_config = apps.get_app_config(label)
-        app_config.models_module = True
-        create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
-
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    group, _ = Group.objects.get_or_create(name="Marketers")
-    for app_label, codename in MARKETER_PERMISSIONS:
-        group.permissions.add(
-            Permission.objects.get(content_type__app_label=app_label, codename=codename)
-        )
+    group_permissions_add(apps, group="Marketers", permissions=MARKETER_PERMISSIONS)
 
 
 def remove(apps, schema_editor):
-    apps.get_model("auth", "Group").objects.filter(name="Marketers").delete()
+    group_delete(apps, group="Marketers")
 
 
 class Migration(migrations.Migration):

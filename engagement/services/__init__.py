@@ -7,11 +7,11 @@ Reading guide:
   key (campaign, step, shopper, occurrence) makes a second firing a no-op.
 - ``runs_end_for_events`` stops running sequences when a trigger's end event arrives.
 - ``outbox_deliver`` claims due messages in batches (``FOR UPDATE SKIP LOCKED``), re-checks
-  suppression, consent, pause, topics, quiet hours and frequency caps under a per-shopper
-  channel lock, then hands each message to its channel over one reused connection, committing
+  suppression, consent, pause, topics, quiet hours, frequency caps and smart sending under a
+  per-shopper channel lock, then hands each message to its channel over one reused connection, committing
   ``handed_at`` immediately before the point of no return and ``sent`` right after.
   Transactional campaigns (receipts, replies) skip the shopper's marketing choices (consent,
-  unsubscribe, pause, topics, caps) but never a suppressed address; a run's ``email_to``
+  unsubscribe, pause, topics, caps, smart sending) but never a suppressed address; a run's ``email_to``
   replaces the shopper's address for its email steps.
 - ``outbox_sweep`` resolves what a dead worker left in ``sending``: never handed over -> sent
   again; possibly handed over -> sent again only on channels whose provider deduplicates
@@ -25,11 +25,15 @@ The package, by sub-domain (this module re-exports every public name, so callers
 - ``claim``: the outbox's claim and its send-time checks, one rule per function;
 - ``delivery``: rendering, handing over to channels, leases, the sweep, requeue and cancel;
 - ``offers``: broadcast offer coupons, issued at send time;
+- ``flows``: flow filters, the conditional split and A/B tests of a step (their hooks in
+  enrolment, the claim and delivery), in the condition language of ``conditions``;
 - ``consent``: unsubscribes, preferences, suppressions, push subscriptions;
 - ``tracking``: opens, clicks, NPS answers, on-site messages seen;
 - ``products``: product views, "notify me" watches, restocks and price drops;
 - ``periodic``: win-back, birthday and post-purchase scans;
 - ``previews``: step previews and test sends for the admin;
+- ``attribution``: a campaign's results per step (last touch) and its uplift against the
+  control group, with 95% intervals;
 - ``merges``: folding a merged shopper's engagement rows;
 - ``_common``: helpers shared by the above (quiet hours, control groups, the outbox kick).
 """
@@ -42,7 +46,14 @@ from engagement.services._common import (
     shopper_zone,
     worker_name,
 )
+from engagement.services.attribution import CampaignAttribution, campaign_attribution
 from engagement.services.claim import outbox_claim
+from engagement.services.conditions import (
+    ConditionContext,
+    condition_describe,
+    conditions_hold,
+    conditions_validate,
+)
 from engagement.services.consent import (
     preferences_update,
     push_subscription_save,
@@ -73,6 +84,14 @@ from engagement.services.enrolment import (
     runs_stop,
     trigger_fire,
     trigger_has_active_campaigns,
+)
+from engagement.services.flows import (
+    ab_test_decide,
+    ab_test_figures,
+    ab_tests_decide_due,
+    flow_branches_validate,
+    flow_validate,
+    variant_pick,
 )
 from engagement.services.merges import shopper_merge_fold
 from engagement.services.offers import offer_coupon_display
@@ -107,16 +126,27 @@ from engagement.services.tracking import (
 )
 
 __all__ = [
+    "CampaignAttribution",
+    "ConditionContext",
     "LeaseKeeper",
     "NotifyRequest",
+    "ab_test_decide",
+    "ab_test_figures",
+    "ab_tests_decide_due",
     "birthday_scan",
     "broadcast_check",
     "broadcast_schedule",
     "broadcast_send",
     "broadcasts_due_send",
+    "campaign_attribution",
     "campaign_status_check",
     "campaign_status_set",
+    "condition_describe",
+    "conditions_hold",
+    "conditions_validate",
     "email_address_clean",
+    "flow_branches_validate",
+    "flow_validate",
     "in_control_group",
     "link_fetch_is_human",
     "message_cancel",
@@ -163,6 +193,7 @@ __all__ = [
     "trigger_fire",
     "trigger_has_active_campaigns",
     "unsubscribe_by_token",
+    "variant_pick",
     "win_back_scan",
     "worker_name",
 ]

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from commerce import selectors as commerce_selectors
 from commerce import services as commerce_services
 from commerce.models import Shopper
 from core.exceptions import NotFound, ValidationError
@@ -72,7 +73,7 @@ def unsubscribe_by_token(*, token: str, source: str) -> tuple[Shopper | None, st
     shopper = Shopper.objects.filter(pk=shopper_id).first()
     if shopper is None:
         raise NotFound("this link is not valid", code="bad_token")
-    shopper = commerce_services.shopper_current(shopper)
+    shopper = commerce_selectors.shopper_canonical(shopper)
     message = Message.objects.filter(pk=message_id).first()
     shopper_unsubscribe(shopper=shopper, channel=channel, source=source, message=message)
     return shopper, channel
@@ -83,7 +84,7 @@ def shopper_for_preferences(*, token: str) -> Shopper:
     shopper = Shopper.objects.filter(pk=shopper_id).first() if isinstance(shopper_id, int) else None
     if shopper is None:
         raise NotFound("this link is not valid", code="bad_token")
-    return commerce_services.shopper_current(shopper)
+    return commerce_selectors.shopper_canonical(shopper)
 
 
 @transaction.atomic

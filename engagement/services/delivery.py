@@ -25,6 +25,7 @@ from engagement.rendering import Rendered, message_render
 from engagement.services._common import _Approved, outbox_kick, worker_name
 from engagement.services.claim import _set_outcome, outbox_claim
 from engagement.services.enrolment import _occurrence
+from engagement.services.flows import step_content
 from engagement.services.offers import _offer_coupon_withdraw
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def _render(message: Message) -> Rendered:
         message_id=message.pk,
         shopper=message.shopper,
         campaign=message.campaign,
-        step=message.step,
+        step=step_content(message),
         trigger=registry.trigger_get(message.campaign.trigger),
         occurrence=_occurrence(message.run),
     )

@@ -12,10 +12,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from commerce import selectors as commerce_selectors
 from commerce import services as commerce_services
 from commerce.models import Event, Shopper
 from core.exceptions import ValidationError
-from core.transactions import on_commit
 from engagement import registry, selectors
 from engagement.models import Broadcast, Campaign, Message, Run
 from engagement.registry import Occurrence
@@ -28,6 +28,7 @@ from engagement.services._common import (
     quiet_hours_release,
     shopper_zone,
 )
+from engagement.services.flows import flow_validate, steps_schedule
 
 
 def trigger_has_active_campaigns(*, trigger: str) -> bool:
@@ -50,10 +51,8 @@ def _step_messages(
     *, run: Run, campaign: Campaign, shopper: Shopper, now: dt.datetime
 ) -> list[Message]:
     messages = []
-    due = now
     zone = shopper_zone(shopper)
-    for step in sorted(campaign.steps.all(), key=lambda s: s.position):
-        due = due + step.delay
+    for step, due in steps_schedule(campaign.steps.all(), start=now):
         due_at = due
         if step.channel in _INTRUSIVE:
             due_at = (
@@ -111,7 +110,7 @@ def trigger_fire(
     email_to = email_address_clean(email_to, field="email_to")
     email_reply_to = email_address_clean(email_reply_to, field="email_reply_to")
     now = timezone.now()
-    shopper = commerce_services.shopper_current(shopper)
+    shopper = commerce_selectors.shopper_canonical(shopper)
     payload = _json(data)
     created: list[Run] = []
     scheduled = 0
@@ -357,6 +356,12 @@ def campaign_status_set(*, campaign: Campaign, status: str) -> int:
     """
     locked = Campaign.objects.select_for_update().get(pk=campaign.pk)
     campaign_status_check(status=status, step_count=locked.steps.count())
+    if status == Campaign.Status.ACTIVE:
+        flow_validate(
+            flow_filters=locked.flow_filters,
+            split_condition=locked.split_condition,
+            steps=locked.steps.values_list("position", "branch"),
+        )
     Campaign.objects.filter(pk=campaign.pk).update(status=status, updated_at=timezone.now())
     campaign.status = status
     if status != Campaign.Status.ARCHIVED:
@@ -383,5 +388,5 @@ def broadcast_schedule(*, campaign: Campaign, send_at: dt.datetime | None = None
     if broadcast.send_at <= timezone.now():
         from engagement import tasks
 
-        on_commit(lambda: tasks.broadcast_send.delay(broadcast.pk))
+        tasks.broadcast_send.delay_on_commit(broadcast.pk)
     return broadcast

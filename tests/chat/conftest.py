@@ -6,13 +6,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.apps import apps as django_apps
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection
 from django.utils import timezone
 
-from chat import services
+from chat import presence, services
 from chat.models import AgentStatus, BotIntent, ChatSettings, Conversation, KnowledgeArticle
 from chat.selectors import AGENT_GROUP_PERMISSIONS
 from commerce import selectors as commerce_selectors
@@ -99,6 +100,15 @@ def chat_email_campaigns_seed() -> None:
 
 
 @pytest.fixture
+def seeded(chat_settings: ChatSettings) -> ChatSettings:
+    """The bot configuration migration 0013 seeds (``chat_settings`` trims some of it)."""
+    seed = importlib.import_module("chat.migrations.0013_seed_bot_example_phrases")
+    seed.seed(django_apps, None)
+    services.chat_settings_invalidate()
+    return ChatSettings.objects.get()
+
+
+@pytest.fixture
 def write_key(db: Any) -> WriteKey:
     return WriteKey.objects.create(name="shop")
 
@@ -132,16 +142,29 @@ def make_agent(username: str, *, capacity: int = 5, online: bool = True, **extra
         user=user,
         capacity=capacity,
         status=AgentStatus.Status.ONLINE if online else AgentStatus.Status.OFFLINE,
-        connections=1 if online else 0,
         last_seen_at=timezone.now() if online else None,
     )
+    if online:
+        # One live console connection, as an open console's heartbeat records it.
+        presence.presence_beat(user_id=user.pk, connection_id=FIXTURE_CONNECTION)
     return user
+
+
+# The connection id of the consoles ``make_agent(online=True)`` pretends are open.
+FIXTURE_CONNECTION = "fixture"
+
+
+def _server_connections() -> int:
+    """Live console connections of real sockets (not ``make_agent``'s pretend ones)."""
+    presence.live_connections()  # prunes connections whose heartbeat aged out
+    suffix = b":" + FIXTURE_CONNECTION.encode()
+    return len([member for member in presence.members() if not member.endswith(suffix)])
 
 
 def _server_idle() -> bool:
     """Every console the tests opened has been seen closing by the server, or no server is
     connected to the test database any more (a test that stopped its own)."""
-    if not AgentStatus.objects.filter(connections__gt=0).exists():
+    if not _server_connections():
         return True
     with connection.cursor() as cursor:
         cursor.execute(
@@ -162,7 +185,7 @@ def consoles_disconnected(transactional_db: None) -> Iterator[None]:
     transactional test takes its locks the other way round. Flushing while a disconnect was in
     flight deadlocked: PostgreSQL killed the flush, the rows stayed, and the next test saw
     another test's conversations. Tests create their agents offline (no connections), so a
-    connection left is a console close the server has not handled yet.
+    live connection (``chat.presence``) left is a console close the server has not handled yet.
     """
     yield
     deadline = time.monotonic() + 15

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -12,7 +13,7 @@ from django.core import mail
 from django.test import Client
 
 from chat import registry, services
-from chat.models import AgentStatus, CannedResponse, Conversation
+from chat.models import AgentStatus, CannedResponse, Conversation, Message
 from commerce.models import Shopper, WriteKey
 from tests.chat.conftest import agent_permission, make_agent
 from tests.support.permissions import grant
@@ -130,6 +131,12 @@ def test_conversation_list_views_are_scoped_to_the_calling_agent(shopper):
     assert [row["id"] for row in bob_mine] == [theirs.pk]
 
 
+def _link(url: str) -> tuple[str, dict[str, list[str]]]:
+    parts = urlsplit(url)
+    assert (parts.scheme, parts.netloc) == ("http", "testserver")
+    return parts.path, parse_qs(parts.query)
+
+
 def test_conversation_list_pages_and_summaries(shopper):
     # A supervisor: searching every shopper by name needs the personal-data permission.
     anna = grant(make_agent("anna"), "commerce.view_shopper_personal_data")
@@ -143,11 +150,15 @@ def test_conversation_list_pages_and_summaries(shopper):
     assert body["count"] == 3
     assert len(body["results"]) == 2
     assert body["previous"] is None
-    assert body["next"] == "http://testserver/api/chat/conversations/?view=all&limit=2&offset=2&q=S"
+    assert _link(body["next"]) == (
+        "/api/chat/conversations/",
+        {"view": ["all"], "limit": ["2"], "offset": ["2"], "q": ["S"]},
+    )
     second = logged_in(anna).get(body["next"]).json()
     assert len(second["results"]) == 1
-    assert second["previous"] == (
-        "http://testserver/api/chat/conversations/?view=all&limit=2&offset=0&q=S"
+    assert _link(second["previous"]) == (
+        "/api/chat/conversations/",
+        {"view": ["all"], "limit": ["2"], "q": ["S"]},
     )
     summary = second["results"][0]
     assert set(summary) == {
@@ -214,6 +225,8 @@ def test_messages_include_notes_for_agents_and_start_after_a_seq(conversation):
 
     everything = client.get(f"/api/chat/conversations/{conversation.pk}/messages/").json()
     later = client.get(f"/api/chat/conversations/{conversation.pk}/messages/?after_seq=3").json()
+    assert (everything["next"], later["next"]) == (None, None)
+    everything, later = everything["results"], later["results"]
 
     assert [(m["seq"], m["author"]["kind"], m["internal"]) for m in everything] == [
         (1, "shopper", False),
@@ -226,7 +239,9 @@ def test_messages_include_notes_for_agents_and_start_after_a_seq(conversation):
     assert later[0]["author"] == {"kind": "agent", "name": "Anna", "id": anna.pk}
 
 
-@pytest.mark.parametrize("query", ["after_seq=-1", "after_seq=x", "after_seq=99999999999"])
+@pytest.mark.parametrize(
+    "query", ["after_seq=-1", "after_seq=x", "after_seq=99999999999", "limit=0", "limit=201"]
+)
 def test_messages_refuse_bad_cursors(conversation, query):
     client = logged_in(make_agent("anna"))
 
@@ -249,7 +264,29 @@ def test_messages_list_costs_the_same_queries_for_long_conversations(
     with django_assert_max_num_queries(6):
         response = client.get(f"/api/chat/conversations/{conversation.pk}/messages/")
 
-    assert len(response.json()) == 33
+    assert len(response.json()["results"]) == 33
+
+
+def test_messages_page_forward_from_after_seq_and_never_cut_to_the_newest(conversation):
+    anna = make_agent("anna")
+    Message.objects.bulk_create(
+        Message(conversation_id=conversation.pk, seq=seq, author_kind="system", body=f"m{seq}")
+        for seq in range(4, 451)
+    )
+    client = logged_in(anna)
+
+    pages = []
+    url = f"/api/chat/conversations/{conversation.pk}/messages/?after_seq=10"
+    while url:
+        body = client.get(url).json()
+        pages.append([m["seq"] for m in body["results"]])
+        url = body["next"]
+
+    assert [len(page) for page in pages] == [200, 200, 40]
+    assert [seq for page in pages for seq in page] == list(range(11, 451))
+    short = client.get(f"/api/chat/conversations/{conversation.pk}/messages/?after_seq=440&limit=5")
+    assert [m["seq"] for m in short.json()["results"]] == [441, 442, 443, 444, 445]
+    assert short.json()["next"].endswith("?after_seq=445&limit=5")
 
 
 @pytest.mark.parametrize(

@@ -3,27 +3,16 @@ showing the intent, its score and the runner-up."""
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
-from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 
-from chat import bot, services
+from chat import bot
 from chat.models import BotIntent, ChatSettings
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def seeded(chat_settings: ChatSettings) -> ChatSettings:
-    seed = importlib.import_module("chat.migrations.0013_seed_bot_example_phrases")
-    seed.seed(apps, None)
-    services.chat_settings_invalidate()
-    return ChatSettings.objects.get()
 
 
 @pytest.fixture

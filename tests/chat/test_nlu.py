@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from django.apps import apps
 from django.core.management import CommandError, call_command
 from scipy import sparse
 
@@ -25,15 +24,6 @@ from commerce.models import Shopper
 pytestmark = pytest.mark.django_db
 
 State = Conversation.State
-
-
-@pytest.fixture
-def seeded(chat_settings: ChatSettings) -> ChatSettings:
-    """The configuration migration 0009 seeds (the chat conftest trims some of it)."""
-    seed = importlib.import_module("chat.migrations.0013_seed_bot_example_phrases")
-    seed.seed(apps, None)
-    services.chat_settings_invalidate()
-    return ChatSettings.objects.get()
 
 
 def understood(text: str) -> str:

@@ -325,6 +325,47 @@ def test_the_whole_table_in_one_batch() -> None:
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("path", ["message_post", "batch"])
+def test_a_shopper_who_sends_an_agents_note_client_id_is_refused_without_the_note(
+    path: str,
+) -> None:
+    """A resend returns the stored message only to the kind of author who wrote it: the
+    conversation is the shopper's, but the agent's note under that client id is not."""
+    world = the_world()
+    conversation = Conversation.objects.create(
+        shopper=world.ada, state=State.ASSIGNED, assigned_agent=world.ann
+    )
+    services.message_post(
+        conversation_id=conversation.pk,
+        author_kind=Author.AGENT,
+        agent=world.ann,
+        body="Private: refund without asking",
+        internal=True,
+        client_id="note-1",
+    )
+    request = services.post_request(
+        conversation_id=conversation.pk,
+        author_kind=Author.SHOPPER,
+        shopper_id=world.ada.pk,
+        body="hello",
+        client_id="note-1",
+    )
+
+    if path == "message_post":
+        with pytest.raises(Conflict) as refused:
+            services.message_post_one(request)
+        error: object = refused.value
+    else:
+        (error,) = services.message_post_many([request])
+
+    assert isinstance(error, Conflict)
+    assert "Private" not in str(error.message)
+    assert list(conversation.messages.values_list("body", flat=True)) == [
+        "Private: refund without asking"
+    ]
+
+
+@pytest.mark.django_db
 def test_the_database_runs_the_versioned_function() -> None:
     """The function migrations installed is the newest file in chat/sql/."""
     files = sorted(

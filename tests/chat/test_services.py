@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.core import mail
 from django.db import connection
 
-from chat import selectors, services
+from chat import presence, selectors, services
 from chat.models import AgentStatus, BusinessHours, ChatSettings, Conversation, CsatRating, Message
 from commerce.models import Shopper
 from core.exceptions import Conflict, PermissionDenied, ValidationError
@@ -152,11 +154,24 @@ def test_without_free_agents_the_conversation_waits_in_fifo_order(shopper):
     assert selectors.queue_position(conversation=Conversation.objects.get(pk=second)) == 2
 
     agent = make_agent("anna", online=False)
-    services.agent_connect(user=agent)
+    services.agent_connect(user=agent, connection_id="console-1")
 
     assert Conversation.objects.get(pk=first).assigned_agent_id == agent.pk
     assert Conversation.objects.get(pk=second).assigned_agent_id == agent.pk
-    assert AgentStatus.objects.get(user=agent).connections == 1
+    assert presence.live_connections()[agent.pk] == 1
+
+
+def test_a_heartbeat_after_presence_was_lost_routes_what_queued_meanwhile(shopper):
+    agent = make_agent("anna", online=False)
+    services.agent_connect(user=agent, connection_id="console-1")
+    presence.presence_clear([agent.pk])  # Redis restarted: every heartbeat is gone
+    cid = say(shopper, "human", "c1").conversation_id
+    assert Conversation.objects.get(pk=cid).state == State.QUEUED
+
+    services.agent_heartbeat(user=agent, connection_id="console-1")
+
+    assert Conversation.objects.get(pk=cid).assigned_agent_id == agent.pk
+    assert selectors.agents_list()[0]["status"] == "online"
 
 
 def test_capacity_is_respected_and_resolving_frees_a_slot(shopper):
@@ -206,9 +221,13 @@ def test_round_robin_routing_rotates(shopper, chat_settings):
 def test_away_or_stale_agents_are_not_routed_to(shopper):
     away = make_agent("away")
     AgentStatus.objects.filter(user=away).update(status="away")
-    stale = make_agent("stale")
-    AgentStatus.objects.filter(user=stale).update(
-        last_seen_at=dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    stale = make_agent("stale", online=False)
+    AgentStatus.objects.filter(user=stale).update(status="online")
+    # Its console's last heartbeat is older than the presence window: a process that died.
+    presence.presence_beat(
+        user_id=stale.pk,
+        connection_id="dead-process",
+        now=time.time() - settings.PATRON_AGENT_PRESENCE_SECONDS - 1,
     )
 
     result = say(shopper, "human", "c1")

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from commerce import registry, services, tasks
 from commerce.models import Event, EventFailure, Order, Product, WriteKey
-from tests.commerce.tracking_support import post, track
+from tests.commerce.tracking_support import batch_sender, track
 
 pytestmark = pytest.mark.django_db
 
@@ -32,14 +32,7 @@ def _order(message_id: str, order_id: str, price: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def send(client, django_capture_on_commit_callbacks):
-    key = WriteKey.objects.create(name="shop", server_side=True).key
-
-    def _send(*calls: dict[str, Any]) -> None:
-        with django_capture_on_commit_callbacks(execute=True):
-            response = post(client, "/v1/batch", {"batch": list(calls)}, key=key)
-        assert response.status_code == 200, response.content
-
-    return _send
+    return batch_sender(client, django_capture_on_commit_callbacks, server_side=True)
 
 
 def test_a_price_of_1e300_fails_its_event_and_the_rest_of_the_batch_is_processed(send):

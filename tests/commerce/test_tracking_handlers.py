@@ -7,34 +7,23 @@ from typing import Any
 
 import pytest
 
-from commerce.models import Event, Order, Product, Refund, Review, Shopper, WriteKey
-from tests.commerce.tracking_support import post, track
+from commerce.models import Coupon, Event, Order, Product, Refund, Review, Shopper
+from tests.commerce.tracking_support import batch_sender, track
 from tests.support.identity import user_hash
 
 pytestmark = pytest.mark.django_db
 
 
-def _sender(client, capture, *, server_side: bool):
-    key = WriteKey.objects.create(name="shop", server_side=server_side).key
-
-    def _send(*calls: dict[str, Any]) -> None:
-        with capture(execute=True):
-            response = post(client, "/v1/batch", {"batch": list(calls)}, key=key)
-        assert response.status_code == 200, response.content
-
-    return _send
-
-
 @pytest.fixture
 def browser_send(client, django_capture_on_commit_callbacks):
     """Send with a browser (public) write key."""
-    return _sender(client, django_capture_on_commit_callbacks, server_side=False)
+    return batch_sender(client, django_capture_on_commit_callbacks, server_side=False)
 
 
 @pytest.fixture
 def send(client, django_capture_on_commit_callbacks):
     """POST a batch with a server-side key and run the processing task it queues (Celery is eager in unit tests)."""
-    return _sender(client, django_capture_on_commit_callbacks, server_side=True)
+    return batch_sender(client, django_capture_on_commit_callbacks, server_side=True)
 
 
 def _order_completed(message_id: str, order_id: str = "1001", **extra: Any) -> dict[str, Any]:
@@ -79,6 +68,21 @@ def test_order_completed_records_the_order_with_its_lines(send):
     lines = sorted(order.lines.values_list("sku", "quantity", "unit_price", "product__sku"))
     assert lines == [("MUG", 2, Decimal("8.00"), "MUG"), ("TEA", 1, Decimal("4.25"), None)]
     assert Event.objects.get().processed_at is not None
+
+
+def test_an_order_naming_a_used_up_coupon_with_spaces_around_it_is_flagged_not_let_through(
+    send,
+):
+    coupon = Coupon.objects.create(code="SPRING", kind="fixed", value=2, usage_limit=1)
+    send(_order_completed("m-1", coupon="spring"))
+
+    send(_order_completed("m-2", order_id="1002", coupon=" spring "))
+
+    coupon.refresh_from_db()
+    assert coupon.times_used == 1
+    second = Order.objects.get(number="1002")
+    assert second.coupon_code == "SPRING"
+    assert second.coupon_problem.startswith("coupon_used_up")
 
 
 def test_order_completed_replayed_under_another_message_id_creates_the_order_once(send):

@@ -48,3 +48,19 @@ def track(message_id: str, *, event: str = "Product Viewed", **fields: Any) -> d
     }
     call.update(fields)
     return call
+
+
+def batch_sender(client: DjangoClient | Client, capture: Any, *, server_side: bool) -> Any:
+    """A function that sends calls as one ``/v1/batch`` with a new write key (server-side or
+    browser) and runs what the request queued on commit; ``capture`` is pytest-django's
+    ``django_capture_on_commit_callbacks``."""
+    from commerce.models import WriteKey
+
+    key = WriteKey.objects.create(name="shop", server_side=server_side).key
+
+    def send(*calls: dict[str, Any]) -> None:
+        with capture(execute=True):
+            response = post(client, "/v1/batch", {"batch": list(calls)}, key=key)
+        assert response.status_code == 200, response.content
+
+    return send

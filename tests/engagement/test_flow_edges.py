@@ -166,6 +166,7 @@ def test_a_store_validates_and_redeems_a_code_with_its_server_key(
     retried = call("redeem", {**basket, "orderId": "A-1"})
     again = call("redeem", {**basket, "orderId": "A-2"})
     bad = call("redeem", {**basket, "orderId": "A-3", "subtotal": "lots"})
+    blank = call("redeem", {**basket, "orderId": "   "})
     # The order the store sends afterwards names the code: linked, not counted again.
     send(order_completed("c-1", "A-1", coupon=coupon.code))
 
@@ -177,6 +178,10 @@ def test_a_store_validates_and_redeems_a_code_with_its_server_key(
     assert (retried.status_code, retried.json()["times_used"]) == (200, 1)
     assert (again.status_code, again.json()["error"]["code"]) == (409, "coupon_used_up")
     assert bad.status_code == 400
+    assert (blank.status_code, blank.json()["error"]["detail"]) == (
+        400,
+        {"orderId": ["This field may not be blank."]},
+    )
     coupon.refresh_from_db()
     assert coupon.times_used == 1
     assert list(CouponRedemption.objects.values_list("order_number", "order__number")) == [

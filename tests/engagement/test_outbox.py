@@ -61,9 +61,9 @@ def test_control_group_shoppers_are_recorded_and_sent_nothing():
 
     assert [r.state for r in runs] == [Run.State.HELD_OUT]
     assert Message.objects.count() == 0
-    results = selectors.campaign_results(campaign=campaign)
-    assert results["control"]["runs"] == 1
-    assert results["treatment"]["runs"] == 0
+    uplift = services.campaign_attribution(campaign=campaign).uplift
+    assert uplift.control.runs == 1
+    assert uplift.treated.runs == 0
 
 
 def test_control_draw_is_stable_and_near_the_percentage():
@@ -470,6 +470,6 @@ def test_the_send_time_checks_query_per_batch_not_per_message(ok_shoppers):
     assert {a.message.state for a in approved} == {Message.State.SENDING}
     assert sorted(r for r in reasons.values() if r) == ["paused by shopper", "unsubscribed"]
     # Claim, load, campaigns, steps, lock, unsubscribes, preferences (+ topics), suppressions,
-    # frequency history, one outcome write per settled message, and the atomic savepoint: the
-    # same number whatever the batch's size.
-    assert len(queries) == 14
+    # the store's engagement settings (smart sending), frequency history, one outcome write per
+    # settled message, and the atomic savepoint: the same number whatever the batch's size.
+    assert len(queries) == 15

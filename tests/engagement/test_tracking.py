@@ -170,24 +170,7 @@ def test_preference_centre_sets_channels_topics_and_pause(client):
 
 def test_nps_link_stores_the_answer_and_a_later_comment(client):
     shopper = make_shopper()
-    make_campaign(
-        "nps_survey",
-        steps=[
-            {
-                "subject": "How did we do?",
-                "body": '{% for l in nps_links %}<a href="{{ l.url }}">{{ l.score }}</a>{% endfor %}',
-            }
-        ],
-    )
-    services.trigger_fire(trigger="nps_survey", shopper=shopper, occurrence_key="order:1")
-    services.outbox_deliver_batch()
-    html = html_of(mail.outbox[0])
-    links = re.findall(r'href="([^"]+)"', html)
-    nine = next(
-        link
-        for link in links
-        if "/e/c/" in link and tokens.read("click", link.rsplit("/", 1)[1])[1].endswith("score=9")
-    )
+    nine = next(link for link, target in _nps_links(shopper) if target.endswith("score=9"))
     target = client.get(_path(nine))["Location"]
 
     page = client.get(_path(target))
@@ -292,7 +275,8 @@ def test_gmail_image_proxy_counts_as_an_open_but_not_as_a_click():
     assert message.clicked_at is None
 
 
-def _nps_links(shopper: Shopper) -> list[str]:
+def _nps_links(shopper: Shopper) -> list[tuple[str, str]]:
+    """The NPS email's score links: (the tracked click link, the NPS page it leads to)."""
     make_campaign(
         "nps_survey",
         steps=[
@@ -306,12 +290,12 @@ def _nps_links(shopper: Shopper) -> list[str]:
     services.outbox_deliver_batch()
     links = re.findall(r'href="([^"]+/e/c/[^"]+)"', html_of(mail.outbox[0]))
     targets = [tokens.read("click", link.rsplit("/", 1)[1])[1] for link in links]
-    return [t for t in targets if "/e/nps/" in t]
+    return [(link, t) for link, t in zip(links, targets, strict=True) if "/e/nps/" in t]
 
 
 def test_a_scanner_fetching_all_eleven_score_links_records_no_answer(client):
     shopper = make_shopper()
-    targets = _nps_links(shopper)
+    targets = [target for _, target in _nps_links(shopper)]
     assert len(targets) == 11
 
     pages = [client.get(_path(target)) for target in targets]
@@ -328,7 +312,7 @@ def test_a_scanner_fetching_all_eleven_score_links_records_no_answer(client):
 
 def test_the_nps_answer_is_recorded_by_the_confirming_post_with_csrf(client):
     shopper = make_shopper()
-    target = _path(_nps_links(shopper)[7])
+    target = _path(_nps_links(shopper)[7][1])
     guarded = Client(enforce_csrf_checks=True, headers={"User-Agent": BROWSER})
 
     page = guarded.get(target)

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 from django.core import mail
+from django.db import transaction
 from django.utils import timezone
 
 from commerce import services as commerce_services
@@ -156,7 +157,13 @@ def test_win_back_fires_once_for_a_lapsed_customer_and_ends_on_a_new_order(write
 def test_notify_me_and_recent_viewers_hear_about_restock_and_price_drop(write_key):
     product = Product.objects.create(sku="LAMP", title="Lamp", price=Decimal("40.00"), stock=0)
     make_campaign("back_in_stock", steps=[{"subject": "{{ product.title }} is back"}])
-    make_campaign("price_drop", steps=[{"subject": "{{ product.title }} now {{ new_price }}"}])
+    # Smart sending off: the viewer hears about both changes at once here (smart sending would
+    # keep the second email; tests/engagement/test_smart_sending.py).
+    make_campaign(
+        "price_drop",
+        steps=[{"subject": "{{ product.title }} now {{ new_price }}"}],
+        smart_sending=False,
+    )
     asker = make_shopper()
     viewer = make_shopper()
     stranger = make_shopper()
@@ -325,3 +332,32 @@ def test_merging_shoppers_keeps_one_enrolment_per_occurrence():
     states = sorted(Message.objects.filter(shopper=target).values_list("state", flat=True))
     assert states == ["cancelled", "scheduled"]
     assert Shopper.objects.get(pk=source.pk).merged_into_id == target.pk
+
+
+def test_a_broadcast_is_queued_only_once_its_transaction_commits(
+    django_capture_on_commit_callbacks,
+):
+    campaign = make_campaign(
+        "limited_offer",
+        trigger_options={"coupon": {"kind": "percent", "value": "15", "valid_hours": 24}},
+    )
+    make_shopper()
+
+    def schedule_then_fail() -> None:
+        with transaction.atomic():
+            services.broadcast_schedule(campaign=campaign)
+            raise RuntimeError("the admin action failed after scheduling")
+
+    with (
+        django_capture_on_commit_callbacks(execute=True) as rolled_back,
+        pytest.raises(RuntimeError),
+    ):
+        schedule_then_fail()
+    assert rolled_back == []  # nothing queued for the broadcast that never was
+    with django_capture_on_commit_callbacks(execute=True):
+        broadcast = services.broadcast_schedule(campaign=campaign)
+
+    assert list(Broadcast.objects.values_list("pk", flat=True)) == [broadcast.pk]
+    broadcast.refresh_from_db()
+    assert broadcast.finished_at is not None  # the task ran (eagerly) after the commit
+    assert Run.objects.filter(campaign=campaign).count() == 1

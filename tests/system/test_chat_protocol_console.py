@@ -247,7 +247,7 @@ def test_open_follows_a_conversation_and_leave_stops_its_events(server, key, ann
 
     cid = seen["cid"]
     opened = seen["opened"]
-    assert set(opened) == {"type", "conversation", "messages", "context", "ref"}
+    assert set(opened) == {"type", "conversation", "messages", "has_more", "context", "ref"}
     assert set(opened["conversation"]) == SUMMARY_KEYS
     assert [(m["seq"], m["author"]["kind"]) for m in opened["messages"]] == [
         (1, "shopper"),

@@ -92,7 +92,15 @@ def test_hello_is_answered_by_welcome(server, key):
 
     welcome = run(scenario())
 
-    assert set(welcome) == {"type", "token", "shopper", "conversation", "messages", "settings"}
+    assert set(welcome) == {
+        "type",
+        "token",
+        "shopper",
+        "conversation",
+        "messages",
+        "has_more",
+        "settings",
+    }
     assert isinstance(welcome["token"], str)
     assert welcome["token"]
     assert welcome["shopper"] == {"name": "", "identified": False}
@@ -458,7 +466,7 @@ def test_page_view_updates_the_agents_context_live(server, key):
     opened, update = run(scenario())
 
     cid = Conversation.objects.get().pk
-    assert set(opened) == {"type", "conversation", "messages", "context", "ref"}
+    assert set(opened) == {"type", "conversation", "messages", "has_more", "context", "ref"}
     current = next(s for s in opened["context"] if s["key"] == "current_page")
     assert (current["data"]["url"], current["data"]["title"]) == ("https://shop.example/", "Home")
     assert update["conversation_id"] == cid

@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 
-from chat import emails, selectors, services
+from chat import emails, presence, selectors, services
 from chat.models import AgentStatus, Conversation, Message
 from chat.services.conversations import NO_AGENTS_MESSAGE
 from commerce.models import Shopper, WriteKey
 from engagement.models import Message as OutboxMessage
 from tests.chat.conftest import (  # noqa: F401  (fixtures)
+    FIXTURE_CONNECTION,
     chat_settings,
     consoles_disconnected,
     make_agent,
@@ -38,12 +39,12 @@ def key(chat_settings: Any) -> WriteKey:  # noqa: F811 -- the imported fixture
 
 @pytest.fixture
 def busy_agent() -> Iterator[Any]:
-    """An agent online (seen now) with no free slot: hand-offs wait in the queue. Their
-    console is make-believe (no socket): nothing for the server to disconnect afterwards."""
+    """An agent online (a live heartbeat) with no free slot: hand-offs wait in the queue.
+    Their console is make-believe (no socket); its heartbeat ends with the test."""
     agent = make_agent("anna", capacity=1)
     AgentStatus.objects.filter(user=agent).update(capacity=0)
     yield agent
-    AgentStatus.objects.filter(user=agent).update(connections=0)
+    presence.presence_end(user_id=agent.pk, connection_id=FIXTURE_CONNECTION)
 
 
 def test_a_first_message_that_queues_the_conversation_gets_its_place_and_keeps_it_on_reload(

@@ -20,6 +20,7 @@ from django.contrib.auth.models import Group, Permission
 from django.test import Client
 from websockets.exceptions import ConnectionClosed
 
+from chat import presence
 from chat.models import AgentStatus
 from chat.selectors import AGENT_GROUP_PERMISSIONS
 from tests.chat.conftest import chat_settings, consoles_disconnected  # noqa: F401  (fixtures)
@@ -59,7 +60,7 @@ def agents_group() -> Group:
 def make_group_agent(username: str) -> Any:
     user = get_user_model().objects.create_user(username=username, is_staff=True)
     user.groups.add(agents_group())
-    AgentStatus.objects.create(user=user, status=AgentStatus.Status.OFFLINE, connections=0)
+    AgentStatus.objects.create(user=user, status=AgentStatus.Status.OFFLINE)
     return user
 
 
@@ -122,7 +123,7 @@ def test_an_agent_who_loses_their_rights_is_disconnected_within_seconds(
     assert elapsed < CLOSE_BOUND_SECONDS, f"closed after {elapsed:.1f} s"
     # The console's disconnect bookkeeping runs too: the agent is no longer counted online.
     deadline = time.monotonic() + 10
-    while AgentStatus.objects.filter(user_id=user.pk, connections__gt=0).exists():
+    while presence.live_connections().get(user.pk):
         assert time.monotonic() < deadline, "the closed console is still counted"
         time.sleep(0.05)
 

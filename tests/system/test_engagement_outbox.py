@@ -20,36 +20,13 @@ from django.db.models import Count
 from django.utils import timezone
 
 from commerce.models import WriteKey
-from core.servers import celery_worker_command
 from engagement import services, tasks
 from engagement.models import Campaign, Message, Run
 from tests.engagement.conftest import make_campaign, make_shopper, process, track
-from tests.support.processes import ROOT, asgi_server, child_env, free_port, stop
+from tests.support.processes import asgi_server, child_env, free_port, start_celery_worker, stop
 from tests.support.smtp import SMTPSink
 
 pytestmark = [pytest.mark.system, pytest.mark.django_db(transaction=True)]
-
-
-def _start_worker(env: dict[str, str], *, concurrency: int = 2) -> subprocess.Popen[bytes]:
-    """A prefork worker in its own process group, so SIGKILL can take the whole group."""
-    from config.celery import app
-
-    name = f"engagement-{os.getpid()}-{time.monotonic_ns()}"
-    process = subprocess.Popen(
-        celery_worker_command(concurrency=concurrency, hostname=f"{name}@%h", quiet=True),
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"celery worker exited with {process.returncode}")
-        replies = app.control.ping(timeout=0.5) or []
-        if any(name in next(iter(reply)) for reply in replies):
-            return process
-    os.killpg(process.pid, signal.SIGKILL)
-    raise TimeoutError("worker did not answer a ping")
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
@@ -89,7 +66,7 @@ def worker_env(sink: SMTPSink, web_port: int, real_celery: None) -> dict[str, st
 
 @pytest.fixture
 def worker(worker_env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    process = _start_worker(worker_env)
+    process = start_celery_worker(env=worker_env, name="engagement", own_session=True)
     yield process
     if process.poll() is None:
         stop(process)
@@ -125,7 +102,7 @@ def test_a_worker_killed_mid_batch_leaves_every_message_delivered_exactly_once(w
     # each worker process is then stopped right after handing a message over.
     sink.stall_when = lambda received: len(sink.received) >= 15
     sink.stall_all = True
-    first = _start_worker(worker_env)
+    first = start_celery_worker(env=worker_env, name="engagement", own_session=True)
     try:
         for shopper in shoppers:
             services.trigger_fire(trigger="welcome", shopper=shopper, occurrence_key="welcome")
@@ -145,7 +122,7 @@ def test_a_worker_killed_mid_batch_leaves_every_message_delivered_exactly_once(w
     assert never_handed + states.get("scheduled", 0) > 0, states
     sink.release()
 
-    second = _start_worker(worker_env)
+    second = start_celery_worker(env=worker_env, name="engagement", own_session=True)
     try:
         tasks.outbox_sweep.delay(lease_seconds=0)
         _wait(
@@ -216,7 +193,7 @@ def test_quiet_hours_postpone_not_drop(worker_env, sink):
         quiet_hours_start=(local - dt.timedelta(minutes=5)).time().replace(microsecond=0),
         quiet_hours_end=release.time(),
     )
-    worker = _start_worker(worker_env)
+    worker = start_celery_worker(env=worker_env, name="engagement", own_session=True)
     try:
         tasks.outbox_dispatch.delay()
         message = Message.objects.get()

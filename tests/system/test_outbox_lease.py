@@ -29,9 +29,9 @@ from django.db.models import Count, Q
 from engagement import services
 from engagement.models import Message
 from tests.engagement.conftest import make_campaign, make_shopper
-from tests.support.processes import ROOT, child_env
+from tests.support.processes import ROOT, child_env, start_celery_worker
 from tests.support.smtp import SMTPSink
-from tests.system.test_engagement_outbox import _kill_group, _start_worker, _wait
+from tests.system.test_engagement_outbox import _kill_group, _wait
 
 pytestmark = [pytest.mark.system, pytest.mark.django_db(transaction=True)]
 
@@ -93,7 +93,7 @@ def test_sigkilled_workers_messages_are_delivered_again_within_a_minute_exactly_
     stalled: Callable[[], bool] = (
         sink.rcpt_stalled.is_set if window == "before_dot" else sink.stalled.is_set
     )
-    workers = [_start_worker(env) for _ in range(3)]
+    workers = [start_celery_worker(env=env, name="engagement", own_session=True) for _ in range(3)]
     try:
         for shopper in shoppers:
             services.trigger_fire(trigger="welcome", shopper=shopper, occurrence_key="welcome")
@@ -120,7 +120,9 @@ def test_sigkilled_workers_messages_are_delivered_again_within_a_minute_exactly_
     sink.stall_when = None
     sink.release()
 
-    survivors = [_start_worker(env) for _ in range(2)]
+    survivors = [
+        start_celery_worker(env=env, name="engagement", own_session=True) for _ in range(2)
+    ]
     try:
         _wait(
             lambda: Message.objects.filter(state="sent").count() == MESSAGES,

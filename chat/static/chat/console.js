@@ -178,7 +178,10 @@
   function connect() {
     clearTimeout(state.reconnectTimer);
     setConnection(state.attempt ? "Reconnecting…" : "Connecting…", "connecting");
-    const socket = new WebSocket(WS_URL);
+    // Reconnecting with a conversation open: the server re-opens it from the last seq shown
+    // before it sends any live event, so missed messages arrive first and in order.
+    const resuming = Boolean(state.selectedId);
+    const socket = new WebSocket(resuming ? `${WS_URL}?resume=${state.selectedId}:${state.maxSeq}` : WS_URL);
     let opened = false;
     state.socket = socket;
     socket.addEventListener("open", () => {
@@ -189,7 +192,7 @@
       if (dom.presence.value === "away") send({ type: "presence.set", status: "away" });
       // The first time, the server's own snapshot picks the tab where the agent's work is.
       if (state.viewSettled) queryInbox();
-      if (state.selectedId) send({ type: "conversation.open", conversation_id: state.selectedId, last_seq: state.maxSeq, ref: nextRef() });
+      if (state.selectedId && !resuming) send({ type: "conversation.open", conversation_id: state.selectedId, last_seq: state.maxSeq, ref: nextRef() });
       resendPending();
       clearInterval(state.pingTimer);
       state.pingTimer = setInterval(() => send({ type: "ping" }), PING_MS);

@@ -47,7 +47,7 @@ def backwards(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("chat", "0014_messages_post_function_v2"),
+        ("chat", "0016_messages_post_function_v3"),
         ("commerce", "0008_storesettings_currency_free_shipping_threshold"),
     ]
 

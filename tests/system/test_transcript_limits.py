@@ -1,0 +1,69 @@
+"""The transcripts an agent sends from the console socket are limited per agent, as through the
+console API (``chat.services.transcript_agent_rate_limit``): a real uvicorn with the limit at
+one transcript an hour, a real console socket."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from chat.models import Conversation
+from commerce.models import Shopper
+from engagement.models import Message as OutboxMessage
+from tests.chat.conftest import (  # noqa: F401  (fixtures)
+    chat_settings,
+    consoles_disconnected,
+    make_agent,
+)
+from tests.support.chat_protocol import console_socket, session_cookie
+from tests.support.processes import asgi_server, child_env
+
+pytestmark = [
+    pytest.mark.system,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("consoles_disconnected"),
+]
+
+
+@pytest.fixture(scope="module")
+def server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
+    with asgi_server(env=child_env(PATRON_RATE_TRANSCRIPTS_PER_AGENT="1/3600")) as url:
+        yield url
+
+
+def test_a_second_transcript_within_the_hour_is_refused_and_not_sent(
+    server: str,
+    chat_settings: Any,  # noqa: F811 -- the imported fixture
+) -> None:
+    agent = make_agent("anna", online=False)
+    shopper = Shopper.objects.create(email="ada@example.com")
+    first, second = (Conversation.objects.create(shopper=shopper) for _ in range(2))
+    cookie = session_cookie(agent)
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        console, _ = await console_socket(server, cookie)
+        await console.send(
+            {"type": "transcript.send", "conversation_id": first.pk, "email": "a@example.com"}
+        )
+        queued = await console.expect("transcript.queued")
+        await console.send(
+            {
+                "type": "transcript.send",
+                "conversation_id": second.pk,
+                "email": "b@example.com",
+                "ref": "again",
+            }
+        )
+        refused = await console.expect("error", ref="again")
+        await console.close()
+        return queued, refused
+
+    queued, refused = asyncio.run(scenario())
+
+    assert queued["email"] == "a@example.com"
+    assert refused["code"] == "rate_limited"
+    assert refused["retry_after_ms"] > 0
+    assert not OutboxMessage.objects.filter(recipient="b@example.com").exists()
