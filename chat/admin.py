@@ -25,7 +25,7 @@ from chat.models import (
     KnowledgeArticle,
     Message,
 )
-from commerce.admin import PersonalDataAdminMixin
+from commerce.admin import PersonalDataAdminMixin, ShopperPrivacyAdminMixin
 from core.exceptions import ApplicationError
 
 
@@ -293,7 +293,11 @@ class CannedResponseAdmin(admin.ModelAdmin[CannedResponse]):
 
 
 @admin.register(CsatRating)
-class CsatRatingAdmin(admin.ModelAdmin[CsatRating]):
+class CsatRatingAdmin(ShopperPrivacyAdminMixin, admin.ModelAdmin[CsatRating]):
+    # What the shopper wrote may name them; the conversation names no one.
+    shopper_fields = ()
+    personal_data_fields = ("comment",)
+
     list_display = ["conversation", "agent", "rating", "created_at"]
     list_select_related = ["conversation", "agent"]
     raw_id_fields = ["conversation", "agent"]

@@ -510,12 +510,26 @@ class WidgetConfigApi(APIView):
 
     class FilterSerializer(serializers.Serializer[Any]):
         write_key = serializers.CharField(max_length=64)
+        locale = serializers.CharField(
+            max_length=64,
+            required=False,
+            default="",
+            allow_blank=True,
+            help_text="The page's language (BCP 47, e.g. tr-TR); the widget sends its hello's",
+        )
 
     class OutputSerializer(serializers.Serializer[Any]):
-        greeting = serializers.CharField()
+        greeting = serializers.CharField(help_text="In ``language``")
         business_hours_open = serializers.BooleanField()
         languages = serializers.ListField(child=serializers.CharField())
         ws_path = serializers.CharField()
+        language = serializers.CharField(
+            help_text="The shipped language chosen for ``locale`` (else the merchant's fallback)"
+        )
+        strings = serializers.DictField(
+            child=serializers.CharField(),
+            help_text="The widget's labels in ``language``: English msgid → translation",
+        )
 
         class Meta:
             ref_name = "ChatWidgetConfig"
@@ -548,11 +562,17 @@ class WidgetConfigApi(APIView):
                 "Pages at this origin may not use this write key.", code="origin_not_allowed"
             )
         settings_row = services.chat_settings_get()
+        language = (
+            services.language_normalise(params.validated_data["locale"])
+            or services.language_fallback()
+        )
         config = {
-            "greeting": settings_row.greeting,
+            "greeting": services.translate(settings_row.greeting, language=language),
             "business_hours_open": services.business_hours_open(),
             "languages": settings_row.languages,
             "ws_path": "/ws/chat/",
+            "language": language,
+            "strings": selectors.widget_strings(language=language),
         }
         return Response(self.OutputSerializer(config).data)
 

@@ -14,11 +14,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from django.utils import translation
 from django.utils.translation import gettext as _
 
 from chat import registry, selectors
 from chat.models import BotIntent, ChatSettings, Conversation, KnowledgeArticle
 from chat.nlu.understanding import KB_KIND, BotModel, Understanding, bot_model_get, understand
+from chat.services.language import language_normalise, translate
 from commerce.models import Order
 
 ORDER_NUMBER_RE = re.compile(r"#?\b([A-Za-z]{0,4}-?\d{3,}[A-Za-z0-9-]*)\b")
@@ -33,6 +35,9 @@ class BotReply:
     confidence: float = 0.0
     handoff: bool = False
     failed: bool = False
+    # The language the reply is in: the conversation's, else the one the message is written in
+    # (the caller keeps it on a conversation that has none yet), else the merchant's fallback.
+    language: str = ""
 
 
 def _format_orders(orders: Sequence[Order]) -> str:
@@ -51,6 +56,17 @@ def _format_orders(orders: Sequence[Order]) -> str:
 
 def _article_text(article: KnowledgeArticle) -> str:
     return selectors.article_text(article)
+
+
+def article_in(article: KnowledgeArticle, languages: Sequence[str]) -> KnowledgeArticle | None:
+    """The published version of ``article`` (same slug) in the first of ``languages`` it is
+    written in, else ``article`` itself if published (``None``: not published)."""
+    versions = {
+        a.language: a for a in KnowledgeArticle.objects.filter(slug=article.slug, published=True)
+    }
+    return next((versions[lang] for lang in languages if lang in versions), None) or (
+        article if article.published else None
+    )
 
 
 def _order_status(conversation: Conversation, text: str, intent: BotIntent | None) -> BotReply:
@@ -125,15 +141,18 @@ def _answer_one(
 ) -> BotReply:
     kind = model.kinds.get(key, "")
     if kind == KB_KIND:
-        return BotReply(text=_article_text(model.articles[key]), intent=key)
+        versions = model.articles[key]
+        article = next((versions[lang] for lang in languages if lang in versions), None)
+        return BotReply(text=_article_text(article or next(iter(versions.values()))), intent=key)
     row = _intent_row(model, key, languages)
     if kind == BotIntent.Kind.ORDER_STATUS:
         return _order_status(conversation, text, row)
     if kind == BotIntent.Kind.ARTICLE:
-        rows = [row] + [_intent_row(model, key, [lang]) for lang in languages]
-        article = next((r.article for r in rows if r is not None and r.article is not None), None)
+        rows = [_intent_row(model, key, [lang]) for lang in languages] + [row]
+        found = (article_in(r.article, languages) for r in rows if r and r.article is not None)
+        article = next((a for a in found if a is not None), None)
         if article is None:
-            return BotReply(text=settings_row.unsupported_message, intent=key)
+            return BotReply(text=_said(settings_row.unsupported_message), intent=key)
         return BotReply(text=_article_text(article), intent=key)
     if kind == BotIntent.Kind.REGISTERED:
         handler = registry.bot_intent(key)
@@ -148,14 +167,19 @@ def _answer_one(
                 )
             )
         if not answer:
-            return BotReply(text=settings_row.unsupported_message, intent=key)
+            return BotReply(text=_said(settings_row.unsupported_message), intent=key)
         if row is not None and row.answer and "{answer}" in row.answer:
             answer = row.answer.replace("{answer}", answer)
         return BotReply(text=answer, intent=key)
     answer_text = row.answer if row is not None else ""
     answer_text = answer_text.replace("{name}", conversation.shopper.first_name or "").strip()
     answer_text = selectors.store_text(answer_text)
-    return BotReply(text=answer_text or settings_row.unsupported_message, intent=key)
+    return BotReply(text=answer_text or _said(settings_row.unsupported_message), intent=key)
+
+
+def _said(text: str) -> str:
+    """A chat setting's sentence in the active language (a merchant's own text: as written)."""
+    return translate(text, language=translation.get_language() or "")
 
 
 def bot_understand(*, text: str, settings_row: ChatSettings) -> Understanding:
@@ -172,9 +196,13 @@ def bot_answer(*, conversation: Conversation, text: str, settings_row: ChatSetti
 
     A hand-off (asked for, or anger, urgency, a payment problem) comes first; then an order
     number with an email address, which is unambiguous whatever the wording; then each intent
-    the message asks for, answered in the language it was written in, the answers joined by a
-    blank line (``intent`` then names them joined by "+"). Nothing certain: the clarifying
-    question, marked ``failed``.
+    the message asks for, the answers joined by a blank line (``intent`` then names them joined
+    by "+"). Nothing certain: the clarifying question, marked ``failed``.
+
+    Language: the conversation's (``Conversation.language``), else the one ``text`` is written
+    in, else ``ChatSettings.fallback_language``; the reply's ``language`` says which. The
+    merchant's answers are taken in that language first, then in the written one, then in the
+    fallback; built-in sentences come from the catalogs in that language.
     """
     model = bot_model_get()
     understood = understand(
@@ -183,17 +211,53 @@ def bot_answer(*, conversation: Conversation, text: str, settings_row: ChatSetti
         handoff_phrases=[str(p) for p in settings_row.handoff_phrases or []],
         model=model,
     )
+    fallback = language_normalise(settings_row.fallback_language) or "en"
+    language = (
+        language_normalise(conversation.language)
+        or language_normalise(understood.language)
+        or fallback
+    )
+    languages = list(
+        dict.fromkeys(lang for lang in (language, understood.language, fallback, "en") if lang)
+    )
+    with translation.override(language):
+        reply = _reply(
+            model=model,
+            understood=understood,
+            languages=languages,
+            conversation=conversation,
+            text=text,
+            settings_row=settings_row,
+        )
+    return BotReply(
+        text=reply.text,
+        intent=reply.intent,
+        confidence=reply.confidence,
+        handoff=reply.handoff,
+        failed=reply.failed,
+        language=language,
+    )
+
+
+def _reply(
+    *,
+    model: BotModel,
+    understood: Understanding,
+    languages: Sequence[str],
+    conversation: Conversation,
+    text: str,
+    settings_row: ChatSettings,
+) -> BotReply:
     if understood.handoff:
         return BotReply(
             text="", intent=understood.intents[0], confidence=understood.score, handoff=True
         )
     if EMAIL_RE.search(text) and ORDER_NUMBER_RE.search(EMAIL_RE.sub(" ", text)):
-        language = conversation.language or "en"
         row = next(
             (
                 r
                 for r in (
-                    _intent_row(model, k, [understood.language, language])
+                    _intent_row(model, k, languages)
                     for k, kind in model.kinds.items()
                     if kind == BotIntent.Kind.ORDER_STATUS
                 )
@@ -204,12 +268,11 @@ def bot_answer(*, conversation: Conversation, text: str, settings_row: ChatSetti
         return _order_status(conversation, text, row)
     if not understood.intents:
         return BotReply(
-            text=settings_row.clarify_message,
+            text=_said(settings_row.clarify_message),
             intent="clarify",
             confidence=understood.score,
             failed=True,
         )
-    languages = [lang for lang in (understood.language, conversation.language, "en") if lang]
     replies = [
         _answer_one(
             model=model,

@@ -27,6 +27,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.utils.translation import gettext, gettext_noop
 
 from chat.models import Conversation, Message
 from chat.selectors import agent_name
@@ -35,6 +36,18 @@ from engagement.registry import Occurrence, register_trigger
 if TYPE_CHECKING:
     from commerce.models import Shopper
 
+# The fixed words of the shopper's chat emails as migration 0018 writes their templates
+# (``{% translate "…" %}``): marked here so makemessages puts them in the catalogs.
+SHIPPED_EMAIL_TEXTS = (
+    gettext_noop("We got your message"),
+    gettext_noop(
+        "Thanks for your message. We're offline right now and will reply to this address as "
+        "soon as we're back."
+    ),
+    gettext_noop("Re: your message"),
+    gettext_noop("Your chat transcript"),
+)
+
 OFFLINE_RECEIPT = "chat_offline_receipt"
 OFFLINE_NOTICE = "chat_offline_notice"
 FOLLOW_UP = "chat_follow_up"
@@ -42,16 +55,26 @@ TRANSCRIPT = "chat_transcript"
 
 
 def transcript_text(conversation: Conversation, *, upto_seq: int | None = None) -> str:
-    """The conversation as text for the shopper: no private notes; up to ``upto_seq``."""
-    lines = [f"Conversation {conversation.pk} — {conversation.created_at:%Y-%m-%d %H:%M} UTC", ""]
+    """The conversation as text for the shopper: no private notes; up to ``upto_seq``. Its
+    labels are in the active language (a chat email renders in the conversation's)."""
+    lines = [
+        gettext("Conversation %(id)s — %(started)s UTC")
+        % {"id": conversation.pk, "started": f"{conversation.created_at:%Y-%m-%d %H:%M}"},
+        "",
+    ]
+    names = {
+        "shopper": gettext("You"),
+        "bot": gettext("Assistant"),
+        "system": "—",
+    }
     messages = Message.objects.filter(conversation=conversation, internal=False)
     if upto_seq is not None:
         messages = messages.filter(seq__lte=upto_seq)
     for message in messages.select_related("author_agent").order_by("seq"):
         if message.author_kind == Message.Author.AGENT:
-            who = agent_name(message.author_agent) or "Agent"
+            who = agent_name(message.author_agent) or gettext("Agent")
         else:
-            who = {"shopper": "You", "bot": "Bot", "system": "—"}[message.author_kind]
+            who = names[message.author_kind]
         lines.append(f"[{message.created_at:%H:%M}] {who}: {message.body}")
     return "\n".join(lines) + "\n"
 
@@ -132,7 +155,8 @@ def _follow_up_context(shopper: Shopper, occurrence: Occurrence) -> dict[str, An
         "conversation": _conversation_data(conversation),
         "follow_up_email": conversation.follow_up_email if conversation else "",
         "reply": message.body if message is not None else "",
-        "agent_name": (agent_name(message.author_agent) if message is not None else "") or "Agent",
+        "agent_name": (agent_name(message.author_agent) if message is not None else "")
+        or gettext("Agent"),
     }
 
 

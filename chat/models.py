@@ -15,6 +15,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 
 MAX_LABEL_LENGTH = 40
 
@@ -46,28 +47,45 @@ class ChatSettings(models.Model):
     bot_max_failures = models.PositiveSmallIntegerField(
         default=2, help_text="Hand off after this many answers the bot could not give in a row"
     )
-    greeting = models.CharField(max_length=500, default="Hi! How can we help you today?")
+    greeting = models.CharField(
+        max_length=500, default=gettext_noop("Hi! How can we help you today?")
+    )
     clarify_message = models.CharField(
         max_length=500,
-        default="Sorry, I didn't quite get that. Could you say it another way? "
-        "You can also ask for a person.",
+        default=gettext_noop(
+            "Sorry, I didn't quite get that. Could you say it another way? "
+            "You can also ask for a person."
+        ),
     )
     handoff_message = models.CharField(
-        max_length=500, default="I'm passing you to a member of our team."
+        max_length=500, default=gettext_noop("I'm passing you to a member of our team.")
     )
     queued_message = models.CharField(
         max_length=500,
-        default="You're number {position} in the queue. An agent will be with you soon.",
+        default=gettext_noop(
+            "You're number {position} in the queue. An agent will be with you soon."
+        ),
     )
     offline_message = models.CharField(
         max_length=500,
-        default="We're offline right now. Leave your email and your question and we'll reply by email.",
+        default=gettext_noop(
+            "We're offline right now. Leave your email and your question and we'll reply by email."
+        ),
     )
     unsupported_message = models.CharField(
         max_length=500,
-        default='I can\'t help with that here. Would you like to talk to a person? Just say "agent".',
+        default=gettext_noop(
+            'I can\'t help with that here. Would you like to talk to a person? Just say "agent".'
+        ),
     )
     languages = models.JSONField(default=list, blank=True, help_text='e.g. ["en", "lv", "tr"]')
+    fallback_language = models.CharField(
+        max_length=8,
+        choices=settings.LANGUAGES,
+        default="en",
+        help_text="The language of the bot's answers, knowledge-base articles and help pages "
+        "when there is none in the shopper's language",
+    )
     handoff_phrases = models.JSONField(
         default=list,
         blank=True,
@@ -311,7 +329,12 @@ class KnowledgeArticle(models.Model):
     )
     body = models.TextField(help_text="Plain text; blank lines separate paragraphs")
     keywords = models.JSONField(default=list, blank=True, help_text='e.g. ["delivery", "shipping"]')
-    language = models.CharField(max_length=16, default="en")
+    language = models.CharField(
+        max_length=16,
+        choices=settings.LANGUAGES,
+        default="en",
+        help_text="One row per language; the same slug in another language is its translation",
+    )
     published = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
@@ -337,7 +360,13 @@ class BotIntent(models.Model):
         REGISTERED = "registered", "Handled by an app (points, recommendations…)"
 
     key = models.SlugField(max_length=64)
-    language = models.CharField(max_length=16, default="en")
+    language = models.CharField(
+        max_length=16,
+        choices=settings.LANGUAGES,
+        default="en",
+        help_text="One row per language and key; the bot answers in the shopper's language, "
+        "else in chat settings' fallback language",
+    )
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.ANSWER)
     phrases = models.JSONField(
         default=list, help_text='Example phrases or keywords, e.g. ["where is my order"]'

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Permission
 from django.db.models import Count, F, Q, QuerySet, Sum
+from django.utils.translation import gettext
+from django.utils.translation.trans_real import DjangoTranslation
+from django.views.i18n import JavaScriptCatalog
 
 from chat import presence, registry
 from chat.models import AgentStatus, CannedResponse, Conversation, KnowledgeArticle, Message
@@ -535,9 +540,14 @@ def context_current_page(conversation: Conversation) -> dict[str, Any]:
 
 
 def conversation_context(conversation: Conversation) -> list[dict[str, Any]]:
-    """The context panel: the current page, then every registered section in order."""
+    """The context panel: the current page, then every registered section in order; titles
+    in the active language (the agent's)."""
     sections: list[dict[str, Any]] = [
-        {"key": "current_page", "title": "Current page", "data": context_current_page(conversation)}
+        {
+            "key": "current_page",
+            "title": gettext("Current page"),
+            "data": context_current_page(conversation),
+        }
     ]
     for section in registry.context_sections():
         try:
@@ -545,10 +555,15 @@ def conversation_context(conversation: Conversation) -> list[dict[str, Any]]:
         except Exception:  # one app's broken section must not hide the others
             logger.exception("chat context section %s failed", section.key)
             sections.append(
-                {"key": section.key, "title": section.title, "data": {}, "error": "unavailable"}
+                {
+                    "key": section.key,
+                    "title": gettext(section.title),
+                    "data": {},
+                    "error": "unavailable",
+                }
             )
             continue
-        sections.append({"key": section.key, "title": section.title, "data": data})
+        sections.append({"key": section.key, "title": gettext(section.title), "data": data})
     return sections
 
 
@@ -557,4 +572,44 @@ def conversations_for_agent(*, agent_id: int) -> list[int]:
         Conversation.objects.filter(
             assigned_agent_id=agent_id, state=Conversation.State.ASSIGNED
         ).values_list("pk", flat=True)
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def widget_strings(*, language: str) -> dict[str, str]:
+    """The chat widget's labels in ``language``: its djangojs catalog as ``{msgid: text}``
+    (``locale/<language>/LC_MESSAGES/djangojs.mo``; empty for English, whose msgids are the
+    text), read as Django's JavaScriptCatalog reads it. Cached per process: the catalogs
+    change only with a deploy."""
+    view = JavaScriptCatalog()
+    view.translation = DjangoTranslation(
+        language, domain="djangojs", localedirs=[str(p) for p in settings.LOCALE_PATHS]
+    )
+    return {
+        str(msgid): text
+        for msgid, text in view.get_catalog().items()
+        if isinstance(text, str) and msgid and text
+    }
+
+
+def help_articles(*, languages: Iterable[str]) -> list[KnowledgeArticle]:
+    """The published articles of the help centre in the first of ``languages`` (the reader's,
+    then the merchant's fallback) that has any; every published one when none has."""
+    published = KnowledgeArticle.objects.filter(published=True).order_by("title")
+    for language in languages:
+        found = list(published.filter(language=language))
+        if found:
+            return found
+    return list(published.order_by("language", "title"))
+
+
+def help_article(*, slug: str, languages: Iterable[str]) -> KnowledgeArticle | None:
+    """The published article ``slug`` in the first of ``languages`` it is written in, else in
+    any language (``None``: no such published article)."""
+    versions = {
+        a.language: a
+        for a in KnowledgeArticle.objects.filter(slug=slug, published=True).order_by("language")
+    }
+    return next((versions[lang] for lang in languages if lang in versions), None) or next(
+        iter(versions.values()), None
     )

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import json
 
+from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import render
 from django.templatetags.static import static
+from django.utils.translation import get_language, gettext
 
-from chat import selectors
-from chat.models import KnowledgeArticle
+from chat import selectors, services
 from commerce import selectors as commerce_selectors
 from core.views import rate_limited
 
@@ -23,7 +24,7 @@ def console(request: HttpRequest) -> HttpResponse:
         return redirect_to_login(request.get_full_path())
     if not selectors.is_agent(request.user):
         return HttpResponse(
-            "Only agents can open the console.", status=403, content_type="text/plain"
+            gettext("Only agents can open the console."), status=403, content_type="text/plain"
         )
     agent = {"id": request.user.pk, "name": selectors.agent_name(request.user)}
     config = {
@@ -50,19 +51,25 @@ def _shop_context(request: HttpRequest) -> dict[str, object]:
     }
 
 
+def _reader_languages(request: HttpRequest) -> list[str]:
+    """The reader's language (LocaleMiddleware: cookie, then Accept-Language), then the
+    merchant's fallback (``ChatSettings.fallback_language``)."""
+    return [get_language() or settings.LANGUAGE_CODE, services.language_fallback()]
+
+
 @rate_limited("pages")
 def help_index(request: HttpRequest) -> HttpResponse:
-    articles = KnowledgeArticle.objects.filter(published=True).order_by("language", "title")
+    """The help centre: the articles in the reader's language, else in the fallback one."""
+    articles = selectors.help_articles(languages=_reader_languages(request))
     return render(request, "chat/help_index.html", {"articles": articles, **_shop_context(request)})
 
 
 @rate_limited("pages")
 def help_article(request: HttpRequest, slug: str) -> HttpResponse:
-    article = (
-        KnowledgeArticle.objects.filter(slug=slug, published=True).order_by("language").first()
-    )
+    """One article (FAQ structured data), in the reader's language when it is written in it."""
+    article = selectors.help_article(slug=slug, languages=_reader_languages(request))
     if article is None:
-        raise Http404("No such article")
+        raise Http404(gettext("No such article"))
     body = selectors.article_text(article)
     faq = {
         "@context": "https://schema.org",

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.widgets import ForeignKeyRawIdWidget
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -52,6 +54,131 @@ class PersonalDataAdminMixin:
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         allowed: bool = super().has_change_permission(request, obj)  # type: ignore[misc]  # a mixin of ModelAdmin
         return allowed and request.user.has_perm(PERSONAL_DATA_PERMISSION)
+
+
+SHOPPER_PLACEHOLDER = "Shopper #{}"
+HIDDEN_PLACEHOLDER = "(hidden: personal data)"
+
+
+def shopper_label(shopper_id: int | None) -> str:
+    """A shopper named without personal data: "Shopper #12" (the id staff can search for)."""
+    return "-" if shopper_id is None else SHOPPER_PLACEHOLDER.format(shopper_id)
+
+
+class _ShopperIdRawIdWidget(ForeignKeyRawIdWidget):
+    """A raw-id box whose label names the shopper by id, not by their email."""
+
+    def label_and_url_for_value(self, value: Any) -> tuple[str, str]:
+        if value in (None, ""):
+            return "", ""
+        return (shopper_label(int(value)) if str(value).isdigit() else "", "")
+
+
+class ShopperPrivacyAdminMixin:
+    """For admin pages that mention shoppers beside other data (messages, runs, unsubscribes,
+    ...): staff without ``commerce.view_shopper_personal_data`` (DESIGN.md, "Trust") see
+    "Shopper #id" instead of the shopper (whose str is their email), "(hidden: personal data)"
+    instead of ``personal_data_fields`` (addresses, texts written for the shopper), and cannot
+    search on those; with the permission the page is unchanged.
+
+    ``shopper_fields`` name the foreign keys to ``Shopper``; ``personal_data_fields`` the other
+    fields. Masked in list columns, change pages (read-only values), raw-id labels and search
+    fields. Put it before ``admin.ModelAdmin`` in the bases.
+    """
+
+    shopper_fields: Sequence[str] = ("shopper",)
+    personal_data_fields: Sequence[str] = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # One display callable per masked field, found by the admin under ``<field>_masked``.
+        for name in self.shopper_fields:
+            setattr(self, f"{name}_masked", self._shopper_display(name))
+        for name in self.personal_data_fields:
+            setattr(self, f"{name}_masked", self._hidden_display(name))
+
+    @staticmethod
+    def _shopper_display(name: str) -> Callable[[Any], str]:
+        def display(obj: Any) -> str:
+            return shopper_label(getattr(obj, f"{name}_id"))
+
+        display.short_description = name.replace("_", " ")  # type: ignore[attr-defined]  # read by the admin
+        display.admin_order_field = name  # type: ignore[attr-defined]  # sorts by the id
+        return display
+
+    @staticmethod
+    def _hidden_display(name: str) -> Callable[[Any], str]:
+        def display(obj: Any) -> str:
+            return HIDDEN_PLACEHOLDER if getattr(obj, name, "") else "-"
+
+        display.short_description = name.replace("_", " ")  # type: ignore[attr-defined]  # read by the admin
+        return display
+
+    @staticmethod
+    def sees_personal_data(request: HttpRequest) -> bool:
+        """Whether the request's user may read shoppers' names, emails and phones."""
+        return request.user.has_perm(PERSONAL_DATA_PERMISSION)
+
+    def _masked(self, request: HttpRequest, names: Sequence[Any]) -> list[Any]:
+        if self.sees_personal_data(request):
+            return list(names)
+        masked = {*self.shopper_fields, *self.personal_data_fields}
+        return [f"{n}_masked" if isinstance(n, str) and n in masked else n for n in names]
+
+    def get_list_display(self, request: HttpRequest) -> list[Any]:
+        return self._masked(request, super().get_list_display(request))  # type: ignore[misc]  # a mixin of ModelAdmin
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return self._masked(request, super().get_readonly_fields(request, obj))  # type: ignore[misc]  # a mixin of ModelAdmin
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        """Read-only personal fields become their masked displays; editable shopper fields
+        stay (their raw-id label is masked by ``formfield_for_foreignkey``)."""
+        fieldsets = super().get_fieldsets(request, obj)  # type: ignore[misc]  # a mixin of ModelAdmin
+        if self.sees_personal_data(request):
+            return fieldsets
+        can_change = obj is None or self.has_change_permission(request, obj)  # type: ignore[attr-defined]  # ModelAdmin's
+        readonly = set(super().get_readonly_fields(request, obj))  # type: ignore[misc]  # a mixin of ModelAdmin
+        masked = {*self.shopper_fields, *self.personal_data_fields}
+
+        def swap(name: Any) -> Any:
+            if isinstance(name, str) and name in masked and (not can_change or name in readonly):
+                return f"{name}_masked"
+            return name
+
+        return [
+            (title, {**options, "fields": [swap(f) for f in options["fields"]]})
+            for title, options in fieldsets
+        ]
+
+    def get_search_fields(self, request: HttpRequest) -> list[str]:
+        fields = super().get_search_fields(request)  # type: ignore[misc]  # a mixin of ModelAdmin
+        if self.sees_personal_data(request):
+            return list(fields)
+        # An address searched for would tell whether it is a shopper's: no such lookups.
+        prefixes = tuple(f"{name}__" for name in self.shopper_fields)
+        return [
+            f
+            for f in fields
+            if f.lstrip("=^@") not in self.personal_data_fields
+            and not f.lstrip("=^@").startswith(prefixes)
+        ]
+
+    def formfield_for_foreignkey(
+        self, db_field: models.ForeignKey[Any, Any], request: HttpRequest, **kwargs: Any
+    ) -> Any:
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)  # type: ignore[misc]  # a mixin of ModelAdmin
+        if (
+            field is not None
+            and db_field.name in self.shopper_fields
+            and isinstance(field.widget, ForeignKeyRawIdWidget)
+            and not self.sees_personal_data(request)
+        ):
+            widget = field.widget
+            field.widget = _ShopperIdRawIdWidget(
+                widget.rel, widget.admin_site, widget.attrs, using=widget.db
+            )
+        return field
 
 
 @admin.register(Shopper)

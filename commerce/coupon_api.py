@@ -6,7 +6,7 @@ refused (403 ``server_key_required``): anyone can read it, and with it could pro
 exist or use up another shopper's coupon. Limited per write key, and calls refused for their key
 per client address (``PATRON_RATE_LIMITS["coupons"]``, 429 with ``Retry-After``). Errors use the project's body
 ``{"error": {"code", "message", "detail"}}``. The rules are ``commerce.services``'
-(``coupon_check``, ``coupon_redeem_checked``); these views only translate HTTP.
+(``coupon_check``, ``coupon_use``); these views only translate HTTP.
 """
 
 from __future__ import annotations
@@ -168,9 +168,8 @@ class CouponRedeemView(_CouponView):
         this redemption and counts nothing more."""
         data = self.input(request, self.CouponRedeemInputSerializer)
         number = data["orderId"]  # trimmed and non-blank (the serializer's CharField)
-        before = services.coupon_redemption_exists(code=data["code"], order_number=number)
         try:
-            redemption = services.coupon_redeem_checked(
+            redemption, created = services.coupon_use(
                 code=data["code"],
                 order_number=number,
                 subtotal=data["subtotal"],
@@ -189,5 +188,5 @@ class CouponRedeemView(_CouponView):
         }
         return Response(
             self.CouponRedeemOutputSerializer(body).data,
-            status=status.HTTP_200_OK if before else status.HTTP_201_CREATED,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )

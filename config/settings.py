@@ -84,6 +84,9 @@ MIDDLEWARE = [
     "core.middleware.nul_guard_middleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # The shopper's or agent's language: the language cookie (the console's switch), then the
+    # browser's Accept-Language, else LANGUAGE_CODE. After sessions, before CommonMiddleware.
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -259,6 +262,17 @@ WHITENOISE_USE_FINDERS = DEBUG
 
 # --- I18N --------------------------------------------------------------------------------
 LANGUAGE_CODE = "en"
+# The languages Patron ships (locale/<code>/LC_MESSAGES/django.po and djangojs.po). The compiled
+# .mo files are committed next to them, so a fresh clone (or a slim image) runs translated with
+# only Python: no GNU gettext, nothing compiled at start-up into a possibly read-only tree.
+# After editing a .po, `manage.py i18n_compile` (pure Python) rewrites them; the test
+# tests/core/test_i18n_catalogs.py fails when a .mo is out of date or a string is untranslated.
+LANGUAGES = [
+    ("en", "English"),
+    ("tr", "Türkçe"),
+    ("lv", "Latviešu"),
+]
+LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True

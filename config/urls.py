@@ -2,6 +2,7 @@ from csp.constants import SELF, UNSAFE_INLINE
 from csp.decorators import csp_update
 from django.contrib import admin
 from django.urls import include, path
+from django.views.i18n import JavaScriptCatalog, set_language
 from drf_spectacular.views import (
     SpectacularAPIView,
     SpectacularRedocView,
@@ -19,6 +20,15 @@ urlpatterns = [
     # own route to it; failed logins are also locked out per username and address (core/logins).
     path("admin/login/", rate_limited("admin_login")(admin.site.login)),
     path("admin/", admin.site.urls),
+    # The agent console's strings in the agent's language (locale/*/LC_MESSAGES/djangojs.po),
+    # and Django's set_language, the console's language switch (a cookie).
+    path(
+        "jsi18n/",
+        # as_view() is typed to return HttpResponseBase; JavaScriptCatalog answers HttpResponse.
+        rate_limited("pages")(JavaScriptCatalog.as_view()),  # type: ignore[arg-type]
+        name="javascript-catalog",
+    ),
+    path("i18n/setlang/", rate_limited("pages")(set_language), name="set_language"),
     # Each request for the schema builds it anew: limited apart from the pages, per address.
     path(
         "api/schema/",

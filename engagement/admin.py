@@ -16,7 +16,8 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 
-from commerce.models import Shopper
+from commerce.admin import ShopperPrivacyAdminMixin
+from commerce.models import PERSONAL_DATA_PERMISSION, Shopper
 from core.exceptions import ApplicationError
 from engagement import registry, selectors, services
 from engagement.models import (
@@ -416,24 +417,42 @@ class CampaignAdmin(admin.ModelAdmin[Campaign]):
     def step_preview_view(
         self, request: HttpRequest, campaign_id: int, step_id: int
     ) -> HttpResponse:
+        """The step rendered for a shopper, and a test send of it. A message rendered for a
+        real shopper (``?shopper=<id>``) is their personal data: it needs
+        ``commerce.view_shopper_personal_data`` (403 without); everyone may preview with the
+        made-up sample shopper (no ``shopper``, or ``shopper=sample``)."""
         step = get_object_or_404(
             CampaignStep.objects.select_related("campaign"), pk=step_id, campaign_id=campaign_id
         )
         if not self.has_view_permission(request, step.campaign):
             return HttpResponse(status=403)
+        may_see_shoppers = request.user.has_perm(PERSONAL_DATA_PERMISSION)
         source = request.POST if request.method == "POST" else request.GET
-        shopper_id = source.get("shopper", "")
-        shopper = (
-            Shopper.objects.filter(pk=int(shopper_id)).first() if shopper_id.isdigit() else None
-        )
+        shopper_id = source.get("shopper", "").strip()
         context: dict[str, Any] = {
             **self.admin_site.each_context(request),
             "step": step,
-            "shopper": shopper,
             "title": "Preview",
+            "may_see_shoppers": may_see_shoppers,
         }
-        if shopper_id and shopper is None:
-            context["error"] = f"no shopper {shopper_id}"
+        shopper: Shopper | None
+        if shopper_id in ("", "sample"):
+            shopper = services.preview_sample_shopper()
+            context["sample"] = True
+        elif not may_see_shoppers:
+            return HttpResponse(
+                "Previewing with a real shopper shows their personal data: it needs the "
+                "permission to view shoppers' personal data. Preview with the sample shopper.",
+                status=403,
+                content_type="text/plain",
+            )
+        else:
+            shopper = (
+                Shopper.objects.filter(pk=int(shopper_id)).first() if shopper_id.isdigit() else None
+            )
+            if shopper is None:
+                context["error"] = f"no shopper {shopper_id}"
+        context["shopper"] = shopper
         if shopper is not None:
             try:
                 context["rendered"] = services.step_preview(step=step, shopper=shopper)
@@ -521,7 +540,10 @@ class StepTestAdmin(admin.ModelAdmin[StepTest]):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin[Message]):
+class MessageAdmin(ShopperPrivacyAdminMixin, admin.ModelAdmin[Message]):
+    # What was sent is written for the shopper (their name, links): personal data.
+    personal_data_fields = ("recipient", "subject", "body", "clicked_url", "last_error")
+
     list_display = (
         "id",
         "campaign",
@@ -565,9 +587,12 @@ class MessageAdmin(admin.ModelAdmin[Message]):
 
 
 @admin.register(Run)
-class RunAdmin(admin.ModelAdmin[Run]):
+class RunAdmin(ShopperPrivacyAdminMixin, admin.ModelAdmin[Run]):
     """Runs are read-only: a trigger starts them, its end condition or the "Stop" action
     (``services.runs_stop``, which cancels their scheduled messages) ends them."""
+
+    # The trigger's data may carry what a shopper typed (a form's address, a message).
+    personal_data_fields = ("data", "email_to", "email_reply_to")
 
     list_display = (
         "id",
@@ -649,9 +674,12 @@ class WebhookEndpointAdmin(admin.ModelAdmin[WebhookEndpoint]):
 
 
 @admin.register(Suppression)
-class SuppressionAdmin(admin.ModelAdmin[Suppression]):
+class SuppressionAdmin(ShopperPrivacyAdminMixin, admin.ModelAdmin[Suppression]):
     """Suppressions are added through ``services.suppression_add`` (the address normalised as
     the send-time check compares it); read-only once added, deleted to lift them."""
+
+    shopper_fields = ()
+    personal_data_fields = ("address",)
 
     list_display = ("address", "channel", "reason", "created_at")
     search_fields = ("address",)
@@ -684,7 +712,7 @@ class UnsubscribeForm(forms.ModelForm[Unsubscribe]):
 
 
 @admin.register(Unsubscribe)
-class UnsubscribeAdmin(admin.ModelAdmin[Unsubscribe]):
+class UnsubscribeAdmin(ShopperPrivacyAdminMixin, admin.ModelAdmin[Unsubscribe]):
     """Unsubscribing a shopper here goes through ``services.shopper_unsubscribe`` (consent
     dropped, scheduled marketing skipped); a recorded unsubscribe is read-only."""
 
@@ -707,14 +735,14 @@ class UnsubscribeAdmin(admin.ModelAdmin[Unsubscribe]):
 
 
 @admin.register(NpsResponse)
-class NpsResponseAdmin(admin.ModelAdmin[NpsResponse]):
+class NpsResponseAdmin(ShopperPrivacyAdminMixin, admin.ModelAdmin[NpsResponse]):
     list_display = ("shopper", "campaign", "score", "answered_at")
     raw_id_fields = ("message", "shopper", "campaign")
     list_select_related = ("shopper", "campaign")
 
 
 @admin.register(ProductWatch)
-class ProductWatchAdmin(admin.ModelAdmin[ProductWatch]):
+class ProductWatchAdmin(ShopperPrivacyAdminMixin, admin.ModelAdmin[ProductWatch]):
     """Shoppers' "notify me" requests, read-only: the widget creates them
     (``services.notify_request_create``), restocks and price drops notify them."""
 
@@ -753,6 +781,14 @@ class EngagementSettingsAdmin(admin.ModelAdmin[EngagementSettings]):
 
 
 admin.site.register(Topic)
-admin.site.register(
-    PushSubscription, raw_id_fields=("shopper",), list_display=("endpoint", "shopper", "active")
-)
+
+
+@admin.register(PushSubscription)
+class PushSubscriptionAdmin(ShopperPrivacyAdminMixin, admin.ModelAdmin[PushSubscription]):
+    """Browsers' push subscriptions; the endpoint and keys address one shopper's device."""
+
+    personal_data_fields = ("endpoint", "p256dh", "auth")
+    # Links typed without a scheme are https (Django 6 default; says so before it changes).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    list_display = ("id", "endpoint", "shopper", "active")
+    raw_id_fields = ("shopper",)

@@ -14,16 +14,18 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from commerce.models import Product, Shopper
 
 
 class Channel(models.TextChoices):
-    EMAIL = "email", "Email"
-    SMS = "sms", "SMS"
-    PUSH = "push", "Web push"
-    ONSITE = "onsite", "On-site message"
-    WEBHOOK = "webhook", "Webhook"
+    # Translated: the unsubscribe page and the preference centre show a shopper these labels.
+    EMAIL = "email", _("Email")
+    SMS = "sms", _("SMS")
+    PUSH = "push", _("Web push")
+    ONSITE = "onsite", _("On-site message")
+    WEBHOOK = "webhook", _("Webhook")
 
 
 # Channels a shopper can opt out of; on-site messages and webhooks to the merchant's own
@@ -538,7 +540,8 @@ class Suppression(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.address} ({self.reason})"
+        # No address: the str shows in titles and logs seen without the personal-data permission.
+        return f"{self.channel} suppression {self.pk} ({self.reason})"
 
 
 class Preference(models.Model):
@@ -568,7 +571,8 @@ class PushSubscription(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
-        return self.endpoint[:60]
+        # Not the endpoint: it addresses one shopper's device, and the str shows in titles.
+        return f"push subscription {self.pk}"
 
 
 class ProductView(models.Model):

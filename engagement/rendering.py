@@ -36,9 +36,13 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 from django.template import Context, Engine, Library, Template
+from django.utils import translation
 from django.utils.functional import Promise
+from django.utils.html import escape
+from django.utils.translation import gettext
 
 from commerce.models import Category, Coupon, Order, OrderLine, Product, Shopper
+from core.i18n import language_normalise
 from engagement import tokens
 from engagement.models import Campaign, CampaignStep, Channel
 from engagement.registry import Occurrence, TriggerType
@@ -189,8 +193,16 @@ template_fields_register(Campaign, fields=("name",))
 
 
 def _sandbox_engine() -> Engine:
-    """Django's built-in tags and filters, nothing loadable or includable, no ``{% debug %}``."""
-    engine = Engine(loaders=[], libraries={}, debug=False, app_dirs=False)
+    """Django's built-in tags and filters, and its i18n tags (``{% translate %}``,
+    ``{% blocktranslate %}``, without ``{% load %}``: a message renders in its recipient's
+    language), nothing loadable or includable, no ``{% debug %}``."""
+    engine = Engine(
+        loaders=[],
+        libraries={},
+        builtins=["django.templatetags.i18n"],
+        debug=False,
+        app_dirs=False,
+    )
     builtins = []
     for library in engine.template_builtins:
         copy = Library()
@@ -307,7 +319,7 @@ def base_context(
     }
     context.update(
         shopper=template_value(shopper),
-        first_name=shopper.first_name or "there",
+        first_name=shopper.first_name or gettext("there"),
         campaign=template_value(campaign),
         shop=shop_context(),
         base_url=settings.PATRON_BASE_URL,
@@ -336,7 +348,41 @@ def message_render(
     test: bool = False,
 ) -> Rendered:
     """Render ``step`` for ``shopper``; ``track`` adds the click redirect and the open pixel;
-    ``test`` gives it links that act on nothing (see ``base_context``)."""
+    ``test`` gives it links that act on nothing (see ``base_context``).
+
+    Patron's own words in it (the footer, a missing first name) are in the message's language:
+    the occurrence's ``language`` (chat emails: the conversation's), else the shopper's
+    ``locale``, else ``LANGUAGE_CODE``.
+    """
+    language = (
+        language_normalise(str(occurrence.data.get("language") or ""))
+        or language_normalise(shopper.locale)
+        or settings.LANGUAGE_CODE
+    )
+    with translation.override(language):
+        return _message_render(
+            message_id=message_id,
+            shopper=shopper,
+            campaign=campaign,
+            step=step,
+            trigger=trigger,
+            occurrence=occurrence,
+            track=track,
+            test=test,
+        )
+
+
+def _message_render(
+    *,
+    message_id: int,
+    shopper: Shopper,
+    campaign: Campaign,
+    step: CampaignStep,
+    trigger: TriggerType | None,
+    occurrence: Occurrence,
+    track: bool,
+    test: bool,
+) -> Rendered:
     context = base_context(
         message_id=message_id,
         shopper=shopper,
@@ -373,15 +419,18 @@ def message_render(
     preferences = context["preferences_url"]
     body_html = template_render(step.body, context, autoescape=True)
     if unsubscribe not in body_html:
+        # Outside the f-string, where makemessages (xgettext) finds them.
+        preferences_label = escape(gettext("Email preferences"))
+        unsubscribe_label = escape(gettext("Unsubscribe"))
         body_html += (
             '<p style="font-size:12px;color:#666">'
-            f'<a href="{preferences}">Email preferences</a> · '
-            f'<a href="{unsubscribe}">Unsubscribe</a></p>'
+            f'<a href="{preferences}">{preferences_label}</a> · '
+            f'<a href="{unsubscribe}">{unsubscribe_label}</a></p>'
         )
     if step.body_text:
         text = template_render(step.body_text, context, autoescape=False).strip() + "\n"
         if unsubscribe not in text:
-            text += f"\nUnsubscribe: {unsubscribe}\n"
+            text += "\n" + gettext("Unsubscribe: %(url)s") % {"url": unsubscribe} + "\n"
     else:
         text = html_to_text(body_html)
     if track:

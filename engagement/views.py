@@ -11,12 +11,15 @@ import base64
 
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
+from django.utils import translation
 from django.utils.translation import gettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
+from commerce.models import Shopper
 from core.exceptions import NotFound, ValidationError
+from core.i18n import language_normalise
 from core.views import rate_limited
 from engagement import selectors, services, tokens
 from engagement.models import SUBSCRIBABLE_CHANNELS, Channel
@@ -55,6 +58,12 @@ def click(request: HttpRequest, token: str) -> HttpResponse:
     return HttpResponseRedirect(url)
 
 
+def _shoppers_language(shopper: Shopper) -> translation.override:
+    """The page in the shopper's own language (their ``locale``, the one their messages are
+    written in) when Patron ships it, else the browser's (LocaleMiddleware)."""
+    return translation.override(language_normalise(shopper.locale) or translation.get_language())
+
+
 @csrf_exempt  # RFC 8058: mail providers POST without cookies; the signed token is the proof
 @never_cache
 @require_http_methods(["GET", "POST"])
@@ -79,15 +88,16 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
         )
     if one_click:
         return HttpResponse("unsubscribed", content_type="text/plain")
-    return render(
-        request,
-        "engagement/unsubscribe.html",
-        {
-            "done": True,
-            "channel": Channel(channel).label,
-            "preferences_url": tokens.preferences_url(shopper.pk),
-        },
-    )
+    with _shoppers_language(shopper):
+        return render(
+            request,
+            "engagement/unsubscribe.html",
+            {
+                "done": True,
+                "channel": Channel(channel).label,
+                "preferences_url": tokens.preferences_url(shopper.pk),
+            },
+        )
 
 
 @never_cache
@@ -119,12 +129,13 @@ def preferences(request: HttpRequest, token: str) -> HttpResponse:
         except ValidationError as exc:
             error = exc.message
         shopper.refresh_from_db()
-    return render(
-        request,
-        "engagement/preferences.html",
-        {**selectors.preference_centre(shopper=shopper), "saved": saved, "error": error},
-        status=400 if error else 200,
-    )
+    with _shoppers_language(shopper):
+        return render(
+            request,
+            "engagement/preferences.html",
+            {**selectors.preference_centre(shopper=shopper), "saved": saved, "error": error},
+            status=400 if error else 200,
+        )
 
 
 @never_cache

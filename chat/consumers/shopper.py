@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from django.conf import settings
+from django.utils import translation
 
 from chat import selectors, services
 from chat.consumers.base import ChatSocket
@@ -110,6 +111,13 @@ class ShopperConsumer(ChatSocket):
         conversation = await db(services.conversation_for_shopper)(
             shopper=identity.shopper, conversation_id=frame.get("conversation_id")
         )
+        # This socket's errors and notices speak the conversation's language, else the page's
+        # (chat.services.language); the activation lasts for the socket's task.
+        translation.activate(
+            services.language_normalise(conversation.language if conversation else "")
+            or services.language_normalise(self.language)
+            or await db(services.language_fallback)()
+        )
         messages: list[dict[str, Any]] = []
         more = False
         conversation_view = None
@@ -134,7 +142,9 @@ class ShopperConsumer(ChatSocket):
                 "messages": messages,
                 "has_more": more,
                 "settings": {
-                    "greeting": settings_row.greeting,
+                    "greeting": await db(services.translate)(
+                        settings_row.greeting, language=translation.get_language() or ""
+                    ),
                     "business_hours_open": open_now,
                     "languages": settings_row.languages,
                 },

@@ -50,7 +50,8 @@ class BotModel:
     classifier: IntentClassifier
     kinds: dict[str, str]  # intent key → BotIntent.Kind value, or "kb" for an article class
     intents: dict[tuple[str, str], BotIntent]  # (key, language) → the active row
-    articles: dict[str, KnowledgeArticle]  # "article:<slug>" → the article
+    # "article:<slug>" → {language → that language's version}: one class for all versions.
+    articles: dict[str, dict[str, KnowledgeArticle]]
 
 
 @dataclass(frozen=True)
@@ -111,12 +112,12 @@ def bot_model_build(*, stamp: Hashable) -> BotModel:
     examples: list[Example] = []
     kinds: dict[str, str] = {}
     rows: dict[tuple[str, str], BotIntent] = {}
-    answered_articles: set[int] = set()
+    answered_articles: set[str] = set()  # slugs an intent answers (in every language)
     for intent in BotIntent.objects.filter(active=True).select_related("article"):
         rows[(intent.key, intent.language)] = intent
         kinds.setdefault(intent.key, intent.kind)
-        if intent.article_id is not None:
-            answered_articles.add(intent.article_id)
+        if intent.article is not None:
+            answered_articles.add(intent.article.slug)
         examples += [
             Example(text=str(p), intent=intent.key, language=intent.language)
             for p in intent.phrases or []
@@ -130,12 +131,12 @@ def bot_model_build(*, stamp: Hashable) -> BotModel:
             for lang, phrases in reg.phrases.items()
             for p in phrases
         ]
-    articles: dict[str, KnowledgeArticle] = {}
+    articles: dict[str, dict[str, KnowledgeArticle]] = {}
     for article in KnowledgeArticle.objects.filter(published=True):
-        if article.pk in answered_articles:
+        if article.slug in answered_articles:
             continue
         key = f"{ARTICLE_PREFIX}{article.slug}"
-        articles[key] = article
+        articles.setdefault(key, {})[article.language] = article
         kinds[key] = KB_KIND
         phrases = [str(k) for k in article.keywords or []] + [article.title, article.question]
         examples += [Example(text=p, intent=key, language=article.language) for p in phrases if p]

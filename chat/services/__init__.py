@@ -71,6 +71,13 @@ from chat.services.identity import (
     shopper_token_issue,
     shopper_token_verify,
 )
+from chat.services.language import (
+    conversation_language,
+    conversation_language_detected,
+    language_fallback,
+    language_normalise,
+    translate,
+)
 from chat.services.messages import (
     Outcome,
     StoredRow,
@@ -152,6 +159,8 @@ __all__ = [
     "conversation_hand_off",
     "conversation_label_add",
     "conversation_label_remove",
+    "conversation_language",
+    "conversation_language_detected",
     "conversation_page_view",
     "conversation_reopen",
     "conversation_resolve",
@@ -167,6 +176,8 @@ __all__ = [
     "customer_hash",
     "follow_up_email_fire",
     "label_clean",
+    "language_fallback",
+    "language_normalise",
     "may_post",
     "message_event",
     "message_post",
@@ -187,4 +198,5 @@ __all__ = [
     "staff_group",
     "transcript_agent_rate_limit",
     "transcript_send",
+    "translate",
 ]

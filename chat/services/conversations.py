@@ -8,8 +8,8 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import F
-from django.utils import timezone, translation
-from django.utils.translation import gettext_lazy
+from django.utils import timezone
+from django.utils.translation import gettext, gettext_noop
 
 from chat.models import Conversation, CsatRating
 from chat.services._common import (
@@ -24,6 +24,12 @@ from chat.services._common import (
     staff_group,
 )
 from chat.services.identity import business_hours_open, chat_settings_get, conversation_for_shopper
+from chat.services.language import (
+    conversation_language,
+    conversation_language_detected,
+    language_normalise,
+    translate,
+)
 from chat.services.messages import _emit_inbox_update, _system_say, message_post
 from chat.services.post_rules import (
     PostedMessage,
@@ -38,7 +44,7 @@ from commerce.models import Shopper
 from core.exceptions import Conflict, ValidationError
 
 # Said instead of the hand-off message when no agent is online in business hours.
-NO_AGENTS_MESSAGE = gettext_lazy(
+NO_AGENTS_MESSAGE = gettext_noop(
     "No one from our team is online right now. Leave your email address and your question, "
     "and we'll reply by email."
 )
@@ -50,12 +56,16 @@ NO_AGENTS_MESSAGE = gettext_lazy(
 def conversation_start(
     *, shopper: Shopper, language: str = "", page_url: str = "", page_title: str = ""
 ) -> Conversation:
-    """A new conversation, answered by the bot (or queued at once when the bot is off)."""
+    """A new conversation, answered by the bot (or queued at once when the bot is off).
+
+    ``language``: the widget's locale (e.g. ``"tr-TR"``); when it names no shipped language,
+    the shopper's identified ``locale``; else none yet, and the shopper's first message decides
+    (``chat.services.language``)."""
     now = timezone.now()
     conversation = Conversation.objects.create(
         shopper=shopper,
         state=State.BOT,
-        language=language[:16],
+        language=language_normalise(language) or language_normalise(shopper.locale),
         page_url=page_url[:2000],
         page_title=page_title[:300],
         page_seen_at=now if page_url else None,
@@ -161,6 +171,8 @@ def bot_respond(*, conversation_id: int, text: str) -> HandOff | None:
     if not settings_row.bot_enabled:
         return conversation_hand_off(conversation_id=conversation_id, reason="bot_disabled")
     reply = bot.bot_answer(conversation=conversation, text=text, settings_row=settings_row)
+    # No locale given: the conversation speaks the language the shopper writes in, from now on.
+    conversation_language_detected(conversation_id=conversation_id, language=reply.language)
     if reply.failed:
         failures = _bot_failures_bump(conversation_id)
         if failures >= settings_row.bot_max_failures:
@@ -231,16 +243,14 @@ def conversation_hand_off(*, conversation_id: int, reason: str = "requested") ->
         if staffed:
             _system_say(conversation_id, settings_row.handoff_message)
         else:
-            if open_now:
-                with translation.override(conversation.language or None):
-                    message = str(NO_AGENTS_MESSAGE)
-            else:
-                message = settings_row.offline_message
+            # An English msgid (or the merchant's own sentence), said in the conversation's
+            # language by _system_say and by the prompt alike.
+            message = NO_AGENTS_MESSAGE if open_now else settings_row.offline_message
             _system_say(conversation_id, message)
             prompt = {
                 "type": "offline.prompt",
                 "conversation_id": conversation_id,
-                "message": message,
+                "message": translate(message, language=conversation_language(conversation_id)),
                 "reason": "no_agents" if open_now else "closed",
             }
             _emit(
@@ -269,7 +279,7 @@ def conversation_resolve(*, conversation_id: int, by: Any = None) -> Conversatio
         if by is not None:
             _check_agent(by)
         now = timezone.now()
-        _system_say(conversation_id, "This conversation has been resolved.")
+        _system_say(conversation_id, gettext_noop("This conversation has been resolved."))
         conversation.state = State.RESOLVED
         conversation.resolved_at = now
         conversation.resolved_by = by
@@ -357,7 +367,7 @@ def offline_message_leave(
     try:
         validate_email(email)
     except Exception:
-        raise ValidationError("email is not a valid address") from None
+        raise ValidationError(gettext("email is not a valid address")) from None
     body = clean_body(body)
     conversation = conversation_for_shopper(shopper=shopper, conversation_id=conversation_id)
     if conversation is None:
@@ -411,13 +421,15 @@ def csat_record(
 ) -> CsatRating:
     """The shopper's rating of a resolved conversation; once per conversation."""
     if not isinstance(rating, int) or isinstance(rating, bool) or not 1 <= rating <= 5:
-        raise ValidationError("rating must be a whole number from 1 to 5")
+        raise ValidationError(gettext("rating must be a whole number from 1 to 5"))
     if not isinstance(comment, str) or len(comment) > 1000:
-        raise ValidationError("comment must be text of at most 1000 characters")
+        raise ValidationError(gettext("comment must be text of at most 1000 characters"))
     conversation = conversation_for_shopper(shopper=shopper, conversation_id=conversation_id)
     assert conversation is not None
     if conversation.csat_requested_at is None:
-        raise Conflict("Ratings are asked for after a conversation is resolved.", code="conflict")
+        raise Conflict(
+            gettext("Ratings are asked for after a conversation is resolved."), code="conflict"
+        )
     try:
         with transaction.atomic():
             csat = CsatRating.objects.create(
@@ -427,7 +439,9 @@ def csat_record(
                 comment=comment.strip(),
             )
     except IntegrityError:
-        raise Conflict("This conversation has already been rated.", code="conflict") from None
+        raise Conflict(
+            gettext("This conversation has already been rated."), code="conflict"
+        ) from None
     with transaction.atomic():
         event = {
             "type": "csat.recorded",

@@ -25,6 +25,7 @@ from chat.services._common import (
     conversation_group,
     staff_group,
 )
+from chat.services.language import conversation_language, translate
 from chat.services.post_rules import PostedMessage, PostRequest, post_rejected, post_request
 from chat.services.transcripts import follow_up_email_fire
 from core.channel_layer import group_send_sync
@@ -272,6 +273,9 @@ def _emit_inbox_update(conversation_id: int) -> None:
     transaction.on_commit(send)
 
 
-def _system_say(conversation_id: int, text: str) -> None:
+def _system_say(conversation_id: int, text: str, **params: object) -> None:
+    """Post a system message: ``text`` (an English msgid, or a merchant's own sentence) said in
+    the conversation's language (``chat.services.language``), ``params`` filled in after."""
     if text:
-        message_post(conversation_id=conversation_id, author_kind=Author.SYSTEM, body=text)
+        body = translate(text, language=conversation_language(conversation_id), **params)
+        message_post(conversation_id=conversation_id, author_kind=Author.SYSTEM, body=body)

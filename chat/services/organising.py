@@ -8,6 +8,7 @@ from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from chat.models import MAX_LABEL_LENGTH, Conversation
 from chat.services._common import State, _emit_state, _lock
@@ -22,10 +23,12 @@ def label_clean(label: Any) -> str:
     """A label as stored: trimmed, inner whitespace collapsed, lower case; 1 to 40 characters.
     Raises ``ValidationError`` otherwise."""
     if not isinstance(label, str):
-        raise ValidationError("label must be text")
+        raise ValidationError(gettext("label must be text"))
     cleaned = " ".join(label.split()).lower()
     if not cleaned or len(cleaned) > MAX_LABEL_LENGTH:
-        raise ValidationError(f"label must be 1 to {MAX_LABEL_LENGTH} characters")
+        raise ValidationError(
+            gettext("label must be 1 to %(max)s characters") % {"max": MAX_LABEL_LENGTH}
+        )
     return cleaned
 
 
@@ -40,7 +43,9 @@ def conversation_label_add(*, conversation_id: int, label: str, by: Any) -> Conv
         if cleaned in conversation.labels:
             return conversation
         if len(conversation.labels) >= MAX_LABELS:
-            raise ValidationError(f"a conversation has at most {MAX_LABELS} labels")
+            raise ValidationError(
+                gettext("a conversation has at most %(max)s labels") % {"max": MAX_LABELS}
+            )
         conversation.labels = sorted([*conversation.labels, cleaned])
         conversation.save(update_fields=["labels"])
         _emit_state(conversation_id)
@@ -72,11 +77,11 @@ def conversation_snooze(
     _check_agent(by)
     now = now or timezone.now()
     if until is not None and (timezone.is_naive(until) or until <= now):
-        raise ValidationError("until must be a time in the future, with its timezone")
+        raise ValidationError(gettext("until must be a time in the future, with its timezone"))
     with transaction.atomic():
         conversation = _lock(conversation_id)
         if conversation.state == State.RESOLVED:
-            raise Conflict("A resolved conversation cannot be snoozed.", code="conflict")
+            raise Conflict(gettext("A resolved conversation cannot be snoozed."), code="conflict")
         conversation.snoozed_at = now
         conversation.snoozed_until = until
         conversation.save(update_fields=["snoozed_at", "snoozed_until"])

@@ -33,6 +33,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from django.utils.translation import gettext
+
 from chat import selectors
 from chat.models import Conversation, Message
 from chat.services._common import CLIENT_ID_RE, MAX_BODY, Author, State
@@ -68,9 +70,11 @@ def clean_body(body: Any) -> str:
         raise ValidationError("body must be text")
     text = body.strip()
     if not text:
-        raise ValidationError("body must not be empty")
+        raise ValidationError(gettext("body must not be empty"))
     if len(text) > MAX_BODY:
-        raise ValidationError(f"body must be at most {MAX_BODY} characters")
+        raise ValidationError(
+            gettext("body must be at most %(max)s characters") % {"max": MAX_BODY}
+        )
     return text
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 
 from chat import selectors
 from chat.models import AgentStatus, ChatSettings, Conversation
@@ -44,7 +45,11 @@ def _assign(conversation: Conversation, agent_user: Any, *, now: dt.datetime) ->
     conversation.updated_at = now
     conversation.save(update_fields=["state", "assigned_agent", "assigned_at", "updated_at"])
     AgentStatus.objects.filter(user=agent_user).update(last_assigned_at=now)
-    _system_say(conversation.pk, f"{selectors.agent_name(agent_user)} joined the conversation.")
+    _system_say(
+        conversation.pk,
+        gettext_noop("%(name)s joined the conversation."),
+        name=selectors.agent_name(agent_user),
+    )
     return previous
 
 

@@ -6,9 +6,11 @@ from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from chat.models import Conversation, Message
 from chat.services.identity import chat_settings_get
+from chat.services.language import conversation_language
 from commerce.models import Shopper
 from core.exceptions import NotFound, PermissionDenied, ValidationError
 from core.ratelimit import rate_limit_hit
@@ -48,11 +50,11 @@ def transcript_send(
         raise PermissionDenied("This conversation is not yours.", code="forbidden")
     address = (email or "").strip() or conversation.shopper.email or conversation.follow_up_email
     if not address:
-        raise ValidationError("email is required: we don't know the shopper's address")
+        raise ValidationError(gettext("email is required: we don't know the shopper's address"))
     try:
         validate_email(address)
     except Exception:
-        raise ValidationError("email is not a valid address") from None
+        raise ValidationError(gettext("email is not a valid address")) from None
     # The transcript as of now (what the shopper sees); notes do not make it a new one.
     upto_seq = (
         Message.objects.filter(conversation_id=conversation_id, internal=False)
@@ -88,8 +90,14 @@ def _email_fire(
     email_to: str,
     email_reply_to: str = "",
 ) -> int:
+    from chat import emails
     from engagement import services as engagement_services
 
+    conversation_id = data.get("conversation_id")
+    if trigger != emails.OFFLINE_NOTICE and isinstance(conversation_id, int):
+        # The shopper's emails speak the conversation's language (the support inbox's notice
+        # stays in the store's default).
+        data = {**data, "language": conversation_language(conversation_id)}
     runs = engagement_services.trigger_fire(
         trigger=trigger,
         shopper=shopper,

@@ -20,11 +20,12 @@ The package (this module re-exports every public name, so callers keep
 from commerce.services._common import CENT, MAX_AMOUNT, money
 from commerce.services.catalog import order_lines_link, product_upsert
 from commerce.services.coupons import (
+    CouponUse,
     coupon_check,
     coupon_discount,
     coupon_redeem,
     coupon_redeem_checked,
-    coupon_redemption_exists,
+    coupon_use,
     coupons_issue,
     order_coupon_count,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "CONSENT_TRAITS",
     "MAX_AMOUNT",
     "TRANSIENT_ERRORS",
+    "CouponUse",
     "LineInput",
     "RefundLineInput",
     "Visitor",
@@ -69,7 +71,7 @@ __all__ = [
     "coupon_discount",
     "coupon_redeem",
     "coupon_redeem_checked",
-    "coupon_redemption_exists",
+    "coupon_use",
     "coupons_issue",
     "event_failure_note",
     "event_failures_retry",

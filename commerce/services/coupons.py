@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from decimal import Decimal
+from typing import NamedTuple
 
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
@@ -59,6 +60,14 @@ def coupon_discount(*, coupon: Coupon, subtotal: Decimal, shipping: Decimal = ZE
 
 
 @transaction.atomic
+class CouponUse(NamedTuple):
+    """A coupon's redemption for an order, and whether this call counted it (``False``: the
+    order had already redeemed the code, nothing more was counted)."""
+
+    redemption: CouponRedemption
+    created: bool
+
+
 def coupon_redeem(
     *,
     coupon: Coupon,
@@ -75,6 +84,19 @@ def coupon_redeem(
     redemption and counts nothing more; a redemption made by number is linked to the order
     when it is recorded.
     """
+    return _coupon_redeem(
+        coupon=coupon, order=order, order_number=order_number, amount=amount, shopper=shopper
+    ).redemption
+
+
+def _coupon_redeem(
+    *,
+    coupon: Coupon,
+    order: Order | None,
+    order_number: str,
+    amount: Decimal,
+    shopper: Shopper | None = None,
+) -> CouponUse:
     number = (order.number if order is not None else order_number).strip()
     if not number:
         raise ValidationError("an order number is required to redeem a coupon")
@@ -87,14 +109,16 @@ def coupon_redeem(
         if order is not None and existing.order_id is None:
             existing.order = order
             existing.save(update_fields=["order"])
-        return existing
+        return CouponUse(existing, created=False)
     try:
         with transaction.atomic():
             redemption = CouponRedemption.objects.create(
                 coupon=coupon, order=order, order_number=number, shopper=shopper, amount=amount
             )
     except IntegrityError:  # the same order redeemed concurrently: counted once, by the other
-        return CouponRedemption.objects.get(coupon=coupon, order_number=number)
+        return CouponUse(
+            CouponRedemption.objects.get(coupon=coupon, order_number=number), created=False
+        )
     used = (
         Coupon.objects.filter(pk=coupon.pk)
         .filter(Q(usage_limit__isnull=True) | Q(times_used__lt=F("usage_limit")))
@@ -102,7 +126,7 @@ def coupon_redeem(
     )
     if not used:
         raise ValidationError("this coupon has been used up", code="coupon_used_up")
-    return redemption
+    return CouponUse(redemption, created=True)
 
 
 def coupon_redeem_checked(
@@ -115,43 +139,61 @@ def coupon_redeem_checked(
     amount: Decimal | None = None,
     when: dt.datetime | None = None,
 ) -> CouponRedemption:
-    """Check ``code`` for this shopper and basket, then count its use for ``order_number``.
+    """``coupon_use``'s redemption (the one rule for using a coupon; see there)."""
+    return coupon_use(
+        code=code,
+        order_number=order_number,
+        subtotal=subtotal,
+        shopper=shopper,
+        order=order,
+        amount=amount,
+        when=when,
+    ).redemption
+
+
+def coupon_use(
+    *,
+    code: str,
+    order_number: str,
+    subtotal: Decimal,
+    shopper: Shopper | None = None,
+    order: Order | None = None,
+    amount: Decimal | None = None,
+    when: dt.datetime | None = None,
+) -> CouponUse:
+    """Check ``code`` for this shopper and basket, then count its use for ``order_number``;
+    says whether this call counted it.
 
     The one rule for using a coupon, whoever asks (the coupon API at checkout, an order that
     names a coupon): an order number that already redeemed the code gets its redemption back
-    without a second check or count (a retried call); otherwise ``coupon_check`` decides
-    (``NotFound``/``ValidationError`` with a ``coupon_*`` code) and ``coupon_redeem`` counts.
-    ``amount`` defaults to the discount the coupon gives ``subtotal``. Concurrent uses of one
-    code wait for each other on the coupon's row, so none passes a limit another just reached.
+    (``created`` False) without a second check or count (a retried call, also one racing the
+    first); otherwise ``coupon_check`` decides (``NotFound``/``ValidationError`` with a
+    ``coupon_*`` code) and ``coupon_redeem`` counts. ``amount`` defaults to the discount the
+    coupon gives ``subtotal``. Concurrent uses of one code wait for each other on the coupon's
+    row, so none passes a limit another just reached, and the second call for one order sees
+    the first's redemption.
     """
-    coupon = Coupon.objects.filter(code=code.strip().upper()).first()
-    if coupon is not None:
-        done = CouponRedemption.objects.filter(coupon=coupon, order_number=order_number).first()
-        if done is not None:
-            return coupon_redeem(
-                coupon=coupon, order=order, order_number=order_number, amount=done.amount
-            )
     with transaction.atomic():
-        # The coupon's row lock first: the checks then see every use committed before, so two
-        # concurrent uses never both pass a limit (the per-shopper one has no counter to guard).
-        Coupon.objects.select_for_update().filter(code=code.strip().upper()).first()
+        # The coupon's row lock first: what follows then sees every use committed before, so
+        # two concurrent uses never both pass a limit (the per-shopper one has no counter to
+        # guard) and a call racing another for the same order finds its redemption.
+        locked = Coupon.objects.select_for_update().filter(code=code.strip().upper()).first()
+        if locked is not None:
+            done = CouponRedemption.objects.filter(coupon=locked, order_number=order_number).first()
+            if done is not None:
+                return _coupon_redeem(
+                    coupon=locked, order=order, order_number=order_number, amount=done.amount
+                )
         coupon = coupon_check(code=code, subtotal=subtotal, shopper=shopper, when=when)
         if amount is None:
             amount = coupon_discount(coupon=coupon, subtotal=subtotal)
-        return coupon_redeem(
+        return _coupon_redeem(
             coupon=coupon,
             order=order,
             order_number=order_number,
             amount=amount,
             shopper=shopper_canonical(shopper) if shopper is not None else None,
         )
-
-
-def coupon_redemption_exists(*, code: str, order_number: str) -> bool:
-    """Whether ``code`` was already redeemed for ``order_number``."""
-    return CouponRedemption.objects.filter(
-        coupon__code=code.strip().upper(), order_number=order_number
-    ).exists()
 
 
 def order_coupon_count(*, order: Order) -> str:

@@ -104,7 +104,11 @@ from engagement.services.periodic import (
     product_bought_since,
     win_back_scan,
 )
-from engagement.services.previews import step_preview, step_test_send
+from engagement.services.previews import (
+    preview_sample_shopper,
+    step_preview,
+    step_test_send,
+)
 from engagement.services.products import (
     NotifyRequest,
     notify_request_create,
@@ -169,6 +173,7 @@ __all__ = [
     "post_purchase_fire_for",
     "post_purchase_scan",
     "preferences_update",
+    "preview_sample_shopper",
     "product_bought_since",
     "product_changes_detect",
     "product_events_q",

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from commerce import selectors as commerce_selectors
 from commerce import services as commerce_services
@@ -113,7 +114,7 @@ def preferences_update(
     preference.topics_opted_out.set(topics)
     if pause_days is not None:
         if pause_days < 0 or pause_days > 365:
-            raise ValidationError("pause must be between 0 and 365 days")
+            raise ValidationError(gettext("pause must be between 0 and 365 days"))
         preference.paused_until = (
             timezone.now() + dt.timedelta(days=pause_days) if pause_days else None
         )

@@ -17,6 +17,21 @@ from engagement.services._common import _json
 # --- Admin: preview and test sends -------------------------------------------------------
 
 
+def preview_sample_shopper() -> Shopper:
+    """A made-up shopper (unsaved, id 0: no row of anyone's matches it) to preview steps with
+    when the viewer may not read real shoppers' personal data."""
+    return Shopper(
+        pk=0,
+        customer_id="sample",
+        email="sample.shopper@example.com",
+        first_name="Sam",
+        last_name="Sample",
+        locale="en",
+        country="LV",
+        email_consent=True,
+    )
+
+
 def step_preview(*, step: CampaignStep, shopper: Shopper) -> Rendered:
     """The step rendered for a real shopper, with the trigger's preview data, untracked, and
     with unsubscribe and preference links that act on nobody (a test send carries them)."""

@@ -422,6 +422,9 @@ def test_widget_config_for_an_active_key_and_404_otherwise():
         "business_hours_open": True,
         "languages": ["en", "lv", "tr"],
         "ws_path": "/ws/chat/",
+        # No locale: the merchant's fallback, English, whose labels are the msgids themselves.
+        "language": "en",
+        "strings": {},
     }
     assert (unknown.status_code, off.status_code, missing.status_code) == (404, 404, 400)
 

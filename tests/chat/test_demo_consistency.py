@@ -21,7 +21,7 @@ from tests.commerce.test_import_online_retail_rules import sample  # noqa: F401 
 pytestmark = pytest.mark.django_db
 
 SEED = importlib.import_module("chat.migrations.0002_seed_agents_group_settings_and_bot")
-QUOTE_THE_STORE = importlib.import_module("chat.migrations.0017_demo_articles_quote_the_store")
+QUOTE_THE_STORE = importlib.import_module("chat.migrations.0020_demo_articles_quote_the_store")
 
 
 @pytest.fixture

@@ -1,4 +1,3 @@
-# ruff: noqa: RUF001  # Turkish text needs the dotless i; it is what the tests are about
 """The bot's understanding (chat.nlu): folding, clauses, hand-off phrases, known answers on
 hand-made messages in English, Turkish and Latvian, the rebuild when the merchant changes the
 intents, replies through the real message path, and the evaluation command."""

@@ -259,6 +259,9 @@ ROWS: list[Row] = [
     Row("api/schema/", "GET", fixed("/api/schema/"), EVERYONE),
     Row("api/docs/", "GET", fixed("/api/docs/"), EVERYONE, html=True),
     Row("api/redoc/", "GET", fixed("/api/redoc/"), EVERYONE, html=True),
+    # Django's i18n views: the console's catalog and language switch (a cookie, nothing stored).
+    Row("jsi18n/", "GET", fixed("/jsi18n/"), EVERYONE),
+    Row("i18n/setlang/", "POST", fixed("/i18n/setlang/"), EVERYONE),
     *[
         row
         for call in ("identify", "track", "page", "screen", "group", "alias", "batch", "import")

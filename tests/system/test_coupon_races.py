@@ -86,3 +86,48 @@ def test_two_concurrent_redemptions_of_a_one_use_coupon_one_wins(servers, limits
     coupon.refresh_from_db()
     assert coupon.times_used == 1
     assert CouponRedemption.objects.filter(coupon=coupon, shopper=shopper).count() == 1
+
+
+def _redeem_one_order_twice(
+    servers: tuple[str, str], coupon: Coupon, key: str
+) -> list[httpx.Response]:
+    """Both servers redeem ``coupon`` for the same order A-9 (a store's retry racing its first
+    call) while the test holds the coupon's row; released once both wait."""
+
+    def redeem(server: str) -> httpx.Response:
+        body = {"code": coupon.code, "userId": "c-1", "orderId": "A-9", "subtotal": "20.00"}
+        return httpx.post(f"{server}/v1/coupons/redeem", json=body, auth=(key, ""), timeout=60)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        with transaction.atomic():
+            Coupon.objects.select_for_update().get(pk=coupon.pk)
+            calls = [pool.submit(redeem, servers[0]), pool.submit(redeem, servers[1])]
+            deadline = time.monotonic() + 30
+            while _waiting_on_locks() < 2:
+                assert not any(c.done() for c in calls), [
+                    c.result().text for c in calls if c.done()
+                ]
+                assert time.monotonic() < deadline, "the calls never waited on the coupon"
+                time.sleep(0.05)
+        return [call.result() for call in calls]
+
+
+@pytest.mark.parametrize(
+    "usage_limit", [pytest.param(None, id="unlimited"), pytest.param(1, id="single-use")]
+)
+def test_two_concurrent_redemptions_for_one_order_count_once_and_say_so(servers, usage_limit):
+    key = WriteKey.objects.create(name="store server", server_side=True).key
+    Shopper.objects.create(customer_id="c-1", email="c1@example.com")
+    coupon = Coupon.objects.create(
+        code="ORDER10", kind="percent", value=Decimal(10), usage_limit=usage_limit
+    )
+
+    responses = _redeem_one_order_twice(servers, coupon, key)
+
+    # One call counted the use (201); the other found it done (200, the same redemption).
+    assert sorted(r.status_code for r in responses) == [200, 201], [r.text for r in responses]
+    assert [r.json() for r in responses] == [responses[0].json()] * 2
+    assert (responses[0].json()["amount"], responses[0].json()["times_used"]) == ("2.00", 1)
+    coupon.refresh_from_db()
+    assert coupon.times_used == 1
+    assert CouponRedemption.objects.filter(coupon=coupon, order_number="A-9").count() == 1

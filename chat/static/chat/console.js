@@ -15,7 +15,11 @@
   const TYPING_EVERY_MS = 3000;
   const TYPING_SHOW_MS = 6000;
   const PING_MS = 25000;
-  const STATE_LABELS = { bot: "With the bot", queued: "Queued", assigned: "Assigned", resolved: "Resolved" };
+  // Django's JavaScriptCatalog (/jsi18n/, loaded before this file) in the agent's language.
+  const gettext = window.gettext || ((msgid) => msgid);
+  // Named placeholders only: %(name)s.
+  const interpolate = (fmt, obj) => fmt.replace(/%\(\w+\)s/g, (m) => String(obj[m.slice(2, -2)]));
+  const STATE_LABELS = { bot: gettext("With the bot"), queued: gettext("Queued"), assigned: gettext("Assigned"), resolved: gettext("Resolved") };
 
   const $ = (id) => document.getElementById(id);
   const dom = {
@@ -94,10 +98,10 @@
     const date = new Date(iso);
     if (!iso || Number.isNaN(date.getTime())) return "";
     const seconds = Math.max(0, (Date.now() - date.getTime()) / 1000);
-    if (seconds < 60) return "now";
-    if (seconds < 3600) return `${Math.floor(seconds / 60)}m`;
-    if (seconds < 86400) return `${Math.floor(seconds / 3600)}h`;
-    return `${Math.floor(seconds / 86400)}d`;
+    if (seconds < 60) return gettext("now");
+    if (seconds < 3600) return interpolate(gettext("%(count)sm"), { count: Math.floor(seconds / 60) });
+    if (seconds < 86400) return interpolate(gettext("%(count)sh"), { count: Math.floor(seconds / 3600) });
+    return interpolate(gettext("%(count)sd"), { count: Math.floor(seconds / 86400) });
   }
   function humanize(key) {
     const text = String(key).replace(/_/g, " ").trim();
@@ -113,7 +117,7 @@
   }
   function shopperName(summary) {
     const shopper = (summary && summary.shopper) || {};
-    return shopper.name || shopper.email || shopper.customer_id || `Visitor #${shopper.id || "?"}`;
+    return shopper.name || shopper.email || shopper.customer_id || interpolate(gettext("Visitor #%(id)s"), { id: shopper.id || "?" });
   }
   function uuid() {
     if (crypto.randomUUID) return crypto.randomUUID();
@@ -177,7 +181,7 @@
 
   function connect() {
     clearTimeout(state.reconnectTimer);
-    setConnection(state.attempt ? "Reconnecting…" : "Connecting…", "connecting");
+    setConnection(state.attempt ? gettext("Reconnecting…") : gettext("Connecting…"), "connecting");
     // Reconnecting with a conversation open: the server re-opens it from the last seq shown
     // before it sends any live event, so missed messages arrive first and in order.
     const resuming = Boolean(state.selectedId);
@@ -188,7 +192,7 @@
       opened = true;
       state.attempt = 0;
       state.open = true;
-      setConnection("Connected", "online");
+      setConnection(gettext("Connected"), "online");
       if (dom.presence.value === "away") send({ type: "presence.set", status: "away" });
       // The first time, the server's own snapshot picks the tab where the agent's work is.
       if (state.viewSettled) queryInbox();
@@ -214,13 +218,13 @@
       state.socket = null;
       clearInterval(state.pingTimer);
       if (event.code === 4003) {
-        setConnection("Not allowed: sign in as an agent", "offline");
+        setConnection(gettext("Not allowed: sign in as an agent"), "offline");
         setTimeout(() => location.assign(`/admin/login/?next=${encodeURIComponent(location.pathname)}`), 1500);
         return;
       }
       const delay = Math.min(10, 0.5 * 2 ** state.attempt) * (0.8 + Math.random() * 0.4) * 1000;
       state.attempt += 1;
-      setConnection("Offline, reconnecting…", "offline");
+      setConnection(gettext("Offline, reconnecting…"), "offline");
       state.reconnectTimer = setTimeout(connect, delay);
       // A refused handshake (HTTP 403: session expired, permission removed) looks like a
       // network error to the browser; ask the API whether we are still allowed in.
@@ -233,7 +237,7 @@
       const response = await fetch(`${API}agents/`, { credentials: "same-origin", headers: { Accept: "application/json" } });
       if (response.status === 401 || response.status === 403) {
         clearTimeout(state.reconnectTimer);
-        setConnection("Signed out", "offline");
+        setConnection(gettext("Signed out"), "offline");
         location.assign(`/admin/login/?next=${encodeURIComponent(location.pathname)}`);
       }
     } catch (_) {
@@ -313,7 +317,7 @@
 
   function inboxItem(summary) {
     const last = summary.last_message;
-    const prefix = last && last.author_kind !== "shopper" ? `${last.author_kind === "agent" ? "Agent" : humanize(last.author_kind)}: ` : "";
+    const prefix = last && last.author_kind !== "shopper" ? `${last.author_kind === "agent" ? gettext("Agent") : humanize(last.author_kind)}: ` : "";
     const button = h(
       "button",
       {
@@ -329,13 +333,13 @@
           h("span", { class: "inbox-item__name", text: shopperName(summary) }),
           h("time", { class: "inbox-item__time", text: ago((last && last.created_at) || summary.updated_at) }),
         ]),
-        h("span", { class: "inbox-item__preview", text: last ? prefix + last.body : "No messages yet" }),
+        h("span", { class: "inbox-item__preview", text: last ? prefix + last.body : gettext("No messages yet") }),
         h("span", { class: "inbox-item__tags" }, [
           h("span", { class: `pill pill--${summary.state}`, text: STATE_LABELS[summary.state] || summary.state }),
-          summary.channel === "email" ? h("span", { class: "pill pill--email", text: "Email" }) : null,
-          summary.snoozed ? h("span", { class: "pill pill--snoozed", text: summary.snoozed_until ? `Snoozed until ${formatTime(summary.snoozed_until)}` : "Snoozed until reply" }) : null,
+          summary.channel === "email" ? h("span", { class: "pill pill--email", text: gettext("Email") }) : null,
+          summary.snoozed ? h("span", { class: "pill pill--snoozed", text: summary.snoozed_until ? interpolate(gettext("Snoozed until %(time)s"), { time: formatTime(summary.snoozed_until) }) : gettext("Snoozed until reply") }) : null,
           ...(summary.labels || []).map((label) => h("span", { class: "pill pill--label", "data-testid": "inbox-label-pill", text: label })),
-          summary.assigned_agent ? h("span", { class: "inbox-item__agent", text: summary.assigned_agent.id === ME.id ? "You" : summary.assigned_agent.name }) : null,
+          summary.assigned_agent ? h("span", { class: "inbox-item__agent", text: summary.assigned_agent.id === ME.id ? gettext("You") : summary.assigned_agent.name }) : null,
         ]),
       ],
     );
@@ -416,7 +420,7 @@
     dom.transfer.hidden = resolved;
     dom.snooze.hidden = resolved || Boolean(summary.snoozed);
     dom.unsnooze.hidden = !summary.snoozed;
-    if (summary.snoozed) bits.push(summary.snoozed_until ? `snoozed until ${formatTime(summary.snoozed_until, true)}` : "snoozed until the shopper writes");
+    if (summary.snoozed) bits.push(summary.snoozed_until ? interpolate(gettext("snoozed until %(time)s"), { time: formatTime(summary.snoozed_until, true) }) : gettext("snoozed until the shopper writes"));
     dom.subtitle.textContent = bits.join(" · ");
     renderLabels(summary.labels || []);
     renderTransferOptions();
@@ -430,7 +434,7 @@
           h("button", {
             type: "button",
             class: "pill__remove",
-            "aria-label": `Remove label ${label}`,
+            "aria-label": interpolate(gettext("Remove label %(label)s"), { label }),
             text: "×",
             onclick: () => send({ type: "conversation.label.remove", conversation_id: state.selectedId, label, ref: nextRef() }),
           }),
@@ -451,9 +455,9 @@
 
   function authorName(message) {
     const author = message.author || {};
-    if (author.kind === "shopper") return state.selected ? shopperName(state.selected) : "Shopper";
-    if (author.kind === "agent") return author.id === ME.id ? `${author.name || ME.name} (you)` : author.name || "Agent";
-    if (author.kind === "bot") return author.name || "Bot";
+    if (author.kind === "shopper") return state.selected ? shopperName(state.selected) : gettext("Shopper");
+    if (author.kind === "agent") return author.id === ME.id ? interpolate(gettext("%(name)s (you)"), { name: author.name || ME.name }) : author.name || gettext("Agent");
+    if (author.kind === "bot") return author.name || gettext("Bot");
     return "";
   }
 
@@ -463,9 +467,9 @@
     body.textContent = String(message.body || ""); // plain text, always
     const meta = h("span", { class: "message__meta" }, [
       h("span", { class: "message__author", text: authorName(message) }),
-      message.internal ? h("span", { class: "pill pill--note", text: "Private note" }) : null,
+      message.internal ? h("span", { class: "pill pill--note", text: gettext("Private note") }) : null,
       h("time", { datetime: message.created_at || "", text: message.created_at ? formatTime(message.created_at) : "" }),
-      pending ? h("span", { class: "message__delivery", text: "Sending…" }) : null,
+      pending ? h("span", { class: "message__delivery", text: gettext("Sending…") }) : null,
     ]);
     return h(
       "li",
@@ -532,7 +536,7 @@
   // Context panel: sections are rendered generically, whatever app sent them.
   function renderValue(value) {
     if (value === null || value === undefined || value === "") return h("span", { class: "muted", text: "—" });
-    if (typeof value === "boolean") return document.createTextNode(value ? "Yes" : "No");
+    if (typeof value === "boolean") return document.createTextNode(value ? gettext("Yes") : gettext("No"));
     if (typeof value === "string" && ISO_RE.test(value)) return h("time", { datetime: value, text: formatTime(value, true) });
     if (typeof value === "string" && /^https?:\/\//.test(value)) {
       const href = safeHref(value);
@@ -556,12 +560,12 @@
 
   const PRIMARY_KEYS = ["title", "name", "number", "sku", "label", "id"];
   function renderItems(items) {
-    if (!items.length) return h("p", { class: "muted", text: "None" });
+    if (!items.length) return h("p", { class: "muted", text: gettext("None") });
     const list = h("ul", { class: "items" });
     for (const item of items) {
       const primaryKey = PRIMARY_KEYS.find((key) => item[key] !== undefined && item[key] !== null && item[key] !== "");
       const href = item.url ? safeHref(item.url) : null;
-      const primaryText = primaryKey ? `${primaryKey === "number" ? "#" : ""}${item[primaryKey]}` : "Item";
+      const primaryText = primaryKey ? `${primaryKey === "number" ? "#" : ""}${item[primaryKey]}` : gettext("Item");
       const primary = href
         ? h("a", { href, target: "_blank", rel: "noopener noreferrer", class: "items__title", text: primaryText })
         : h("span", { class: "items__title", text: primaryText });
@@ -581,13 +585,13 @@
 
   function sectionNode(section) {
     const body = [];
-    if (section.error) body.push(h("p", { class: "muted", text: "Unavailable right now." }));
+    if (section.error) body.push(h("p", { class: "muted", text: gettext("Unavailable right now.") }));
     else {
       const data = section.data || {};
       const entries = Object.entries(data);
       // A section whose data is one list (orders, items) shows the list itself.
       if (entries.length === 1 && Array.isArray(entries[0][1])) body.push(renderValue(entries[0][1]));
-      else if (!entries.length) body.push(h("p", { class: "muted", text: "Nothing yet." }));
+      else if (!entries.length) body.push(h("p", { class: "muted", text: gettext("Nothing yet.") }));
       else body.push(renderRows(data));
     }
     return h(
@@ -628,7 +632,7 @@
 
   function renderTransferOptions() {
     const current = state.selected && state.selected.assigned_agent ? state.selected.assigned_agent.id : null;
-    const options = [h("option", { value: "", text: "Transfer to…" })];
+    const options = [h("option", { value: "", text: gettext("Transfer to…") })];
     const agents = Array.from(state.agents.values()).filter((agent) => agent.id !== current);
     agents.sort((a, b) => String(a.name).localeCompare(String(b.name)));
     for (const agent of agents) {
@@ -703,7 +707,7 @@
     typing(frame) {
       if (frame.conversation_id !== state.selectedId || !frame.author) return;
       if (frame.author.kind === "agent" && frame.author.id === ME.id) return;
-      const name = frame.author.kind === "shopper" ? shopperName(state.selected) : frame.author.name || "Someone";
+      const name = frame.author.kind === "shopper" ? shopperName(state.selected) : frame.author.name || gettext("Someone");
       showTyping(frame.active ? `${name} is typing…` : null);
     },
     read() {},
@@ -721,13 +725,13 @@
     },
     "csat.recorded"(frame) {
       if (frame.conversation_id === state.selectedId) {
-        addNotice(`The shopper rated this conversation ${frame.rating}/5${frame.comment ? `: “${frame.comment}”` : "."}`);
+        addNotice(frame.comment ? interpolate(gettext("The shopper rated this conversation %(rating)s/5: “%(comment)s”"), frame) : interpolate(gettext("The shopper rated this conversation %(rating)s/5."), frame));
       } else {
         toast(`A shopper rated a conversation ${frame.rating}/5.`);
       }
     },
     "transcript.queued"(frame) {
-      toast(`Transcript queued for ${frame.email || "the shopper"}.`);
+      toast(frame.email ? interpolate(gettext("Transcript queued for %(email)s."), frame) : gettext("Transcript queued for the shopper."));
     },
     presence(frame) {
       const agent = frame.agent;
@@ -747,7 +751,7 @@
           node.classList.remove("message--pending");
           node.classList.add("message--failed");
           const delivery = node.querySelector(".message__delivery");
-          if (delivery) delivery.textContent = `Not sent: ${frame.message || frame.code}`;
+          if (delivery) delivery.textContent = interpolate(gettext("Not sent: %(reason)s"), { reason: frame.message || frame.code });
         }
       }
       toast(frame.message || `Error: ${frame.code}`, "error");
@@ -762,9 +766,9 @@
     dom.composer.dataset.mode = mode;
     dom.modeReply.setAttribute("aria-checked", mode === "reply" ? "true" : "false");
     dom.modeNote.setAttribute("aria-checked", mode === "note" ? "true" : "false");
-    dom.inputLabel.textContent = mode === "note" ? "Private note (only agents see it)" : "Reply to the shopper";
-    dom.input.placeholder = mode === "note" ? "Write a private note… only agents see it" : "Type a reply… (type / for canned responses)";
-    dom.send.textContent = mode === "note" ? "Add note" : "Send";
+    dom.inputLabel.textContent = mode === "note" ? gettext("Private note (only agents see it)") : gettext("Reply to the shopper");
+    dom.input.placeholder = mode === "note" ? gettext("Write a private note… only agents see it") : gettext("Type a reply… (type / for canned responses)");
+    dom.send.textContent = mode === "note" ? gettext("Add note") : gettext("Send");
     if (mode === "note") stopTyping();
     dom.input.focus();
   }
@@ -773,7 +777,7 @@
     const body = dom.input.value.trim();
     if (!body || !state.selectedId) return;
     if (body.length > MAX_BODY) {
-      toast(`Messages are limited to ${MAX_BODY} characters.`, "error");
+      toast(interpolate(gettext("Messages are limited to %(max)s characters."), { max: MAX_BODY }), "error");
       return;
     }
     const clientId = uuid();
@@ -846,7 +850,7 @@
         [h("span", { class: "canned__shortcut", text: `/${item.shortcut}` }), h("span", { class: "canned__title", text: item.title }), h("span", { class: "canned__body", text: item.body })],
       ),
     );
-    if (!options.length) options.push(h("div", { class: "canned__empty", text: state.canned.length ? "No match" : "No canned responses yet (add them in the admin)." }));
+    if (!options.length) options.push(h("div", { class: "canned__empty", text: state.canned.length ? gettext("No match") : gettext("No canned responses yet (add them in the admin).") }));
     dom.canned.replaceChildren(...options);
     dom.canned.hidden = false;
     dom.cannedButton.setAttribute("aria-expanded", "true");
@@ -926,7 +930,7 @@
     if (!agentId || !state.selectedId) return;
     const agent = state.agents.get(agentId);
     send({ type: "conversation.transfer", conversation_id: state.selectedId, agent_id: agentId, ref: nextRef() });
-    toast(`Transferring to ${agent ? agent.name : "another agent"}…`);
+    toast(agent ? interpolate(gettext("Transferring to %(name)s…"), { name: agent.name }) : gettext("Transferring to another agent…"));
     dom.transfer.value = "";
   });
   dom.resolve.addEventListener("click", () => {
@@ -937,7 +941,7 @@
     const frame = { type: "transcript.send", conversation_id: state.selectedId, ref: nextRef() };
     const known = state.selected && state.selected.shopper && state.selected.shopper.email;
     if (!known) {
-      const email = window.prompt("Send the transcript to which email address?");
+      const email = window.prompt(gettext("Send the transcript to which email address?"));
       if (!email) return;
       frame.email = email.trim();
     }
@@ -1015,12 +1019,16 @@
 
   document.addEventListener("visibilitychange", () => {
     if (document.visibilityState === "visible") {
-      document.title = "Inbox · Patron Console";
+      document.title = gettext("Inbox · Patron Console");
       markRead();
     }
   });
   // Relative times in the inbox age.
   setInterval(renderList, 30000);
+
+  // The language switch (top bar) posts to Django's set_language, which sets the cookie.
+  const languageSelect = document.getElementById("language-select");
+  if (languageSelect) languageSelect.addEventListener("change", () => languageSelect.form.submit());
 
   loadAgents();
   connect();

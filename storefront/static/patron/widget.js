@@ -8,10 +8,11 @@
  * Vanilla ES2020, no dependencies, everything inside one open shadow root so the shop's CSS
  * and ours never meet.
  */
-(() => {
+(async () => {
   "use strict";
 
-  if (window.PatronChat) return; // pasted twice: keep the first
+  if (window.PatronChat || window.__patronChatLoading) return; // pasted twice: keep the first
+  window.__patronChatLoading = true;
 
   const script =
     document.currentScript ||
@@ -33,6 +34,33 @@
   if (!WRITE_KEY) {
     console.warn("Patron widget: data-write-key is missing on the script tag.");
     return;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Languages. The widget speaks the shop page's language (data-locale on the script tag, else
+  // <html lang>, else the browser's), sends it in hello so the conversation speaks it too, and
+  // takes its own labels from Patron's djangojs catalog for that language (widget-config's
+  // "strings"; English when it cannot be fetched). gettext/interpolate follow Django's
+  // JavaScriptCatalog, so makemessages -d djangojs finds every label.
+  const LOCALE = (script.dataset.locale || document.documentElement.lang || navigator.language || "").slice(0, 16);
+  let CATALOG = {};
+  let CONFIG = null;
+  try {
+    const params = new URLSearchParams({ write_key: WRITE_KEY, locale: LOCALE });
+    const response = await fetch(`${ORIGIN}/api/chat/widget-config/?${params}`, { credentials: "omit" });
+    if (response.ok) {
+      CONFIG = await response.json();
+      CATALOG = (CONFIG && CONFIG.strings) || {};
+    }
+  } catch (_) {
+    /* offline or refused by CORS: English labels */
+  }
+  function gettext(msgid) {
+    const value = CATALOG[msgid];
+    return typeof value === "string" && value ? value : msgid;
+  }
+  function interpolate(fmt, obj) {
+    return fmt.replace(/%\(\w+\)s/g, (match) => String(obj[match.slice(2, -2)]));
   }
 
   // ---------------------------------------------------------------------------------------
@@ -188,7 +216,7 @@
     {
       type: "button",
       class: "launcher",
-      "aria-label": "Open chat",
+      "aria-label": gettext("Open chat"),
       "aria-expanded": "false",
       "aria-controls": "patron-panel",
       "data-testid": "patron-launcher",
@@ -197,12 +225,12 @@
     [h("span", { class: "launcher__chat" }, [svg(ICON_CHAT, 28)]), h("span", { class: "launcher__close" }, [svg(ICON_CLOSE, 22)]), ui.badge],
   );
 
-  ui.title = h("h2", { class: "title", id: "patron-title", text: "Chat with us" });
-  ui.status = h("p", { class: "status", "data-testid": "patron-status", text: "We usually reply in a few minutes" });
+  ui.title = h("h2", { class: "title", id: "patron-title", text: gettext("Chat with us") });
+  ui.status = h("p", { class: "status", "data-testid": "patron-status", text: gettext("We usually reply in a few minutes") });
   ui.avatar = h("span", { class: "avatar", "aria-hidden": "true", text: "P" });
   ui.close = h(
     "button",
-    { type: "button", class: "icon-button", "aria-label": "Close chat", onclick: () => closePanel() },
+    { type: "button", class: "icon-button", "aria-label": gettext("Close chat"), onclick: () => closePanel() },
     [svg(ICON_CLOSE, 18)],
   );
   ui.connection = h("p", { class: "connection", hidden: true, role: "status", "data-testid": "patron-connection" });
@@ -212,7 +240,7 @@
     class: "log",
     role: "log",
     "aria-live": "polite",
-    "aria-label": "Messages",
+    "aria-label": gettext("Messages"),
     "data-testid": "patron-messages",
   });
   ui.typing = h("p", { class: "typing", hidden: true, "aria-live": "polite", "data-testid": "patron-typing" });
@@ -223,14 +251,14 @@
   ui.offlineBody = h("textarea", { id: "patron-offline-body", rows: "3", required: true, maxlength: String(MAX_BODY) });
   ui.offline = h(
     "form",
-    { class: "card", hidden: true, "data-testid": "patron-offline-form", "aria-label": "Leave us a message", onsubmit: onOfflineSubmit },
+    { class: "card", hidden: true, "data-testid": "patron-offline-form", "aria-label": gettext("Leave us a message"), onsubmit: onOfflineSubmit },
     [
       ui.offlineText,
-      h("label", { for: "patron-offline-email", text: "Your email" }),
+      h("label", { for: "patron-offline-email", text: gettext("Your email") }),
       ui.offlineEmail,
-      h("label", { for: "patron-offline-body", text: "Your message" }),
+      h("label", { for: "patron-offline-body", text: gettext("Your message") }),
       ui.offlineBody,
-      h("button", { type: "submit", class: "primary", text: "Send message" }),
+      h("button", { type: "submit", class: "primary", text: gettext("Send message") }),
     ],
   );
 
@@ -241,7 +269,7 @@
       {
         type: "button",
         class: "star",
-        "aria-label": `Rate ${rating} out of 5`,
+        "aria-label": interpolate(gettext("Rate %(rating)s out of 5"), { rating }),
         "aria-pressed": "false",
         "data-rating": String(rating),
         onclick: () => selectRating(rating),
@@ -249,15 +277,15 @@
       ["★"],
     ),
   );
-  ui.csatComment = h("textarea", { id: "patron-csat-comment", rows: "2", maxlength: "1000", placeholder: "Anything we could do better? (optional)" });
-  ui.csatSubmit = h("button", { type: "submit", class: "primary", disabled: true, text: "Send rating" });
+  ui.csatComment = h("textarea", { id: "patron-csat-comment", rows: "2", maxlength: "1000", placeholder: gettext("Anything we could do better? (optional)") });
+  ui.csatSubmit = h("button", { type: "submit", class: "primary", disabled: true, text: gettext("Send rating") });
   ui.csat = h(
     "form",
-    { class: "card", hidden: true, "data-testid": "patron-csat", "aria-label": "Rate this conversation", onsubmit: onCsatSubmit },
+    { class: "card", hidden: true, "data-testid": "patron-csat", "aria-label": gettext("Rate this conversation"), onsubmit: onCsatSubmit },
     [
-      h("p", { class: "card-title", text: "How did we do?" }),
-      h("div", { class: "stars", role: "group", "aria-label": "Rating" }, ui.csatStars),
-      h("label", { for: "patron-csat-comment", class: "sr-only", text: "Comment" }),
+      h("p", { class: "card-title", text: gettext("How did we do?") }),
+      h("div", { class: "stars", role: "group", "aria-label": gettext("Rating") }, ui.csatStars),
+      h("label", { for: "patron-csat-comment", class: "sr-only", text: gettext("Comment") }),
       ui.csatComment,
       ui.csatSubmit,
     ],
@@ -267,10 +295,10 @@
   ui.transcriptEmail = h("input", { type: "email", id: "patron-transcript-email", autocomplete: "email", placeholder: "you@example.com" });
   ui.transcript = h(
     "form",
-    { class: "card", hidden: true, "aria-label": "Email me this conversation", onsubmit: onTranscriptSubmit },
+    { class: "card", hidden: true, "aria-label": gettext("Email me this conversation"), onsubmit: onTranscriptSubmit },
     [
-      h("label", { for: "patron-transcript-email", text: "Send a copy of this chat to" }),
-      h("div", { class: "row" }, [ui.transcriptEmail, h("button", { type: "submit", class: "primary", text: "Send" })]),
+      h("label", { for: "patron-transcript-email", text: gettext("Send a copy of this chat to") }),
+      h("div", { class: "row" }, [ui.transcriptEmail, h("button", { type: "submit", class: "primary", text: gettext("Send") })]),
     ],
   );
 
@@ -278,14 +306,14 @@
     type: "button",
     class: "chip",
     "data-testid": "patron-handoff",
-    text: "Talk to a person",
+    text: gettext("Talk to a person"),
     onclick: () => requestHandoff(),
   });
   ui.transcriptToggle = h("button", {
     type: "button",
     class: "chip chip--quiet",
     hidden: true,
-    text: "Email transcript",
+    text: gettext("Email transcript"),
     onclick: () => {
       ui.transcript.hidden = !ui.transcript.hidden;
       if (!ui.transcript.hidden) ui.transcriptEmail.focus();
@@ -298,13 +326,13 @@
     class: "input",
     rows: "1",
     maxlength: String(MAX_BODY),
-    placeholder: "Write a message…",
-    "aria-label": "Message",
+    placeholder: gettext("Write a message…"),
+    "aria-label": gettext("Message"),
     "data-testid": "patron-input",
     oninput: onComposerInput,
     onkeydown: onComposerKeydown,
   });
-  ui.send = h("button", { type: "submit", class: "send", "aria-label": "Send", "data-testid": "patron-send" }, [svg(ICON_SEND, 20)]);
+  ui.send = h("button", { type: "submit", class: "send", "aria-label": gettext("Send"), "data-testid": "patron-send" }, [svg(ICON_SEND, 20)]);
   ui.composer = h("form", { class: "composer", onsubmit: onComposerSubmit }, [ui.input, ui.send]);
 
   ui.panel = h(
@@ -331,7 +359,7 @@
       ui.transcript,
       ui.actions,
       ui.composer,
-      h("p", { class: "footer", text: "Powered by Patron" }),
+      h("p", { class: "footer", text: gettext("Powered by Patron") }),
     ],
   );
 
@@ -361,7 +389,8 @@
     helloHadToken: false,
     handoffQueued: false,
     settings: null,
-    greeting: null,
+    // widget-config's greeting, already in the page's language, until welcome brings its own.
+    greeting: (CONFIG && CONFIG.greeting) || null,
     csatRating: 0,
     sentPage: "",
   };
@@ -399,7 +428,7 @@
     if (state.socket && state.socket.readyState <= WebSocket.OPEN) return;
     clearTimeout(state.reconnectTimer);
     state.ready = false;
-    setConnection(state.attempt > 0 ? "Reconnecting…" : "Connecting…");
+    setConnection(state.attempt > 0 ? gettext("Reconnecting…") : gettext("Connecting…"));
     let socket;
     try {
       socket = new WebSocket(WS_URL);
@@ -418,8 +447,7 @@
         hello.customer_id = CUSTOMER_ID;
         hello.customer_hash = CUSTOMER_HASH;
       }
-      const lang = (document.documentElement.lang || navigator.language || "").slice(0, 16);
-      if (lang) hello.locale = lang;
+      if (LOCALE) hello.locale = LOCALE;
       if (state.conversationId) {
         hello.conversation_id = state.conversationId;
         // Within one page we resume after what is on screen; a fresh page load asks for the
@@ -459,7 +487,7 @@
       } else {
         // Refused without a token: a wrong write key or customer hash. Retrying cannot help.
         state.wanted = false;
-        setConnection("Chat is unavailable on this site right now.");
+        setConnection(gettext("Chat is unavailable on this site right now."));
       }
       return;
     }
@@ -477,7 +505,7 @@
     const base = Math.min(10, 0.5 * 2 ** state.attempt);
     const delay = base * (0.8 + Math.random() * 0.4) * 1000;
     state.attempt += 1;
-    setConnection("Connection lost. Reconnecting…");
+    setConnection(gettext("Connection lost. Reconnecting…"));
     state.reconnectTimer = setTimeout(connect, delay);
   }
 
@@ -573,7 +601,7 @@
     },
     typing(frame) {
       if (!frame.author || frame.author.kind === "shopper") return;
-      showTyping(frame.active ? frame.author.name || "Someone" : null);
+      showTyping(frame.active ? frame.author.name || gettext("Someone") : null);
     },
     read() {
       /* read receipts are not shown to shoppers */
@@ -611,17 +639,17 @@
     "csat.recorded"(frame) {
       store.set(KEYS.csatDone, String(frame.conversation_id || state.conversationId));
       ui.csat.hidden = true;
-      addNotice("Thanks for your feedback!");
+      addNotice(gettext("Thanks for your feedback!"));
     },
     "transcript.queued"(frame) {
       ui.transcript.hidden = true;
-      addNotice(`We'll email a copy of this chat to ${frame.email || "you"}.`);
+      addNotice(frame.email ? interpolate(gettext("We'll email a copy of this chat to %(email)s."), { email: frame.email }) : gettext("We'll email you a copy of this chat."));
     },
     error(frame) {
       if (frame.ref) markFailed(frame.ref, frame.message);
-      if (frame.code === "rate_limited") addNotice("You're sending messages too quickly. Please wait a moment.");
-      else if (frame.code === "conflict" && !frame.ref) addNotice(frame.message || "That was already done.");
-      else if (!frame.ref && frame.code !== "forbidden" && frame.code !== "hello_required") addNotice(frame.message || "Something went wrong.");
+      if (frame.code === "rate_limited") addNotice(gettext("You're sending messages too quickly. Please wait a moment."));
+      else if (frame.code === "conflict" && !frame.ref) addNotice(frame.message || gettext("That was already done."));
+      else if (!frame.ref && frame.code !== "forbidden" && frame.code !== "hello_required") addNotice(frame.message || gettext("Something went wrong."));
     },
     pong() {},
   };
@@ -648,8 +676,8 @@
 
   function authorLabel(author) {
     if (!author) return "";
-    if (author.kind === "bot") return author.name || "Assistant";
-    if (author.kind === "agent") return author.name || "Agent";
+    if (author.kind === "bot") return author.name || gettext("Assistant");
+    if (author.kind === "agent") return author.name || gettext("Agent");
     return "";
   }
 
@@ -659,7 +687,7 @@
     const meta = h("span", { class: "meta" }, [
       name ? h("span", { class: "author", text: name }) : null,
       h("time", { text: time }),
-      pending ? h("span", { class: "delivery", text: "Sending…" }) : null,
+      pending ? h("span", { class: "delivery", text: gettext("Sending…") }) : null,
     ]);
     return h(
       "li",
@@ -727,7 +755,7 @@
     node.classList.remove("message--pending");
     node.classList.add("message--failed");
     const delivery = node.querySelector(".delivery") || h("span", { class: "delivery" });
-    delivery.textContent = reason ? `Not sent: ${reason}` : "Not sent";
+    delivery.textContent = reason ? interpolate(gettext("Not sent: %(reason)s"), { reason }) : gettext("Not sent");
     node.querySelector(".meta").append(delivery);
     const index = state.pending.findIndex((p) => p.client_id === clientId);
     if (index >= 0) {
@@ -738,7 +766,7 @@
 
   function renderGreeting() {
     if (state.rendered.size || ui.log.querySelector(".message--pending") || ui.log.querySelector(".greeting")) return;
-    const text = state.greeting || "Hi! How can we help you today?";
+    const text = state.greeting || gettext("Hi! How can we help you today?");
     const node = messageNode({ kind: "bot", name: "", body: text, time: "" });
     node.classList.add("greeting");
     node.removeAttribute("data-testid");
@@ -764,7 +792,7 @@
   function renderBadge() {
     ui.badge.textContent = state.unread > 9 ? "9+" : String(state.unread);
     ui.badge.hidden = state.open || state.unread === 0;
-    ui.launcher.setAttribute("aria-label", state.unread && !state.open ? `Open chat, ${state.unread} unread` : state.open ? "Close chat" : "Open chat");
+    ui.launcher.setAttribute("aria-label", state.unread && !state.open ? interpolate(gettext("Open chat, unread: %(count)s"), { count: state.unread }) : state.open ? gettext("Close chat") : gettext("Open chat"));
   }
 
   function setConnection(text) {
@@ -776,13 +804,13 @@
     const conversation = state.conversation;
     const current = conversation ? conversation.state : null;
     const agent = conversation && conversation.agent && conversation.agent.name;
-    let status = "Our assistant answers right away";
-    if (current === "queued" && conversation.channel === "email") status = "We'll reply by email";
-    else if (current === "queued" && conversation.agents_online === 0) status = "No one is online right now";
-    else if (current === "queued") status = "Waiting for the next available person";
-    else if (current === "assigned") status = agent ? `You're chatting with ${agent}` : "You're chatting with our team";
-    else if (current === "resolved") status = "Conversation closed · write to reopen";
-    else if (state.settings && state.settings.business_hours_open === false) status = "We're offline. Leave a message.";
+    let status = gettext("Our assistant answers right away");
+    if (current === "queued" && conversation.channel === "email") status = gettext("We'll reply by email");
+    else if (current === "queued" && conversation.agents_online === 0) status = gettext("No one is online right now");
+    else if (current === "queued") status = gettext("Waiting for the next available person");
+    else if (current === "assigned") status = agent ? interpolate(gettext("You're chatting with %(agent)s"), { agent }) : gettext("You're chatting with our team");
+    else if (current === "resolved") status = gettext("Conversation closed · write to reopen");
+    else if (state.settings && state.settings.business_hours_open === false) status = gettext("We're offline. Leave a message.");
     ui.status.textContent = status;
     ui.avatar.textContent = current === "assigned" && agent ? agent.trim().charAt(0).toUpperCase() || "P" : "P";
     ui.panel.dataset.state = current || "new";
@@ -805,11 +833,11 @@
     if (!position || !queued) {
       ui.queue.hidden = true;
     } else if (agentsOnline === 0) {
-      ui.queue.textContent = "No one from our team is online right now. Leave your email below and we'll reply by email.";
+      ui.queue.textContent = gettext("No one from our team is online right now. Leave your email below and we'll reply by email.");
       ui.queue.hidden = false;
     } else {
       ui.queue.textContent =
-        position === 1 ? "You're next in line. An agent will be with you shortly." : `You're number ${position} in line.`;
+        position === 1 ? gettext("You're next in line. An agent will be with you shortly.") : interpolate(gettext("You're number %(position)s in line."), { position });
       ui.queue.hidden = false;
     }
     ui.queue.dataset.agentsOnline = agentsOnline === undefined || agentsOnline === null ? "" : String(agentsOnline);
@@ -823,8 +851,8 @@
     ui.offlineText.textContent =
       message ||
       (nobodyOnline
-        ? "No one from our team is online right now. Leave your email and your question, and we'll reply by email."
-        : "We're offline right now. Leave your email and we'll reply by email.");
+        ? gettext("No one from our team is online right now. Leave your email and your question, and we'll reply by email.")
+        : gettext("We're offline right now. Leave your email and we'll reply by email."));
     ui.offline.hidden = false;
     ui.handoff.hidden = true;
     if (!state.open) openPanel();
@@ -839,7 +867,7 @@
       ui.typing.textContent = "";
       return;
     }
-    ui.typing.textContent = `${name} is typing…`;
+    ui.typing.textContent = interpolate(gettext("%(name)s is typing…"), { name });
     ui.typing.hidden = false;
     state.typingTimer = setTimeout(() => showTyping(null), TYPING_SHOW_MS);
   }
@@ -856,7 +884,7 @@
     renderBadge();
     renderGreeting();
     renderState();
-    if (!state.ready) setConnection(state.attempt > 0 ? "Reconnecting…" : "Connecting…");
+    if (!state.ready) setConnection(state.attempt > 0 ? gettext("Reconnecting…") : gettext("Connecting…"));
     connect();
     markRead();
     scrollToEnd();
@@ -905,7 +933,7 @@
     const body = ui.input.value.trim();
     if (!body) return;
     if (body.length > MAX_BODY) {
-      addNotice(`Messages are limited to ${MAX_BODY} characters.`);
+      addNotice(interpolate(gettext("Messages are limited to %(max)s characters."), { max: MAX_BODY }));
       return;
     }
     ui.input.value = "";
@@ -985,7 +1013,7 @@
     const frame = { type: "csat.submit", rating: state.csatRating, ref: "csat" };
     const comment = ui.csatComment.value.trim();
     if (comment) frame.comment = comment.slice(0, 1000);
-    if (!send(frame)) addNotice("Still connecting… please try again in a moment.");
+    if (!send(frame)) addNotice(gettext("Still connecting… please try again in a moment."));
   }
 
   function onOfflineSubmit(event) {
@@ -998,9 +1026,9 @@
       if (state.conversationId) store.set(KEYS.offlineDone, String(state.conversationId));
       ui.offline.hidden = true;
       ui.offlineBody.value = "";
-      addNotice(`Thanks! We'll reply to ${email} by email.`);
+      addNotice(interpolate(gettext("Thanks! We'll reply to %(email)s by email."), { email }));
     } else {
-      addNotice("Still connecting… please try again in a moment.");
+      addNotice(gettext("Still connecting… please try again in a moment."));
     }
   }
 
@@ -1009,7 +1037,7 @@
     const email = ui.transcriptEmail.value.trim();
     const frame = { type: "transcript.request", ref: "transcript" };
     if (email) frame.email = email;
-    if (!send(frame)) addNotice("Still connecting… please try again in a moment.");
+    if (!send(frame)) addNotice(gettext("Still connecting… please try again in a moment."));
   }
 
   // ---------------------------------------------------------------------------------------

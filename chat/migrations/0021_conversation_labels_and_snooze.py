@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('chat', '0017_demo_articles_quote_the_store'),
+        ('chat', '0020_demo_articles_quote_the_store'),
         ('commerce', '0008_storesettings_currency_free_shipping_threshold'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]

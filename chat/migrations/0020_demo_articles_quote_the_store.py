@@ -47,7 +47,7 @@ def backwards(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("chat", "0016_messages_post_function_v3"),
+        ("chat", "0019_language_choices_for_articles_and_intents"),
         ("commerce", "0008_storesettings_currency_free_shipping_threshold"),
     ]
 
