@@ -14,6 +14,7 @@ from typing import Any, TypeVar, cast
 from django.conf import settings
 from django.http import HttpRequest
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.authentication import BaseAuthentication
@@ -78,6 +79,25 @@ class TrackingWriteKeyAuthentication(WriteKeyAuthentication):
         payload, _ = request_payload(request)
         body_key = payload.get("writeKey") if isinstance(payload, dict) else None
         return body_key if isinstance(body_key, str) else None
+
+
+class TrackingWriteKeyAuthenticationScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]  # drf-spectacular's __init_subclass__ is unannotated
+    """The tracking paths' scheme: a component of its own, since drf-spectacular names one
+    component per authentication class (the base's ``writeKey`` would clash)."""
+
+    target_class = "commerce.tracking_api.TrackingWriteKeyAuthentication"
+    name = "trackingWriteKey"
+    priority = 1  # over the base class's scheme, which matches subclasses
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {
+            "type": "http",
+            "scheme": "basic",
+            "description": (
+                "The source's write key as the username, an empty password; or analytics.js's "
+                "writeKey field in the body."
+            ),
+        }
 
 
 # --- Documented shapes -------------------------------------------------------------------

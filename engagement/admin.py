@@ -532,7 +532,7 @@ class StepTestAdmin(admin.ModelAdmin[StepTest]):
             rows,
         )
 
-    @admin.action(description="Choose the winner now")
+    @admin.action(description="Choose the winner now", permissions=["change"])
     def decide_now(self, request: HttpRequest, queryset: QuerySet[StepTest]) -> None:
         for test in queryset:
             winner = services.ab_test_decide(test=test)

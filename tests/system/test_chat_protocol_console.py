@@ -351,6 +351,18 @@ def test_assign_and_transfer_tell_everyone_concerned(server, key, anna):
         )
         seen["shopper_anna"] = await shopper.expect("assignment")
 
+        # Boris is away: a transfer to him is refused, and nothing moves.
+        await console_a.send(
+            {
+                "type": "conversation.transfer",
+                "conversation_id": cid,
+                "agent_id": boris.pk,
+                "ref": "away",
+            }
+        )
+        seen["boris_away"] = await console_a.expect("error", ref="away")
+        await console_b.send({"type": "presence.set", "status": "online", "ref": "on"})
+        await console_a.expect("presence", agent__id=boris.pk, status="online")
         await console_a.send(
             {"type": "conversation.transfer", "conversation_id": cid, "agent_id": boris.pk}
         )
@@ -390,6 +402,7 @@ def test_assign_and_transfer_tell_everyone_concerned(server, key, anna):
         "conversation_id": cid,
         "agent": {"name": "Anna"},
     }
+    assert seen["boris_away"]["code"] == "agent_unavailable"
     assert seen["b_assignment"]["agent"] == {"id": boris.pk, "name": "Boris"}
     assert seen["a_let_go"]["agent"] == {"id": boris.pk, "name": "Boris"}
     assert seen["shopper_boris"]["agent"] == {"name": "Boris"}
@@ -397,7 +410,7 @@ def test_assign_and_transfer_tell_everyone_concerned(server, key, anna):
     assert seen["unknown_agent"]["code"] == "not_found"
     assert seen["bad_status"]["code"] == "invalid"
     assert Conversation.objects.get(pk=cid).assigned_agent_id == boris.pk
-    assert AgentStatus.objects.get(user=boris).status == "away"
+    assert AgentStatus.objects.get(user=boris).status == "online"  # set before the transfer
 
 
 @covers(
