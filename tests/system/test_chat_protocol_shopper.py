@@ -14,6 +14,7 @@ import pytest
 
 from chat.models import BusinessHours, ChatSettings, Conversation, CsatRating, Message
 from chat.services.conversations import NO_AGENTS_MESSAGE
+from chat.services.language import translate
 from commerce.models import WriteKey
 from tests.chat.conftest import (  # noqa: F401  (fixtures)
     chat_settings,
@@ -106,7 +107,8 @@ def test_hello_is_answered_by_welcome(server, key):
     assert welcome["shopper"] == {"name": "", "identified": False}
     assert (welcome["conversation"], welcome["messages"]) == (None, [])
     assert welcome["settings"] == {
-        "greeting": ChatSettings.objects.get().greeting,
+        # The hello's locale is Latvian: the (default) greeting is said in Latvian.
+        "greeting": translate(ChatSettings.objects.get().greeting, language="lv"),
         "business_hours_open": True,
         "languages": ["en", "lv", "tr"],
     }
