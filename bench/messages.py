@@ -13,6 +13,10 @@ database it creates and drops. An aiosmtpd server in its own process is the SMTP
    every message is recorded sent.
 
 Prints a few lines and, last, one JSON object: messages_per_s, smtplib_per_s, ratio, ...
+
+Environment: ``BENCH_MESSAGES`` (N, default 3000); ``BENCH_WORKER_LOG=1`` shows the worker's
+log at INFO (by default it is discarded, so a task failing in the worker only shows here as a
+timeout, with the messages' states in its text).
 """
 
 from __future__ import annotations
@@ -163,6 +167,7 @@ def main() -> None:
     call_command("migrate", verbosity=0)
 
     from django.conf import settings
+    from django.db.models import Count
 
     from commerce.models import Shopper
     from config.celery import app
@@ -291,7 +296,15 @@ def main() -> None:
         broadcast = Broadcast.objects.create(campaign=campaign)
         services.broadcast_send(broadcast_id=broadcast.pk)
         decided = time.perf_counter() - started
-        wait_count(counter, before + N, 300)
+        try:
+            wait_count(counter, before + N, 300)
+        except TimeoutError as error:
+            by_state = dict(
+                Message.objects.values_list("state").annotate(n=Count("pk")).order_by("state")
+            )
+            raise TimeoutError(
+                f"{error}; outbox message states {by_state} (BENCH_WORKER_LOG=1 shows the worker's log)"
+            ) from error
         while Message.objects.filter(state="sent").count() < N:
             time.sleep(0.01)
         elapsed = time.perf_counter() - started
