@@ -366,7 +366,10 @@ def test_assign_and_transfer_tell_everyone_concerned(server, key, anna):
         await console_a.send(
             {"type": "conversation.transfer", "conversation_id": cid, "agent_id": boris.pk}
         )
-        seen["b_assignment"] = await console_b.expect("assignment", conversation_id=cid)
+        try:
+            seen["b_assignment"] = await console_b.expect("assignment", conversation_id=cid)
+        except AssertionError as exc:  # say why the transfer did not happen
+            raise AssertionError(f"{exc}; Anna's console got {await console_a.settle()}") from None
         seen["a_let_go"] = await console_a.expect("assignment", agent__id=boris.pk)
         seen["shopper_boris"] = await shopper.expect("assignment", agent__name="Boris")
         await console_b.send({"type": "inbox.query", "view": "mine", "ref": "m"})
