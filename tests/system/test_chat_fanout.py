@@ -9,17 +9,12 @@ import subprocess
 import time
 from typing import Any
 
-import pytest
 from django.conf import settings
 
 from chat.models import Message
 from commerce.models import WriteKey
-from tests.chat.conftest import (  # noqa: F401  (fixtures)
-    chat_settings,
-    consoles_disconnected,
-    make_agent,
-)
 from tests.chat.wsclient import ChatClient
+from tests.support.chat_protocol import session_cookie, shopper_socket
 from tests.support.processes import (
     asgi_server,
     child_env,
@@ -27,13 +22,9 @@ from tests.support.processes import (
     redis_server,
     stop,
 )
-from tests.system.test_chat_live import session_cookie, shopper_socket
+from tests.system.chat_fixtures import CHAT_SYSTEM, chat_settings, consoles_disconnected, make_agent  # noqa: F401  (fixtures)
 
-pytestmark = [
-    pytest.mark.system,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.usefixtures("consoles_disconnected"),
-]
+pytestmark = CHAT_SYSTEM
 
 
 def test_shopper_on_one_process_and_agent_on_another_talk_in_real_time(chat_settings):  # noqa: F811  -- the imported fixture

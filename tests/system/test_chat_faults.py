@@ -11,32 +11,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 from django.conf import settings as django_settings
 from django.db import connection
 
 from chat import presence, selectors
 from chat.models import Conversation, Message
 from commerce.models import WriteKey
-from tests.chat.conftest import (  # noqa: F401  (fixtures)
+from tests.chat.wsclient import ChatClient
+from tests.support.chat_protocol import session_cookie, shopper_socket
+from tests.support.processes import asgi_process, child_env, free_port, redis_server, stop
+from tests.system.chat_fixtures import (  # noqa: F401  (fixtures)
+    CHAT_SYSTEM,
+    browser_key,
     chat_settings,
     consoles_disconnected,
     make_agent,
 )
-from tests.chat.wsclient import ChatClient
-from tests.support.processes import asgi_process, child_env, free_port, redis_server, stop
-from tests.system.test_chat_live import session_cookie, shopper_socket
 
-pytestmark = [
-    pytest.mark.system,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.usefixtures("consoles_disconnected"),
-]
-
-
-@pytest.fixture
-def key(chat_settings: Any) -> WriteKey:  # noqa: F811 -- the imported fixture
-    return WriteKey.objects.create(name="shop")
+pytestmark = CHAT_SYSTEM
 
 
 async def until_pong(client: ChatClient) -> list[dict[str, Any]]:

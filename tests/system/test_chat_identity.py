@@ -20,27 +20,20 @@ import pytest
 
 from chat.models import Conversation, Message
 from commerce.models import Order, Shopper, ShopperAlias, WriteKey
-from tests.chat.conftest import (  # noqa: F401  (fixtures)
+from tests.chat.wsclient import ChatClient
+from tests.support.identity import user_hash
+from tests.system.chat_fixtures import (  # noqa: F401  (fixtures)
+    CHAT_SYSTEM,
+    browser_key,
     chat_settings,
     consoles_disconnected,
 )
-from tests.chat.wsclient import ChatClient
-from tests.support.identity import user_hash
 
-pytestmark = [
-    pytest.mark.system,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.usefixtures("consoles_disconnected"),
-]
+pytestmark = CHAT_SYSTEM
 
 SECRET = "s3cret"  # the identity secret tests/chat/conftest.py gives the store
 ANA_HASH = user_hash("c-ana", SECRET)
 CLOSE_FORBIDDEN = 4003
-
-
-@pytest.fixture
-def key(chat_settings: Any) -> WriteKey:  # noqa: F811 -- the imported fixture
-    return WriteKey.objects.create(name="shop pages")  # a browser key
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ ALLOWED_HOSTS, real ``websockets`` clients sending the Origin header a browser w
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,30 +18,19 @@ from websockets.exceptions import InvalidStatus
 
 from chat.models import Conversation, Message
 from commerce.models import Shopper, WriteKey
-from tests.chat.conftest import (  # noqa: F401  (fixtures)
-    chat_settings,
-    consoles_disconnected,
-    make_agent,
-)
 from tests.chat.wsclient import ChatClient
-from tests.support.processes import asgi_server, child_env
-from tests.system.test_chat_live import session_cookie
+from tests.support.chat_protocol import session_cookie
+from tests.support.processes import asgi_server_fixture
+from tests.system.chat_fixtures import CHAT_SYSTEM, chat_settings, consoles_disconnected, make_agent  # noqa: F401  (fixtures)
 
-pytestmark = [
-    pytest.mark.system,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.usefixtures("consoles_disconnected"),
-]
+pytestmark = CHAT_SYSTEM
 
 SHOP = "https://shop.example.com"
 FOREIGN = "https://evil.example.net"
 
 
-@pytest.fixture(scope="module")
-def server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
-    # Not the development default (ALLOWED_HOSTS=*, where every origin is "own").
-    with asgi_server(env=child_env(ALLOWED_HOSTS="127.0.0.1")) as url:
-        yield url
+# Not the development default (ALLOWED_HOSTS=*, where every origin is "own").
+server = asgi_server_fixture(ALLOWED_HOSTS="127.0.0.1")
 
 
 @pytest.fixture

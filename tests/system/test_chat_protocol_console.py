@@ -5,31 +5,28 @@ against one real uvicorn server."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from chat.models import AgentStatus, CannedResponse, Conversation, Message
 from commerce.models import WriteKey
-from tests.chat.conftest import (  # noqa: F401  (fixtures)
-    chat_settings,
-    consoles_disconnected,
-    make_agent,
-)
 from tests.support.chat_protocol import (
     console_socket,
     covers,
     session_cookie,
     shopper_socket,
 )
-from tests.support.processes import asgi_server, child_env
+from tests.support.processes import asgi_server_fixture
+from tests.system.chat_fixtures import (  # noqa: F401  (fixtures)
+    CHAT_SYSTEM,
+    browser_key,
+    chat_settings,
+    consoles_disconnected,
+    make_agent,
+)
 
-pytestmark = [
-    pytest.mark.system,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.usefixtures("consoles_disconnected"),
-]
+pytestmark = CHAT_SYSTEM
 
 SUMMARY_KEYS = {
     "id",
@@ -47,15 +44,7 @@ SUMMARY_KEYS = {
 }
 
 
-@pytest.fixture(scope="module")
-def server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
-    with asgi_server(env=child_env(PATRON_RATE_CHAT_CONVERSATIONS="1000/600")) as url:
-        yield url
-
-
-@pytest.fixture
-def key(chat_settings: Any) -> WriteKey:  # noqa: F811 -- the imported fixture
-    return WriteKey.objects.create(name="shop")
+server = asgi_server_fixture(PATRON_RATE_CHAT_CONVERSATIONS="1000/600")
 
 
 @pytest.fixture
