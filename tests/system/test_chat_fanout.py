@@ -14,7 +14,7 @@ from django.conf import settings
 from chat.models import Message
 from commerce.models import WriteKey
 from tests.chat.wsclient import ChatClient
-from tests.support.chat_protocol import session_cookie, shopper_socket
+from tests.support.chat_protocol import hand_off_assigned, session_cookie, shopper_socket
 from tests.support.processes import (
     asgi_server,
     child_env,
@@ -35,11 +35,7 @@ def test_shopper_on_one_process_and_agent_on_another_talk_in_real_time(chat_sett
     async def scenario(shop_url: str, console_url: str) -> list[float]:
         console = await ChatClient(console_url, "/ws/console/", cookie=cookie).connect()
         shopper, _ = await shopper_socket(shop_url, key, anonymous_id="anon-2p")
-        await shopper.send({"type": "handoff.request"})
-        cid = (await shopper.expect("conversation.state", conversation__state="assigned"))[
-            "conversation"
-        ]["id"]
-        await console.expect("assignment", conversation_id=cid)
+        cid = await hand_off_assigned(shopper, console)
         delays = []
         for index in range(20):
             started = time.perf_counter()

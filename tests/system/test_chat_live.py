@@ -17,7 +17,7 @@ from chat.models import BusinessHours, ChatSettings, Conversation, Message
 from commerce.models import WriteKey
 from engagement.models import Message as OutboxMessage
 from tests.chat.wsclient import ChatClient
-from tests.support.chat_protocol import session_cookie, shopper_socket
+from tests.support.chat_protocol import hand_off_assigned, session_cookie, shopper_socket
 from tests.system.chat_fixtures import (  # noqa: F401  (fixtures)
     CHAT_SYSTEM,
     browser_key,
@@ -241,10 +241,7 @@ def test_reconnect_resumes_with_exactly_the_missed_messages(server, key):
         console = await ChatClient(server, "/ws/console/", cookie=cookie).connect()
         shopper, welcome = await shopper_socket(server, key, anonymous_id="anon-r")
         token = welcome["token"]
-        await shopper.send({"type": "handoff.request"})
-        state = await shopper.expect("conversation.state", conversation__state="assigned")
-        cid = state["conversation"]["id"]
-        await console.expect("assignment", conversation_id=cid)
+        cid = await hand_off_assigned(shopper, console)
         await shopper.send({"type": "message.send", "client_id": "s1", "body": "hello"})
         seen = (await shopper.expect("message.ack"))["message"]["seq"]
         await console.expect("message.new", message__seq=seen)
@@ -315,11 +312,7 @@ def test_page_views_update_the_agents_context_panel_live(server, key):
             anonymous_id="anon-p",
             page={"url": "https://shop.example/", "title": "Home"},
         )
-        await shopper.send({"type": "handoff.request"})
-        cid = (await shopper.expect("conversation.state", conversation__state="assigned"))[
-            "conversation"
-        ]["id"]
-        await console.expect("assignment", conversation_id=cid)
+        cid = await hand_off_assigned(shopper, console)
 
         await shopper.send(
             {"type": "page.view", "url": "https://shop.example/cart", "title": "Cart <b>"}

@@ -14,6 +14,7 @@ from commerce.models import WriteKey
 from tests.support.chat_protocol import (
     console_socket,
     covers,
+    hand_off_assigned,
     session_cookie,
     shopper_socket,
 )
@@ -255,11 +256,7 @@ def test_agent_replies_reach_the_shopper_and_notes_reach_only_agents(server, key
         seen: dict[str, Any] = {}
         console, _ = await console_socket(server, cookie_a)
         shopper, _ = await shopper_socket(server, key, anonymous_id="a-1")
-        await shopper.send({"type": "handoff.request"})
-        cid = (await shopper.expect("conversation.state", conversation__state="assigned"))[
-            "conversation"
-        ]["id"]
-        await console.expect("assignment", conversation_id=cid)
+        cid = await hand_off_assigned(shopper, console)
         other, _ = await console_socket(server, cookie_b)
         await other.send({"type": "conversation.open", "conversation_id": cid, "ref": "o"})
         await other.expect("conversation.opened", ref="o")

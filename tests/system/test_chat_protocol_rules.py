@@ -25,6 +25,7 @@ from tests.chat.wsclient import ChatClient
 from tests.support.chat_protocol import (
     console_socket,
     covers,
+    hand_off_assigned,
     session_cookie,
     shopper_socket,
 )
@@ -328,11 +329,7 @@ def _conversation_with_history(server: str, key: WriteKey, cookie: str) -> Any:
         client, welcome = await shopper_socket(server, key, anonymous_id="a-h")
         await client.send({"type": "message.send", "client_id": "s1", "body": "returns?"})
         await client.expect("message.new", message__author__kind="bot")
-        await client.send({"type": "handoff.request"})
-        cid = (await client.expect("conversation.state", conversation__state="assigned"))[
-            "conversation"
-        ]["id"]
-        await console.expect("assignment", conversation_id=cid)
+        cid = await hand_off_assigned(client, console)
         for n, internal in ((1, False), (2, True), (3, False)):
             await console.send(
                 {

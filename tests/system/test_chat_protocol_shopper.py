@@ -17,6 +17,7 @@ from tests.chat.wsclient import ChatClient
 from tests.support.chat_protocol import (
     console_socket,
     covers,
+    hand_off_assigned,
     session_cookie,
     shopper_socket,
 )
@@ -204,11 +205,7 @@ def test_typing_and_read_receipts_travel_between_shopper_and_agent(server, key):
         seen: dict[str, Any] = {}
         console, _ = await console_socket(server, cookie)
         shopper, _ = await shopper_socket(server, key, anonymous_id="a-1")
-        await shopper.send({"type": "handoff.request"})
-        cid = (await shopper.expect("conversation.state", conversation__state="assigned"))[
-            "conversation"
-        ]["id"]
-        await console.expect("assignment", conversation_id=cid)
+        cid = await hand_off_assigned(shopper, console)
         await shopper.settle()
         await console.settle()
 
@@ -333,11 +330,7 @@ def test_resolve_asks_for_a_rating_once(server, key):
         seen: dict[str, Any] = {}
         console, _ = await console_socket(server, cookie)
         shopper, _ = await shopper_socket(server, key, anonymous_id="a-1")
-        await shopper.send({"type": "handoff.request"})
-        cid = (await shopper.expect("conversation.state", conversation__state="assigned"))[
-            "conversation"
-        ]["id"]
-        await console.expect("assignment", conversation_id=cid)
+        cid = await hand_off_assigned(shopper, console)
         await console.send({"type": "conversation.resolve", "conversation_id": cid})
         seen["console_state"] = await console.expect("conversation.state")
         seen["request"] = await shopper.expect("csat.request")
