@@ -231,3 +231,18 @@ def celery_worker(**kwargs: object) -> Iterator[subprocess.Popen[bytes]]:
         yield process
     finally:
         stop(process)
+
+
+def sending_worker_fixture(*, concurrency: int = 1, **env: str) -> Callable[..., Iterator[None]]:
+    """A ``worker`` fixture: a real Celery worker (``concurrency`` processes) that sends email
+    to the suite's SMTP sink with links to the suite's server, ``env`` on top. It uses the
+    system suite's ``server``, ``sink`` and ``real_celery`` fixtures (tests/system/conftest.py).
+    """
+
+    @pytest.fixture
+    def worker(server: str, sink: Any, real_celery: None) -> Iterator[None]:
+        worker_env = child_env(EMAIL_URL=sink.url, PATRON_BASE_URL=server, **env)
+        with celery_worker(concurrency=concurrency, env=worker_env):
+            yield
+
+    return worker

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -19,7 +18,7 @@ from commerce.models import Event, Order, WriteKey
 from engagement import services, tasks
 from engagement.models import Message, Run, StepTest, StepVariant
 from tests.engagement.conftest import make_campaign
-from tests.support.processes import asgi_server, celery_worker, child_env
+from tests.support.processes import asgi_server_fixture, sending_worker_fixture
 from tests.support.smtp import SMTPSink
 from tests.support.waiting import outbox_settled, wait_until
 
@@ -31,18 +30,11 @@ BROWSER = (
 )
 
 
-@pytest.fixture(scope="module")
-def server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
-    """The suite's server, with clicks counted at once (no link-scanner quiet period)."""
-    with asgi_server(env=child_env(PATRON_LINK_SCANNER_SECONDS="0")) as url:
-        yield url
+# The suite's server, with clicks counted at once (no link-scanner quiet period).
+server = asgi_server_fixture(PATRON_LINK_SCANNER_SECONDS="0")
 
 
-@pytest.fixture
-def worker(server: str, sink: SMTPSink, real_celery: None) -> Iterator[None]:
-    env = child_env(EMAIL_URL=sink.url, PATRON_BASE_URL=server, PATRON_LINK_SCANNER_SECONDS="0")
-    with celery_worker(concurrency=1, env=env):
-        yield
+worker = sending_worker_fixture(concurrency=1, PATRON_LINK_SCANNER_SECONDS="0")
 
 
 class Store:

@@ -5,7 +5,6 @@ server, and the merchant's changes through the staff API."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -19,18 +18,13 @@ from commerce.models import Coupon, Order, Product, Shopper, WriteKey
 from engagement import tasks
 from engagement.models import Message, ProductChange, ProductSnapshot, ProductView, Run
 from tests.engagement.conftest import make_campaign
-from tests.support.processes import celery_worker, child_env
-from tests.support.smtp import SMTPSink
+from tests.support.processes import sending_worker_fixture
 from tests.support.waiting import outbox_settled, wait_until
 
 pytestmark = [pytest.mark.system, pytest.mark.django_db(transaction=True)]
 
 
-@pytest.fixture
-def worker(server: str, sink: SMTPSink, real_celery: None) -> Iterator[None]:
-    env = child_env(EMAIL_URL=sink.url, PATRON_BASE_URL=server, PATRON_OUTBOX_BATCH_SIZE="10")
-    with celery_worker(concurrency=1, env=env):
-        yield
+worker = sending_worker_fixture(concurrency=1, PATRON_OUTBOX_BATCH_SIZE="10")
 
 
 class Store:

@@ -3,26 +3,19 @@ sends each shopper one of two marketing emails fired at once, and records why th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from django.utils import timezone
 
 from engagement import services
 from engagement.models import Message
 from tests.engagement.conftest import make_campaign, make_shopper
-from tests.support.processes import celery_worker, child_env
-from tests.support.smtp import SMTPSink
+from tests.support.processes import sending_worker_fixture
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.system, pytest.mark.django_db(transaction=True)]
 
 
-@pytest.fixture
-def worker(server: str, sink: SMTPSink, real_celery: None) -> Iterator[None]:
-    env = child_env(EMAIL_URL=sink.url, PATRON_BASE_URL=server, PATRON_OUTBOX_BATCH_SIZE="2")
-    with celery_worker(concurrency=2, env=env):
-        yield
+worker = sending_worker_fixture(concurrency=2, PATRON_OUTBOX_BATCH_SIZE="2")
 
 
 def test_a_real_worker_sends_each_shopper_one_of_two_campaigns(worker, sink):
