@@ -33,7 +33,7 @@ from chat import metrics, selectors, services
 from chat.models import AgentStatus, CannedResponse, Conversation, Message
 from commerce import selectors as commerce_selectors
 from core.api import StaffApiView, error_response
-from core.exceptions import NotFound
+from core.exceptions import NotFound, PermissionDenied
 from core.pagination import Pagination, page_of, page_parameters
 from core.permissions import StaffModelPermissions
 from core.ratelimit import rate_limit_hit, request_client_address
@@ -114,6 +114,11 @@ class ChatConversationSummarySerializer(serializers.Serializer[Any]):
     updated_at = serializers.DateTimeField()
     page_url = serializers.CharField(allow_blank=True)
     language = serializers.CharField(allow_blank=True)
+    labels = serializers.ListField(child=serializers.CharField())
+    snoozed = serializers.BooleanField()
+    snoozed_until = serializers.DateTimeField(
+        allow_null=True, help_text="Null while snoozed: until the shopper writes"
+    )
 
 
 # --- Views ------------------------------------------------------------------------------
@@ -123,7 +128,11 @@ class ConversationListApi(AgentView):
     permission_model = Conversation
 
     class FilterSerializer(serializers.Serializer[Any]):
-        view = serializers.ChoiceField(choices=["unassigned", "mine", "all"], default="all")
+        view = serializers.ChoiceField(choices=list(selectors.INBOX_VIEWS), default="all")
+        # DRF's metaclass moves declared fields off the class: this does not shadow Field.label.
+        label = serializers.CharField(  # type: ignore[assignment]  # see the line above
+            required=False, max_length=40, help_text="Only conversations with this label"
+        )
         state = serializers.ChoiceField(choices=Conversation.State.choices, required=False)
         q = serializers.CharField(
             required=False,
@@ -151,6 +160,7 @@ class ConversationListApi(AgentView):
             state=data.get("state"),
             q=data.get("q"),
             personal=sees_all,
+            label=services.label_clean(data["label"]) if data.get("label") else None,
         )
         paginator = Pagination(max_limit=INBOX_PAGE_MAX)
         rows = [
@@ -454,6 +464,11 @@ class MetricsApi(AgentView):
         until = serializers.DateTimeField()
         overall = ChatOverallFiguresSerializer()
         agents = ChatAgentFiguresSerializer(many=True)
+        labels = serializers.DictField(
+            child=serializers.IntegerField(),
+            help_text="Conversations per label (each counts once under each of its labels), "
+            "most frequent first",
+        )
 
         class Meta:
             ref_name = "ChatMetrics"
@@ -526,6 +541,9 @@ class WidgetConfigApi(APIView):
         responses={
             200: OutputSerializer,
             400: INVALID,
+            403: error_response(
+                "A page on an origin the write key does not allow (origin_not_allowed)"
+            ),
             404: error_response("Unknown or inactive write key"),
             429: error_response("Too many calls from this address; see Retry-After"),
         },
@@ -537,6 +555,12 @@ class WidgetConfigApi(APIView):
         self.write_key = commerce_selectors.write_key_active(key=params.validated_data["write_key"])
         if self.write_key is None:
             raise NotFound("Unknown write key.")
+        if not commerce_selectors.write_key_origin_allowed(
+            write_key=self.write_key, origin=request.headers.get("Origin"), host=request.get_host()
+        ):
+            raise PermissionDenied(
+                "Pages at this origin may not use this write key.", code="origin_not_allowed"
+            )
         settings_row = services.chat_settings_get()
         language = (
             services.language_normalise(params.validated_data["locale"])

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from django.utils import translation
 from django.utils.translation import gettext as _
 
-from chat import registry
+from chat import registry, selectors
 from chat.models import BotIntent, ChatSettings, Conversation, KnowledgeArticle
 from chat.nlu.understanding import KB_KIND, BotModel, Understanding, bot_model_get, understand
 from chat.services.language import language_normalise, translate
@@ -55,7 +55,7 @@ def _format_orders(orders: Sequence[Order]) -> str:
 
 
 def _article_text(article: KnowledgeArticle) -> str:
-    return article.body.strip()
+    return selectors.article_text(article)
 
 
 def article_in(article: KnowledgeArticle, languages: Sequence[str]) -> KnowledgeArticle | None:
@@ -173,6 +173,7 @@ def _answer_one(
         return BotReply(text=answer, intent=key)
     answer_text = row.answer if row is not None else ""
     answer_text = answer_text.replace("{name}", conversation.shopper.first_name or "").strip()
+    answer_text = selectors.store_text(answer_text)
     return BotReply(text=answer_text or _said(settings_row.unsupported_message), intent=key)
 
 

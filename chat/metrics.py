@@ -4,6 +4,7 @@ per agent, over conversations created in a period."""
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from typing import Any
 
 from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F, Q, QuerySet
@@ -73,4 +74,14 @@ def chat_metrics(*, since: dt.datetime, until: dt.datetime) -> dict[str, Any]:
         "until": until.isoformat(),
         "overall": _figures(conversations, ratings),
         "agents": per_agent,
+        "labels": _label_counts(conversations),
     }
+
+
+def _label_counts(conversations: QuerySet[Conversation]) -> dict[str, int]:
+    """Conversations per label (a conversation counts once under each of its labels), most
+    frequent first, then by name."""
+    counts: Counter[str] = Counter()
+    for labels in conversations.exclude(labels=[]).values_list("labels", flat=True):
+        counts.update(set(labels))
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))

@@ -10,11 +10,14 @@ from __future__ import annotations
 import datetime as dt
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_noop
+
+MAX_LABEL_LENGTH = 40
 
 
 class ChatSettings(models.Model):
@@ -181,6 +184,20 @@ class Conversation(models.Model):
         related_name="+",
     )
     csat_requested_at = models.DateTimeField(null=True, blank=True)
+    labels = ArrayField(
+        models.CharField(max_length=MAX_LABEL_LENGTH),
+        default=list,
+        blank=True,
+        help_text="Agents' labels (billing, vip, …): filter the inbox, counted in the metrics",
+    )
+    snoozed_at = models.DateTimeField(
+        null=True, blank=True, help_text="Set while snoozed: out of the inbox tabs"
+    )
+    snoozed_until = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Back in the inbox at this time (empty while snoozed: when the shopper writes)",
+    )
 
     class Meta:
         permissions = [
@@ -194,6 +211,12 @@ class Conversation(models.Model):
                 fields=["assigned_agent", "state"],
                 name="chat_conv_agent_open",
                 condition=Q(state="assigned"),
+            ),
+            # Only snoozed conversations have entries: the wake-up task's scan.
+            models.Index(
+                fields=["snoozed_until"],
+                name="chat_conv_snoozed",
+                condition=Q(snoozed_at__isnull=False),
             ),
         ]
         # No index on updated_at, last_seq or first_agent_response_at, which every message

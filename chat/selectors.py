@@ -10,13 +10,14 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Permission
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, F, Q, QuerySet, Sum
 from django.utils.translation import gettext
 from django.utils.translation.trans_real import DjangoTranslation
 from django.views.i18n import JavaScriptCatalog
 
 from chat import presence, registry
 from chat.models import AgentStatus, CannedResponse, Conversation, KnowledgeArticle, Message
+from commerce import selectors as commerce_selectors
 from commerce.models import PERSONAL_DATA_PERMISSION, Event, Order, Shopper
 
 logger = logging.getLogger(__name__)
@@ -208,19 +209,43 @@ def queue_position(*, conversation: Conversation) -> int | None:
 
 
 def conversation_shopper_view(
-    conversation: Conversation, *, business_hours_open: bool
+    conversation: Conversation, *, business_hours_open: bool, agents_online: int | None = None
 ) -> dict[str, Any]:
+    """The conversation as the shopper's widget sees it (docs/chat-protocol.md, *Conversation
+    (shopper view)*). ``agents_online`` (agents routing may assign to now) is shown while the
+    conversation waits in the queue, and null otherwise."""
     agent = (
         conversation.assigned_agent if conversation.state == Conversation.State.ASSIGNED else None
     )
+    position = queue_position(conversation=conversation)
     return {
         "id": conversation.pk,
         "state": conversation.state,
+        "channel": conversation.channel,
         "last_seq": conversation.last_seq,
         "agent": {"name": agent_name(agent)} if agent is not None else None,
-        "queue_position": queue_position(conversation=conversation),
+        "queue_position": position,
+        "agents_online": agents_online if position is not None else None,
         "business_hours_open": business_hours_open,
         "csat_requested": conversation.csat_requested_at is not None,
+    }
+
+
+def queue_position_frame(
+    conversation: Conversation, *, agents_online: int
+) -> dict[str, Any] | None:
+    """The ``queue.position`` frame for a conversation waiting for an agent in live chat, or
+    None when it is not in the queue (another state, or an email follow-up)."""
+    if conversation.channel != Conversation.Channel.CHAT:
+        return None
+    position = queue_position(conversation=conversation)
+    if position is None:
+        return None
+    return {
+        "type": "queue.position",
+        "conversation_id": conversation.pk,
+        "position": position,
+        "agents_online": agents_online,
     }
 
 
@@ -264,6 +289,9 @@ def conversation_summary(
         "updated_at": iso(conversation.updated_at),
         "page_url": conversation.page_url,
         "language": conversation.language,
+        "labels": list(conversation.labels),
+        "snoozed": conversation.snoozed_at is not None,
+        "snoozed_until": iso(conversation.snoozed_until),
     }
 
 
@@ -274,6 +302,9 @@ def summary_by_id(conversation_id: int) -> dict[str, Any]:
     return conversation_summary(conversation)
 
 
+INBOX_VIEWS = ("unassigned", "mine", "all", "snoozed")
+
+
 def inbox_queryset(
     *,
     view: str,
@@ -281,11 +312,16 @@ def inbox_queryset(
     state: str | None = None,
     q: str | None = None,
     personal: bool = True,
+    label: str | None = None,
 ) -> QuerySet[Conversation]:
     """The inbox's conversations. ``q`` searches the shopper's name, email and customer id;
     without ``personal`` (the viewer may not see every shopper's personal data) only the
-    customer id, and names and emails in the agent's own conversations."""
+    customer id, and names and emails in the agent's own conversations. ``label`` keeps the
+    conversations that carry it. Snoozed conversations are in the ``snoozed`` view only."""
     qs = Conversation.objects.select_related("shopper", "assigned_agent")
+    qs = qs.filter(snoozed_at__isnull=(view != "snoozed"))
+    if label:
+        qs = qs.filter(labels__contains=[label])
     if view == "unassigned":
         qs = qs.filter(state=Conversation.State.QUEUED)
     elif view == "mine":
@@ -303,6 +339,8 @@ def inbox_queryset(
         qs = qs.filter(by_person | Q(shopper__customer_id__icontains=q))
     if view == "unassigned":
         return qs.order_by("queued_at", "pk")
+    if view == "snoozed":
+        return qs.order_by(F("snoozed_until").asc(nulls_last=True), "pk")
     return qs.order_by("-updated_at", "-pk")
 
 
@@ -322,12 +360,26 @@ def summaries(conversations: Iterable[Conversation]) -> list[dict[str, Any]]:
 
 
 def inbox_counts(*, agent_id: int | None) -> dict[str, int]:
+    awake = Q(snoozed_at__isnull=True)
     counts = Conversation.objects.aggregate(
-        unassigned=Count("pk", filter=Q(state=Conversation.State.QUEUED)),
-        mine=Count("pk", filter=Q(state=Conversation.State.ASSIGNED, assigned_agent_id=agent_id)),
-        all=Count("pk"),
+        unassigned=Count("pk", filter=awake & Q(state=Conversation.State.QUEUED)),
+        mine=Count(
+            "pk",
+            filter=awake & Q(state=Conversation.State.ASSIGNED, assigned_agent_id=agent_id),
+        ),
+        all=Count("pk", filter=awake),
+        snoozed=Count("pk", filter=Q(snoozed_at__isnull=False)),
     )
     return {key: int(value or 0) for key, value in counts.items()}
+
+
+def inbox_default_view(*, agent_id: int) -> str:
+    """The inbox view a console opens on: ``mine`` when conversations are assigned to the agent
+    (a hand-off routed to them as they came online), else ``unassigned`` (the queue)."""
+    mine = Conversation.objects.filter(
+        assigned_agent_id=agent_id, state=Conversation.State.ASSIGNED
+    ).exists()
+    return "mine" if mine else "unassigned"
 
 
 def inbox_snapshot(
@@ -338,10 +390,13 @@ def inbox_snapshot(
     q: str | None = None,
     limit: int = 50,
     personal: bool = True,
+    label: str | None = None,
 ) -> dict[str, Any]:
     """The inbox frame; without ``personal``, shoppers' personal data shows only in the
     conversations assigned to ``agent_id``."""
-    rows = inbox_queryset(view=view, agent_id=agent_id, state=state, q=q, personal=personal)[:limit]
+    rows = inbox_queryset(
+        view=view, agent_id=agent_id, state=state, q=q, personal=personal, label=label
+    )[:limit]
     return {
         "type": "inbox.snapshot",
         "view": view,
@@ -351,6 +406,18 @@ def inbox_snapshot(
         ],
         "counts": inbox_counts(agent_id=agent_id),
     }
+
+
+def store_text(text: str) -> str:
+    """A merchant's text (bot answer, article) with the store's figures filled in."""
+    return commerce_selectors.store_text_render(text)
+
+
+def article_text(article: KnowledgeArticle) -> str:
+    """A knowledge-base article's body as shoppers read it (the bot's answer, the help page):
+    the store's own figures filled in (``{free_shipping_threshold}`` → ``£40``, from
+    ``commerce.selectors.store_text_render``)."""
+    return commerce_selectors.store_text_render(article.body.strip())
 
 
 def canned_responses() -> list[dict[str, Any]]:
@@ -426,7 +493,8 @@ def context_recent_orders(shopper: Shopper) -> dict[str, Any]:
         "orders": [
             {
                 "number": order.number,
-                "status": order.status,
+                # What an agent reads: the label ("Partially refunded"), not the stored value.
+                "status": str(order.get_status_display()),
                 "total": str(order.total),
                 "currency": order.currency,
                 "placed_at": iso(order.placed_at),

@@ -10,9 +10,11 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import render
+from django.templatetags.static import static
 from django.utils.translation import get_language, gettext
 
 from chat import selectors, services
+from commerce import selectors as commerce_selectors
 from core.views import rate_limited
 
 
@@ -41,6 +43,14 @@ def _jsonld(data: object) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+def _shop_context(request: HttpRequest) -> dict[str, object]:
+    """What the shop layout (``patron/shop.html``) needs: the chat bubble's script tag."""
+    return {
+        "widget_src": request.build_absolute_uri(static("patron/widget.js")),
+        "write_key": commerce_selectors.shop_write_key(),
+    }
+
+
 def _reader_languages(request: HttpRequest) -> list[str]:
     """The reader's language (LocaleMiddleware: cookie, then Accept-Language), then the
     merchant's fallback (``ChatSettings.fallback_language``)."""
@@ -51,7 +61,7 @@ def _reader_languages(request: HttpRequest) -> list[str]:
 def help_index(request: HttpRequest) -> HttpResponse:
     """The help centre: the articles in the reader's language, else in the fallback one."""
     articles = selectors.help_articles(languages=_reader_languages(request))
-    return render(request, "chat/help_index.html", {"articles": articles})
+    return render(request, "chat/help_index.html", {"articles": articles, **_shop_context(request)})
 
 
 @rate_limited("pages")
@@ -60,6 +70,7 @@ def help_article(request: HttpRequest, slug: str) -> HttpResponse:
     article = selectors.help_article(slug=slug, languages=_reader_languages(request))
     if article is None:
         raise Http404(gettext("No such article"))
+    body = selectors.article_text(article)
     faq = {
         "@context": "https://schema.org",
         "@type": "FAQPage",
@@ -67,13 +78,19 @@ def help_article(request: HttpRequest, slug: str) -> HttpResponse:
             {
                 "@type": "Question",
                 "name": article.question or article.title,
-                "acceptedAnswer": {"@type": "Answer", "text": article.body},
+                "acceptedAnswer": {"@type": "Answer", "text": body},
             }
         ],
     }
-    paragraphs = [p.strip() for p in article.body.split("\n\n") if p.strip()]
+    paragraphs = [p.strip() for p in body.split("\n\n") if p.strip()]
     return render(
         request,
         "chat/help_article.html",
-        {"article": article, "paragraphs": paragraphs, "faq": faq, "faq_json": _jsonld(faq)},
+        {
+            "article": article,
+            "paragraphs": paragraphs,
+            "faq": faq,
+            "faq_json": _jsonld(faq),
+            **_shop_context(request),
+        },
     )

@@ -43,7 +43,18 @@ _executor = ThreadPoolExecutor(max_workers=MAX_IN_FLIGHT, thread_name_prefix="ch
 
 def _store(requests: list[services.PostRequest]) -> list[services.Outcome]:
     try:
-        return services.message_post_many(requests)
+        outcomes = services.message_post_many(requests)
+        # Shoppers who wrote wake their snoozed conversations: one statement per batch.
+        services.conversations_wake_on_reply(
+            [
+                request.conversation_id
+                for request, outcome in zip(requests, outcomes, strict=True)
+                if request.author_kind == services.Author.SHOPPER
+                and isinstance(outcome, services.PostedMessage)
+                and outcome.created
+            ]
+        )
+        return outcomes
     finally:
         keep_or_release_connections()
 

@@ -448,6 +448,20 @@ class StoreSettings(models.Model):
             "customer_hash). Keep it secret; generate a new one if it leaked."
         ),
     )
+    currency = models.CharField(
+        max_length=3, default="GBP", help_text="The shop's currency (ISO 4217), e.g. GBP, EUR, TRY"
+    )
+    free_shipping_threshold = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        default=Decimal("40.00"),
+        help_text=(
+            "Orders from this amount ship free; empty: no free shipping. The shop's pages, the "
+            "chat bot and the help pages all quote it ({free_shipping_threshold} in articles)."
+        ),
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -8,7 +8,9 @@ import hmac
 import logging
 import time
 from collections.abc import MutableMapping
+from decimal import Decimal
 
+from django.conf import settings
 from django.db.models import Count, DecimalField, F, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 
@@ -24,6 +26,7 @@ from commerce.models import (
     StoreSettings,
     WriteKey,
 )
+from core import cors
 
 logger = logging.getLogger(__name__)
 
@@ -216,10 +219,55 @@ _SECRET_TTL_S = 2.0
 _secret_cache: tuple[float, str] | None = None
 
 
+def shop_write_key() -> str | None:
+    """The write key Patron's own shop pages (the demo shop, the help centre) embed the chat
+    widget with.
+
+    ``PATRON_STOREFRONT_WRITE_KEY`` names one explicitly; otherwise the oldest active key is
+    used, the way a merchant would paste the first key they created in the admin.
+    """
+    configured = getattr(settings, "PATRON_STOREFRONT_WRITE_KEY", "")
+    if configured:
+        return str(configured)
+    return WriteKey.objects.filter(active=True).order_by("pk").values_list("key", flat=True).first()
+
+
 def store_settings_get() -> StoreSettings:
     """The store's settings row (pk 1), created with a fresh identity secret when missing."""
     row, _ = StoreSettings.objects.get_or_create(pk=1)
     return row
+
+
+CURRENCY_SYMBOLS = {"GBP": "£", "EUR": "€", "USD": "$", "TRY": "₺"}
+# Placeholders the merchant's texts (help articles, bot answers) may hold, filled from the
+# store's settings so that every page and the bot quote one source of truth.
+FREE_SHIPPING_PLACEHOLDER = "{free_shipping_threshold}"
+
+
+def money_format(*, amount: Decimal, currency: str) -> str:
+    """``amount`` as shoppers read it: ``£40``, ``€12.50``, ``40 SEK`` (whole amounts without
+    decimals)."""
+    text = f"{amount:.0f}" if amount == amount.to_integral_value() else f"{amount:.2f}"
+    symbol = CURRENCY_SYMBOLS.get(currency.upper())
+    return f"{symbol}{text}" if symbol else f"{text} {currency.upper()}"
+
+
+def free_shipping_threshold_text() -> str | None:
+    """The store's free-shipping threshold with its currency (``£40``), or None when the store
+    ships nothing free (``StoreSettings.free_shipping_threshold`` empty)."""
+    row = store_settings_get()
+    if row.free_shipping_threshold is None:
+        return None
+    return money_format(amount=row.free_shipping_threshold, currency=row.currency)
+
+
+def store_text_render(text: str) -> str:
+    """``text`` with ``{free_shipping_threshold}`` replaced by the store's threshold (``£40``);
+    untouched when it holds no placeholder (one settings read otherwise)."""
+    if FREE_SHIPPING_PLACEHOLDER not in text:
+        return text
+    threshold = free_shipping_threshold_text()
+    return text.replace(FREE_SHIPPING_PLACEHOLDER, threshold or "—")
 
 
 def identity_secret_get(*, fresh: bool = False) -> str:
@@ -293,20 +341,33 @@ def visitor_find(
     return shopper
 
 
-def write_key_origin_allowed(*, write_key: WriteKey, origin: str | None) -> bool:
-    """May a call that carries ``origin`` (the HTTP ``Origin`` header) use ``write_key``?
+def write_key_origin_allowed(
+    *, write_key: WriteKey, origin: str | None, host: str | None, origin_required: bool = False
+) -> bool:
+    """May a call that carries ``origin`` (the browser's ``Origin`` header, verbatim; None
+    when absent) and was sent to ``host`` (its ``Host`` header) use ``write_key``?
 
-    The one origin decision of the key-authenticated entries (the widget APIs; the tracking
-    API's ``/v1/*`` may share it). A key that lists ``allowed_origins`` refuses calls from every
-    other origin; a key that lists none restricts nothing at the call (browsers still get no
-    CORS answer for it, see ``write_key_cors_origin``). A call without an Origin (a server, a
-    script, a same-origin GET) is decided by the key alone: an Origin can be forged outside a
-    browser anyway, so the check only keeps other sites' pages from using the key.
-    Decide at the call, not at the preflight: a preflight carries no key.
+    The one origin decision of every key-authenticated entry: the shopper chat socket, the
+    tracking API (``/v1/*``) and the widget APIs. In every mode, ``ALLOWED_HOSTS = ["*"]``
+    included:
+
+    - Patron's own pages (``core.cors.origin_is_own``: same-origin, ``PATRON_BASE_URL``, hosts
+      named in ``ALLOWED_HOSTS``) may use any key;
+    - another page only when the key lists its origin in ``allowed_origins`` (scheme, host and
+      port exactly). A key that lists none is usable from Patron's own pages only;
+    - ``null`` and anything that is not an origin are refused.
+
+    A call without an Origin (a server, a script, a same-origin GET) is decided by the key
+    alone, unless ``origin_required`` (a WebSocket handshake, which browsers always send with
+    an Origin): an Origin can be forged outside a browser anyway, so the check only keeps other
+    sites' pages from using the key. Decide at the call, not at the preflight: a preflight
+    carries no key.
     """
-    if origin is None or not write_key.allowed_origins:
+    if origin is None:
+        return not origin_required
+    if cors.origin_is_own(origin, host=host):
         return True
-    return write_key.allows_origin(origin)
+    return origin.strip() not in ("", "null") and write_key.allows_origin(origin)
 
 
 def write_key_cors_origin(*, write_key: WriteKey | None, origin: str | None) -> str | None:

@@ -282,8 +282,10 @@ class _TrackingView(_SegmentView):
         source = request.auth
         assert isinstance(source, WriteKey)
         # Every call, not only the preflight: a preflight carries no key to decide with.
-        origin = cors.request_origin(request) or None
-        if not selectors.write_key_origin_allowed(write_key=source, origin=origin):
+        origin = request.headers.get("Origin")
+        if not selectors.write_key_origin_allowed(
+            write_key=source, origin=origin, host=request.get_host()
+        ):
             raise PermissionDenied(
                 f"this write key may not be used from {origin}", code="origin_not_allowed"
             )

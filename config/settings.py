@@ -232,6 +232,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "engagement.tasks.product_changes_detect",
         "schedule": 120.0,
     },
+    # chat: snoozed conversations come back to the inbox when their time comes.
+    "chat-conversations-wake": {"task": "chat.tasks.conversations_wake", "schedule": 30.0},
 }
 
 # --- Email -------------------------------------------------------------------------------

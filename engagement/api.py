@@ -48,9 +48,9 @@ class WidgetCorsApi(APIView):
 
     A preflight (OPTIONS) carries no key, so it is answered for any Origin with the methods and
     headers the widget uses; the call itself is then decided by its key
-    (``commerce.selectors.write_key_origin_allowed``: a key that lists origins refuses others
-    with 403 ``origin_not_allowed``) and is answered with ``Access-Control-Allow-Origin`` only
-    for an origin the key lists.
+    (``commerce.selectors.write_key_origin_allowed``: pages on origins other than Patron's own
+    and the key's ``allowed_origins`` get 403 ``origin_not_allowed``) and is answered with
+    ``Access-Control-Allow-Origin`` only for an origin the key lists.
     """
 
     def options(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Response:
@@ -90,7 +90,7 @@ class WidgetApi(WidgetCorsApi):
         key = request.auth
         assert isinstance(key, WriteKey)
         if not commerce_selectors.write_key_origin_allowed(
-            write_key=key, origin=request.headers.get("Origin")
+            write_key=key, origin=request.headers.get("Origin"), host=request.get_host()
         ):
             raise PermissionDenied(
                 "Pages at this origin may not use this write key.", code="origin_not_allowed"

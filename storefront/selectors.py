@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.db.models import QuerySet
 
-from commerce.models import Product, WriteKey
+from commerce import selectors as commerce_selectors
+from commerce.models import Product
 
 HOME_PRODUCT_COUNT = 24
 
@@ -24,12 +24,5 @@ def product_for_page(*, sku: str) -> Product | None:
 
 
 def demo_write_key() -> str | None:
-    """The write key the demo shop embeds the widget with.
-
-    ``PATRON_STOREFRONT_WRITE_KEY`` names one explicitly; otherwise the oldest active key is
-    used, the way a merchant would paste the first key they created in the admin.
-    """
-    configured = getattr(settings, "PATRON_STOREFRONT_WRITE_KEY", "")
-    if configured:
-        return str(configured)
-    return WriteKey.objects.filter(active=True).order_by("pk").values_list("key", flat=True).first()
+    """The write key the demo shop embeds the widget with (``commerce.selectors.shop_write_key``)."""
+    return commerce_selectors.shop_write_key()

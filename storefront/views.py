@@ -8,6 +8,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.templatetags.static import static
 
+from commerce import selectors as commerce_selectors
 from core.views import rate_limited
 from storefront import selectors
 
@@ -23,7 +24,12 @@ def _widget_context(request: HttpRequest) -> dict[str, object]:
 
 @rate_limited("pages")
 def home(request: HttpRequest) -> HttpResponse:
-    context = {"products": selectors.products_for_home(), **_widget_context(request)}
+    context = {
+        "products": selectors.products_for_home(),
+        # The store's settings are the one source of the threshold the bot quotes too.
+        "free_shipping": commerce_selectors.free_shipping_threshold_text(),
+        **_widget_context(request),
+    }
     return render(request, "storefront/home.html", context)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError
+from django.utils.dateparse import parse_datetime
 from redis.exceptions import RedisError
 
 from chat import selectors, services
@@ -51,10 +52,9 @@ class AgentConsumer(ChatSocket):
         self.online = True
         for cid in await db(selectors.conversations_for_agent)(agent_id=user.pk):
             await self.subscribe(cid, history_after=None)
+        view = await db(selectors.inbox_default_view)(agent_id=user.pk)
         await self.send_json(
-            await db(selectors.inbox_snapshot)(
-                view="unassigned", agent_id=user.pk, personal=self.sees_all
-            )
+            await db(selectors.inbox_snapshot)(view=view, agent_id=user.pk, personal=self.sees_all)
         )
         await self.send_json(
             {"type": "canned.list", "responses": await db(selectors.canned_responses)()}
@@ -162,9 +162,10 @@ class AgentConsumer(ChatSocket):
 
     async def on_inbox_query(self, frame: dict[str, Any]) -> None:
         view = frame["view"]
-        if view not in ("unassigned", "mine", "all"):
-            raise ValidationError("view must be unassigned, mine or all")
+        if view not in selectors.INBOX_VIEWS:
+            raise ValidationError("view must be unassigned, mine, all or snoozed")
         limit = min(max(frame.get("limit") or 50, 1), 200)
+        label = frame.get("label")
         snapshot = await db(selectors.inbox_snapshot)(
             view=view,
             agent_id=self.user.pk,
@@ -172,6 +173,7 @@ class AgentConsumer(ChatSocket):
             q=frame.get("q"),
             limit=limit,
             personal=self.sees_all,
+            label=services.label_clean(label) if label else None,
         )
         if frame.get("ref") is not None:
             snapshot["ref"] = frame["ref"]
@@ -335,6 +337,34 @@ class AgentConsumer(ChatSocket):
                 "email": address,
                 **self.ref_of(frame),
             }
+        )
+
+    async def on_conversation_label_add(self, frame: dict[str, Any]) -> None:
+        await db(services.conversation_label_add)(
+            conversation_id=frame["conversation_id"], label=frame["label"], by=self.user
+        )
+
+    async def on_conversation_label_remove(self, frame: dict[str, Any]) -> None:
+        await db(services.conversation_label_remove)(
+            conversation_id=frame["conversation_id"], label=frame["label"], by=self.user
+        )
+
+    async def on_conversation_snooze(self, frame: dict[str, Any]) -> None:
+        until = None
+        if frame.get("until") is not None:
+            try:
+                until = parse_datetime(frame["until"])
+            except ValueError:  # well formed but impossible: month 13
+                until = None
+            if until is None:
+                raise ValidationError("until must be an ISO 8601 time with its timezone")
+        await db(services.conversation_snooze)(
+            conversation_id=frame["conversation_id"], until=until, by=self.user
+        )
+
+    async def on_conversation_unsnooze(self, frame: dict[str, Any]) -> None:
+        await db(services.conversation_unsnooze)(
+            conversation_id=frame["conversation_id"], by=self.user
         )
 
     async def on_presence_set(self, frame: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from chat.consumers.frames import (
     SHOPPER_FRAMES,
     ProtocolError,
 )
-from chat.origins import scope_origin
+from chat.origins import scope_host, scope_origin
 from chat.threads import db
 from core.checkpoints import checkpoint
 from core.exceptions import Conflict
@@ -95,6 +95,7 @@ class ShopperConsumer(ChatSocket):
             write_key=frame["write_key"],
             # The handshake let any Origin through (chat/origins.py): the key decides here.
             origin=scope_origin(self.scope),
+            host=scope_host(self.scope),
             token=frame.get("token"),
             anonymous_id=frame.get("anonymous_id"),
             customer_id=frame.get("customer_id"),
@@ -127,9 +128,7 @@ class ShopperConsumer(ChatSocket):
             conversation = await db(services.conversation_for_shopper)(
                 shopper=identity.shopper, conversation_id=conversation.pk
             )
-            conversation_view = await db(selectors.conversation_shopper_view)(
-                conversation, business_hours_open=open_now
-            )
+            conversation_view = await db(services.conversation_shopper_state)(conversation)
             if self.page["url"]:
                 await db(services.conversation_page_view)(
                     shopper=identity.shopper, conversation_id=conversation.pk, **self.page
@@ -155,6 +154,9 @@ class ShopperConsumer(ChatSocket):
             # The rest of what the client missed, page by page, before any live message (the
             # dispatch lock holds live events until this handler returns).
             await self.fill(conversation.pk)
+        if conversation is not None:
+            # Still in the queue (a reloaded page, a reconnect): the place in it, now.
+            await self.send_queue_position(conversation.pk)
 
     async def on_message_send(self, frame: dict[str, Any]) -> None:
         cid = self.conversation_id
@@ -205,6 +207,14 @@ class ShopperConsumer(ChatSocket):
                 await self.send_json(result.offline_prompt)
             view = await db(self._view)(cid)
             await self.send_json({"type": "conversation.state", "conversation": view})
+            # The queue moved (this message queued it) before this socket joined.
+            await self.send_queue_position(cid)
+
+    async def send_queue_position(self, conversation_id: int) -> None:
+        """Send ``queue.position`` when the conversation waits in the live queue."""
+        frame = await db(services.queue_position_now)(conversation_id)
+        if frame is not None:
+            await self.send_json(frame)
 
     async def on_typing(self, frame: dict[str, Any]) -> None:
         if self.conversation_id is None:
@@ -265,15 +275,15 @@ class ShopperConsumer(ChatSocket):
             await self.send_json(handoff.offline_prompt)
         view = await db(self._view)(conversation.pk)
         await self.send_json({"type": "conversation.state", "conversation": view})
+        if joined_now:
+            await self.send_queue_position(conversation.pk)
 
     def _view(self, conversation_id: int) -> dict[str, Any]:
         conversation = services.conversation_for_shopper(
             shopper=self.shopper, conversation_id=conversation_id
         )
         assert conversation is not None
-        return selectors.conversation_shopper_view(
-            conversation, business_hours_open=services.business_hours_open()
-        )
+        return services.conversation_shopper_state(conversation)
 
     async def on_page_view(self, frame: dict[str, Any]) -> None:
         self.page = {"url": frame["url"][:2000], "title": (frame.get("title") or "")[:300]}

@@ -46,8 +46,7 @@ def _emit_state(conversation_id: int, *, previous_agent_id: int | None = None) -
         pk=conversation_id
     )
     summary = selectors.conversation_summary(conversation)
-    open_now = business_hours_open()
-    shopper_view = selectors.conversation_shopper_view(conversation, business_hours_open=open_now)
+    shopper_view = conversation_shopper_state(conversation)
     # The shopper's sockets drop agent-side frames by "audience"; agents get the summary.
     _emit(
         conversation_group(conversation_id),
@@ -80,6 +79,28 @@ def _emit_state(conversation_id: int, *, previous_agent_id: int | None = None) -
     for user_id in {previous_agent_id, agent.pk if agent else None} - {None}:
         assert user_id is not None
         _emit(agent_group(user_id), assignment, conversation_id=conversation_id)
+
+
+def conversation_shopper_state(conversation: Conversation) -> dict[str, Any]:
+    """The shopper view of ``conversation`` now: business hours, and who is online to answer
+    while it waits in the queue (``selectors.conversation_shopper_view``)."""
+    queued = conversation.state == State.QUEUED
+    return selectors.conversation_shopper_view(
+        conversation,
+        business_hours_open=business_hours_open(),
+        agents_online=_online_agents().count() if queued else None,
+    )
+
+
+def queue_position_now(conversation_id: int) -> dict[str, Any] | None:
+    """The ``queue.position`` frame of a conversation as it stands (None when not queued): for
+    a socket that joins a queued conversation after the queue last moved (the shopper's first
+    message queued it, or the page was reloaded). None outside business hours too: nobody is
+    promised a place in a queue then; the shopper is asked for an email (``offline.prompt``)."""
+    conversation = Conversation.objects.get(pk=conversation_id)
+    if conversation.state != State.QUEUED or not business_hours_open():
+        return None
+    return selectors.queue_position_frame(conversation, agents_online=_online_agents().count())
 
 
 def _emit_queue_positions() -> None:

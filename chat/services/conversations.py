@@ -19,6 +19,7 @@ from chat.services._common import (
     _emit,
     _emit_state,
     _lock,
+    _online_agents,
     conversation_group,
     staff_group,
 )
@@ -41,6 +42,12 @@ from chat.services.routing import _check_agent, conversation_route, queue_drain
 from chat.services.transcripts import offline_emails_fire
 from commerce.models import Shopper
 from core.exceptions import Conflict, ValidationError
+
+# Said instead of the hand-off message when no agent is online in business hours.
+NO_AGENTS_MESSAGE = gettext_noop(
+    "No one from our team is online right now. Leave your email address and your question, "
+    "and we'll reply by email."
+)
 
 # --- Conversation lifecycle ------------------------------------------------------------------
 
@@ -202,16 +209,20 @@ def _bot_say(conversation_id: int, text: str, intent: str) -> None:
 @dataclass(frozen=True)
 class HandOff:
     conversation: Conversation
-    # The offline.prompt frame sent to the conversation's sockets (outside business hours).
+    # The offline.prompt frame sent to the conversation's sockets (outside business hours, or
+    # no agent online).
     # A socket that joins the conversation only after this call (the hand-off started it) did
     # not hear it, and sends it itself.
     offline_prompt: dict[str, Any] | None = None
 
 
 def conversation_hand_off(*, conversation_id: int, reason: str = "requested") -> HandOff:
-    """bot → queued (then routed to an agent). Outside business hours the shopper is asked for
-    an email address instead (``offline.prompt``). Queued or assigned: nothing changes.
-    Resolved: reopened straight into the queue."""
+    """bot → queued (then routed to an agent). When nobody can answer live, outside business
+    hours or with no agent online, the shopper is told so honestly and asked for an email
+    address and their question (``offline.prompt``, which ``offline_message_leave`` answers);
+    a conversation queued with no agent online stays in the live queue meanwhile, so an agent
+    who comes online takes it. Queued or assigned: nothing changes. Resolved: reopened straight
+    into the queue."""
     settings_row = chat_settings_get()
     open_now = business_hours_open()
     prompt: dict[str, Any] | None = None
@@ -228,17 +239,19 @@ def conversation_hand_off(*, conversation_id: int, reason: str = "requested") ->
         conversation.save(
             update_fields=["state", "queued_at", "handed_off_at", "assigned_agent", "updated_at"]
         )
-        if open_now:
+        staffed = open_now and _online_agents().exists()
+        if staffed:
             _system_say(conversation_id, settings_row.handoff_message)
         else:
-            _system_say(conversation_id, settings_row.offline_message)
+            # An English msgid (or the merchant's own sentence), said in the conversation's
+            # language by _system_say and by the prompt alike.
+            message = NO_AGENTS_MESSAGE if open_now else settings_row.offline_message
+            _system_say(conversation_id, message)
             prompt = {
                 "type": "offline.prompt",
                 "conversation_id": conversation_id,
-                "message": translate(
-                    settings_row.offline_message,
-                    language=conversation_language(conversation_id),
-                ),
+                "message": translate(message, language=conversation_language(conversation_id)),
+                "reason": "no_agents" if open_now else "closed",
             }
             _emit(
                 conversation_group(conversation_id),
@@ -247,7 +260,9 @@ def conversation_hand_off(*, conversation_id: int, reason: str = "requested") ->
             )
         _emit_state(conversation_id)
     if open_now:
-        return HandOff(conversation=conversation_route(conversation_id=conversation_id))
+        return HandOff(
+            conversation=conversation_route(conversation_id=conversation_id), offline_prompt=prompt
+        )
     return HandOff(conversation=conversation, offline_prompt=prompt)
 
 

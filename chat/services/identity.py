@@ -12,10 +12,9 @@ from django.utils import timezone
 
 from chat import selectors
 from chat.models import BusinessHours, ChatSettings, Conversation
-from chat.origins import is_own_origin
 from commerce import selectors as commerce_selectors
 from commerce import services as commerce_services
-from commerce.models import Shopper, WriteKey
+from commerce.models import Shopper
 from core.exceptions import PermissionDenied, ValidationError
 
 TOKEN_SALT = "chat.shopper-token"  # noqa: S105 -- a signing namespace, not a secret
@@ -80,19 +79,11 @@ class ChatIdentity:
     identified: bool
 
 
-def chat_origin_allowed(*, write_key: WriteKey, origin: str | None) -> bool:
-    """May a page at ``origin`` chat with ``write_key``? Patron's own hosts always may (the
-    demo shop, the help pages); other sites only when the merchant listed their origin in the
-    key's ``allowed_origins``. No Origin at all counts as a foreign page."""
-    if is_own_origin(origin):
-        return True
-    return origin is not None and write_key.allows_origin(origin)
-
-
 def chat_identify(
     *,
     write_key: str,
     origin: str | None,
+    host: str | None = None,
     token: str | None = None,
     anonymous_id: str | None = None,
     customer_id: str | None = None,
@@ -100,8 +91,10 @@ def chat_identify(
 ) -> ChatIdentity:
     """Who is on the shopper socket: by a verified customer id, by token, or by anonymous id.
 
-    ``origin`` is the socket handshake's Origin header (None when absent). The key and the
-    origin are checked first, before anything is created or merged.
+    ``origin`` and ``host`` are the socket handshake's Origin and Host headers (None when
+    absent). The key and the origin are checked first, before anything is created or merged,
+    by the one origin rule (``commerce.selectors.write_key_origin_allowed``; a socket without
+    an Origin is refused: browsers always send one).
 
     The verified-identity rule (``commerce.services.visitor_resolve``, docs/identity.md): a
     customer is recognised only by ``customer_id`` with ``customer_hash``. Neither a token nor
@@ -115,7 +108,9 @@ def chat_identify(
     key = commerce_selectors.write_key_active(key=write_key)
     if key is None:
         raise PermissionDenied("Unknown write key.", code="forbidden")
-    if not chat_origin_allowed(write_key=key, origin=origin):
+    if not commerce_selectors.write_key_origin_allowed(
+        write_key=key, origin=origin, host=host, origin_required=True
+    ):
         raise PermissionDenied(
             f"Pages at {origin or 'an unknown origin'} may not use this write key.",
             code="forbidden",

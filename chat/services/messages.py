@@ -17,7 +17,14 @@ from django.utils import timezone
 
 from chat import selectors
 from chat.models import Conversation
-from chat.services._common import CONSOLE_GROUP, Author, State, conversation_group, staff_group
+from chat.services._common import (
+    CONSOLE_GROUP,
+    Author,
+    State,
+    _emit_state,
+    conversation_group,
+    staff_group,
+)
 from chat.services.language import conversation_language, translate
 from chat.services.post_rules import PostedMessage, PostRequest, post_rejected, post_request
 from chat.services.transcripts import follow_up_email_fire
@@ -153,7 +160,10 @@ def message_post_one(request: PostRequest) -> PostedMessage:
     now = timezone.now()
     with transaction.atomic():
         [row] = messages_store([request], now=now)
-        return _outcome(request, row, now=now, publish=True)
+        posted = _outcome(request, row, now=now, publish=True)
+        if posted.created and request.author_kind == Author.SHOPPER:
+            conversations_wake_on_reply([request.conversation_id])
+        return posted
 
 
 def message_post_many(requests: Sequence[PostRequest]) -> list[Outcome]:
@@ -213,6 +223,37 @@ def _outcome(
         transaction.on_commit(partial(group_send_sync, *message_event(posted.message)))
     _message_posted(request, posted, channel=row[3])
     return posted
+
+
+def conversations_wake_on_reply(conversation_ids: Sequence[int]) -> list[int]:
+    """The shopper wrote in these conversations: the snoozed ones come back to the inbox (one
+    statement that changes nothing unless one is snoozed); returns the ids woken. The batch
+    path's caller (``chat.writer``) calls it once per batch, ``message_post_one`` per message."""
+    if not conversation_ids:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE chat_conversation SET snoozed_at = NULL, snoozed_until = NULL"
+            " WHERE id = ANY(%s) AND snoozed_at IS NOT NULL RETURNING id",
+            [sorted(set(conversation_ids))],
+        )
+        woken = [int(row[0]) for row in cursor.fetchall()]
+    for conversation_id in woken:
+        _emit_state(conversation_id)
+    return woken
+
+
+def conversation_wake(*, conversation_id: int) -> bool:
+    """Bring a snoozed conversation back to the inbox (everyone concerned gets its new state);
+    False when it was not snoozed. The one home of waking: the shopper writing, an agent's
+    ``conversation.unsnooze`` and the wake-up task all come here."""
+    with transaction.atomic():
+        woken = Conversation.objects.filter(pk=conversation_id, snoozed_at__isnull=False).update(
+            snoozed_at=None, snoozed_until=None
+        )
+        if woken:
+            _emit_state(conversation_id)
+    return bool(woken)
 
 
 def _author_name(author_kind: str, agent: Any) -> str:

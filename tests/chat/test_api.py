@@ -174,6 +174,9 @@ def test_conversation_list_pages_and_summaries(shopper):
         "updated_at",
         "page_url",
         "language",
+        "labels",
+        "snoozed",
+        "snoozed_until",
     }
     assert (summary["state"], summary["last_message"], summary["assigned_agent"]) == (
         "bot",
@@ -437,5 +440,21 @@ def test_widget_config_answers_cors_only_for_the_keys_allowed_origins():
     assert allowed["Access-Control-Allow-Origin"] == "https://shop.example.com"
     assert "Origin" in allowed["Vary"]
     assert "Access-Control-Allow-Origin" not in foreign
+    assert foreign.status_code == 403
+    assert foreign.json()["error"]["code"] == "origin_not_allowed"
     assert "Origin" in foreign["Vary"]
     assert "Access-Control-Allow-Origin" not in same_origin
+    assert (allowed.status_code, same_origin.status_code) == (200, 200)
+
+
+def test_widget_config_of_a_key_without_origins_serves_only_patrons_own_pages(settings):
+    settings.ALLOWED_HOSTS = ["*"]  # the development default
+    key = WriteKey.objects.create(name="demo")
+    path = f"/api/chat/widget-config/?write_key={key.key}"
+
+    foreign = Client().get(path, HTTP_ORIGIN="https://evil.example.net")
+    own = Client().get(path, HTTP_ORIGIN="http://testserver")
+
+    assert foreign.status_code == 403
+    assert foreign.json()["error"]["code"] == "origin_not_allowed"
+    assert own.status_code == 200

@@ -56,12 +56,21 @@ def test_without_a_locale_the_conversation_speaks_the_language_written_in(
         'pasūtījāt, piem., "1001 ada@example.com".'
     ]
     # Later English words do not change it back.
-    services.shopper_message_post(
+    handed_off = services.shopper_message_post(
         shopper=shopper, body="human", client_id="c2", conversation_id=conversation.pk
     )
     conversation.refresh_from_db()
     assert conversation.language == "lv"
-    assert _bodies(conversation.pk, "system") == ["Nododu jūs kādam no mūsu komandas."]
+    # No agent is online: the honest no-agents notice, in Latvian too, in the thread and in the
+    # widget's offline.prompt.
+    no_agents = (
+        "Pašlaik neviens no mūsu komandas nav tiešsaistē. Atstājiet savu e-pasta adresi un "
+        "jautājumu, un mēs atbildēsim pa e-pastu."
+    )
+    assert _bodies(conversation.pk, "system") == [no_agents]
+    assert handed_off.offline_prompt is not None
+    assert handed_off.offline_prompt["message"] == no_agents
+    assert handed_off.offline_prompt["reason"] == "no_agents"
 
 
 def test_the_identified_locale_counts_when_the_widget_sends_none(db: Any) -> None:
@@ -102,6 +111,7 @@ def test_the_bot_answers_in_the_merchants_fallback_when_it_has_nothing_in_the_la
 def test_a_merchants_own_sentence_is_said_as_written_and_built_in_ones_translated(
     shopper: Shopper, chat_settings: ChatSettings
 ) -> None:
+    make_agent("anna")  # the hand-off message is said when an agent is online to take it
     ChatSettings.objects.filter(pk=1).update(handoff_message="Bir saniye, lütfen.")
     services.chat_settings_invalidate()
     post = services.shopper_message_post(
@@ -111,6 +121,7 @@ def test_a_merchants_own_sentence_is_said_as_written_and_built_in_ones_translate
 
     assert _bodies(post.conversation_id, "system") == [
         "Bir saniye, lütfen.",
+        "Anna pievienojās sarunai.",
         "Šī saruna ir atrisināta un slēgta.",
     ]
 

@@ -113,6 +113,7 @@ def test_overall_and_per_agent_figures(history):
                 "csat_satisfied_share": 0.0,
             },
         ],
+        "labels": {},
     }
 
 
@@ -168,3 +169,15 @@ def test_the_metrics_endpoint_refuses_bad_periods(history, query):
 
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid"
+
+
+def test_labels_are_counted_once_per_conversation_most_frequent_first():
+    shopper = Shopper.objects.create()
+    at = dt.datetime(2025, 3, 2, tzinfo=dt.UTC)
+    for labels in (["vip", "billing"], ["billing"], [], ["vip", "billing", "late"]):
+        Conversation.objects.create(shopper=shopper, labels=labels, created_at=at)
+    Conversation.objects.create(shopper=shopper, labels=["vip"], created_at=at.replace(year=2024))
+
+    figures = metrics.chat_metrics(since=at.replace(day=1), until=at.replace(month=4))
+
+    assert list(figures["labels"].items()) == [("billing", 3), ("vip", 2), ("late", 1)]

@@ -26,13 +26,17 @@ def test_the_document_parser_finds_frames_of_every_kind():
 
 def test_every_documented_frame_has_a_test():
     from tests.system import (
+        test_chat_labels_snooze,
         test_chat_protocol_console,
         test_chat_protocol_rules,
         test_chat_protocol_shopper,
     )
 
     covered = covered_frames(
-        test_chat_protocol_rules, test_chat_protocol_shopper, test_chat_protocol_console
+        test_chat_protocol_rules,
+        test_chat_protocol_shopper,
+        test_chat_protocol_console,
+        test_chat_labels_snooze,
     )
     documented = documented_frames()
     assert sorted(documented - covered) == [], "these frames have no conformance test"

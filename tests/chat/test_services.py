@@ -19,6 +19,8 @@ from core.exceptions import Conflict, PermissionDenied, ValidationError
 from tests.chat.conftest import make_agent
 
 pytestmark = pytest.mark.django_db
+# A page on Patron's own origin (the demo shop): any write key may chat from it.
+OWN_PAGE = "http://testserver"
 
 State = Conversation.State
 
@@ -333,23 +335,39 @@ def test_a_shopper_cannot_touch_another_shoppers_conversation(shopper):
 
 
 def test_identity_token_and_customer_hash(write_key, shopper):
-    identity = services.chat_identify(origin=None, write_key=write_key.key, anonymous_id="anon-1")
-    again = services.chat_identify(origin=None, write_key=write_key.key, token=identity.token)
+    identity = services.chat_identify(
+        origin=OWN_PAGE, host="testserver", write_key=write_key.key, anonymous_id="anon-1"
+    )
+    again = services.chat_identify(
+        origin=OWN_PAGE, host="testserver", write_key=write_key.key, token=identity.token
+    )
     assert again.shopper.pk == identity.shopper.pk
     assert again.identified is False
 
     with pytest.raises(PermissionDenied):
-        services.chat_identify(origin=None, write_key=write_key.key, token=identity.token + "x")
-    with pytest.raises(PermissionDenied):
-        services.chat_identify(origin=None, write_key="nope", anonymous_id="anon-1")
+        services.chat_identify(
+            origin=OWN_PAGE, host="testserver", write_key=write_key.key, token=identity.token + "x"
+        )
     with pytest.raises(PermissionDenied):
         services.chat_identify(
-            origin=None, write_key=write_key.key, customer_id="c-9", customer_hash_value="00"
+            origin=OWN_PAGE, host="testserver", write_key="nope", anonymous_id="anon-1"
+        )
+    with pytest.raises(PermissionDenied):
+        services.chat_identify(
+            origin=OWN_PAGE,
+            host="testserver",
+            write_key=write_key.key,
+            customer_id="c-9",
+            customer_hash_value="00",
         )
 
     good = services.customer_hash(customer_id="c-9", secret="s3cret")
     known = services.chat_identify(
-        write_key=write_key.key, origin=None, customer_id="c-9", customer_hash_value=good
+        write_key=write_key.key,
+        origin=OWN_PAGE,
+        host="testserver",
+        customer_id="c-9",
+        customer_hash_value=good,
     )
     assert known.identified is True
     assert known.shopper.customer_id == "c-9"

@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from chat.models import KnowledgeArticle
+from commerce.models import WriteKey
 from tests.chat.conftest import make_agent
 
 pytestmark = pytest.mark.django_db
@@ -124,3 +125,21 @@ def test_an_article_without_a_question_uses_its_title_and_unknown_or_unpublished
     ]
     assert Client().get("/help/draft/").status_code == 404
     assert Client().get("/help/nope/").status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/help/", "/help/returns/"])
+def test_help_pages_wear_the_shop_and_carry_the_chat_bubble(path):
+    articles(("Returns and refunds", "returns", True))
+    key = WriteKey.objects.create(name="demo shop")
+
+    html = Client().get(path).content.decode()
+
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html
+    assert '<link rel="stylesheet" href="/static/storefront/shop.css">' in html
+    assert '<header class="shop-header">' in html
+    assert '<main id="main" class="shop-main">' in html
+    # The same one tag as the shop's pages: the chat bubble, with the shop's key.
+    assert (
+        f'<script src="http://testserver/static/patron/widget.js" data-write-key="{key.key}"'
+        " async></script>"
+    ) in html

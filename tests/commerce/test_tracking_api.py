@@ -299,16 +299,42 @@ def test_a_key_that_lists_origins_refuses_calls_from_other_origins(client, path)
     assert Event.objects.count() == 1
 
 
-def test_a_key_without_origins_takes_calls_from_any_page(client, key):
+@pytest.mark.parametrize("allowed_hosts", [["*"], ["testserver"]])
+@pytest.mark.parametrize(
+    "origin", ["https://any.example", "null", "http://testserver.evil.example"]
+)
+def test_a_key_without_origins_refuses_every_other_page_in_every_mode(
+    client, key, settings, allowed_hosts, origin
+):
+    # ALLOWED_HOSTS = ["*"] is the development default: it must not open the key to every page.
+    settings.ALLOWED_HOSTS = allowed_hosts
+
     response = client.post(
         "/v1/t",
         data=json.dumps(track("m-1")),
         content_type="text/plain",
-        headers={"Authorization": basic_auth(key), "Origin": "https://any.example"},
+        headers={"Authorization": basic_auth(key), "Origin": origin},
     )
 
-    assert response.status_code == 200
-    assert response["Access-Control-Allow-Origin"] == "https://any.example"
+    assert response.status_code == 403
+    assert response.json()["code"] == "origin_not_allowed"
+    assert Event.objects.count() == 0
+
+
+@pytest.mark.parametrize("allowed_hosts", [["*"], ["testserver"]])
+def test_a_key_without_origins_takes_calls_from_patrons_own_pages(
+    client, key, settings, allowed_hosts
+):
+    settings.ALLOWED_HOSTS = allowed_hosts
+
+    response = client.post(
+        "/v1/t",
+        data=json.dumps(track("m-1")),
+        content_type="text/plain",
+        headers={"Authorization": basic_auth(key), "Origin": "http://testserver"},
+    )
+
+    assert response.status_code == 200, response.content
     assert Event.objects.count() == 1
 
 

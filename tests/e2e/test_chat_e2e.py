@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.utils import timezone
 
 from chat.models import (
     BusinessHours,
@@ -25,7 +26,7 @@ from chat.models import (
     Message,
 )
 from chat.selectors import AGENT_GROUP_PERMISSIONS
-from commerce.models import Product, WriteKey
+from commerce.models import Order, Product, WriteKey
 from tests.support.permissions import permissions
 from tests.support.processes import asgi_server, child_env, free_port
 
@@ -74,6 +75,25 @@ def _shopper_messages(page: Any, author: str) -> Any:
     return page.locator(f'[data-testid="patron-message"][data-author="{author}"] .bubble')
 
 
+NOBODY_ONLINE = (
+    "No one from our team is online right now. Leave your email below and we'll reply by email."
+)
+
+
+def _assert_newest_message_in_view(page: Any) -> None:
+    """The newest message is inside the visible part of the widget's message log (the queue
+    banner and the offline form take room from it)."""
+    log = page.get_by_test_id("patron-messages")
+    newest = log.locator("li").last
+    log_box, newest_box = log.bounding_box(), newest.bounding_box()
+    assert log_box is not None
+    assert newest_box is not None
+    assert newest_box["y"] + newest_box["height"] <= log_box["y"] + log_box["height"] + 1, (
+        log_box,
+        newest_box,
+    )
+
+
 def _agent_messages(page: Any, author: str) -> Any:
     return page.locator(f'[data-testid="console-message"][data-author="{author}"] .message__body')
 
@@ -102,16 +122,33 @@ def test_shopper_hands_off_to_an_agent_who_answers_and_markup_stays_text(
     expect(_shopper_messages(shopper, "bot").last).to_contain_text(SHIPPING_ANSWER)
     expect(shopper.get_by_test_id("patron-status")).to_have_text("Our assistant answers right away")
 
-    # -- The shopper asks for a person; nobody is online yet, so they wait in the queue. ------
+    # -- The shopper asks for a person; nobody is online yet: the widget says so honestly, ---
+    # -- offers to take an email, and keeps them in the queue in case someone comes. ---------
     shopper.get_by_role("button", name="Talk to a person").click()
-    expect(shopper.get_by_test_id("patron-queue")).to_have_text(
-        "You're next in line. An agent will be with you shortly."
-    )
-    expect(shopper.get_by_test_id("patron-status")).to_have_text(
-        "Waiting for the next available person"
-    )
+    queue = shopper.get_by_test_id("patron-queue")
+    expect(queue).to_have_text(NOBODY_ONLINE)
+    expect(shopper.get_by_test_id("patron-status")).to_have_text("No one is online right now")
+    expect(shopper.get_by_test_id("patron-offline-form")).to_be_visible()
+    assert "shortly" not in (shopper.get_by_test_id("patron-panel").text_content() or "")
+    _assert_newest_message_in_view(shopper)
     conversation = Conversation.objects.get()
     assert conversation.state == Conversation.State.QUEUED
+
+    # -- A reload while queued: the banner is back. ------------------------------------------
+    shopper.reload()
+    expect(queue).to_have_text(NOBODY_ONLINE)
+    expect(_shopper_messages(shopper, "shopper")).to_have_text(["How long does shipping take?"])
+    _assert_newest_message_in_view(shopper)
+
+    # An order of the shopper's from two years ago, partly refunded: the console must say so.
+    placed = timezone.now() - dt.timedelta(days=800)
+    Order.objects.create(
+        number="1001",
+        shopper_id=conversation.shopper_id,
+        status=Order.Status.PARTIALLY_REFUNDED,
+        total=Decimal("40.00"),
+        placed_at=placed,
+    )
 
     # -- The agent logs in through the admin and opens the console: online, routed to them. ---
     console = new_context().new_page()
@@ -123,7 +160,10 @@ def test_shopper_hands_off_to_an_agent_who_answers_and_markup_stays_text(
     expect(console.get_by_test_id("connection-status")).to_have_text("Connected")
     expect(console.get_by_test_id("presence-select")).to_have_value("online")
 
-    console.get_by_role("tab", name=re.compile(r"^Mine")).click()
+    # The hand-off was routed to Anna as she came online: the console opens on "Mine".
+    expect(console.get_by_role("tab", name=re.compile(r"^Mine"))).to_have_attribute(
+        "aria-selected", "true"
+    )
     item = console.get_by_test_id("inbox-item")
     expect(item).to_have_count(1)
     expect(console.get_by_role("tab", name=re.compile(r"^Mine"))).to_contain_text("1")
@@ -134,9 +174,14 @@ def test_shopper_hands_off_to_an_agent_who_answers_and_markup_stays_text(
     expect(console.get_by_test_id("context-current_page")).to_contain_text(
         "Blue mug · Patron Demo Shop"
     )
+    orders = console.get_by_test_id("context-recent_orders")
+    expect(orders).to_contain_text("Partially refunded")
+    expect(orders).to_contain_text(str(placed.year))
+    assert "partially_refunded" not in (orders.text_content() or "")
     expect(shopper.get_by_test_id("patron-status")).to_have_text(
         "You're chatting with Anna Berzina"
     )
+    expect(shopper.get_by_test_id("patron-offline-form")).to_be_hidden()
     conversation.refresh_from_db()
     assert conversation.state == Conversation.State.ASSIGNED
     assert conversation.assigned_agent_id == agent.pk

@@ -42,7 +42,9 @@ CASES = [
             "placeholder": "Bir mesaj yazın…",
             "status": "Asistanımız hemen yanıt verir",
             "talk_to_a_person": "Bir temsilciyle görüş",
-            "handoff": "Sizi ekibimizden birine aktarıyorum.",
+            # No agent is online: the honest no-agents notice, not a promise of a person.
+            "handoff": "Şu anda ekibimizden kimse çevrim içi değil. E-posta adresinizi ve "
+            "sorunuzu bırakın, size e-postayla yanıt verelim.",
         },
         id="turkish",
     ),
@@ -69,7 +71,8 @@ CASES = [
             "placeholder": "Rakstiet ziņu…",
             "status": "Mūsu asistents atbild uzreiz",
             "talk_to_a_person": "Runāt ar cilvēku",
-            "handoff": "Nododu jūs kādam no mūsu komandas.",
+            "handoff": "Pašlaik neviens no mūsu komandas nav tiešsaistē. Atstājiet savu e-pasta "
+            "adresi un jautājumu, un mēs atbildēsim pa e-pastu.",
         },
         id="latvian",
     ),
@@ -132,6 +135,8 @@ def test_a_shopper_chats_in_their_language(
     page.get_by_role("button", name=case["talk_to_a_person"]).click()
     system = page.locator('[data-testid="patron-message"][data-author="system"] .bubble')
     expect(system.first).to_have_text(case["handoff"])
+    # and the form asking for an email says the same, in it too (offline.prompt)
+    expect(page.get_by_test_id("patron-offline-form")).to_contain_text(case["handoff"])
 
     conversation = Conversation.objects.get()
     assert conversation.language == case["language"]

@@ -259,6 +259,9 @@ def test_segment_browser_library_events_are_stored_exactly_once(
         _serving(_proxy(live_server_url, log)) as patron,
         _serving(_page_server(segment_bundle)) as shop,
     ):
+        # A browser key serves Patron's own pages and the origins it lists: the shop's.
+        key.allowed_origins = [shop]
+        key.save(update_fields=["allowed_origins"])
         context = new_context()
 
         def only_local(request: Any) -> None:

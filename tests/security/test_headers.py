@@ -150,10 +150,21 @@ def test_widget_api_answers_cors_for_the_keys_origins_and_refuses_others():
     assert "Access-Control-Allow-Origin" not in server_side
 
 
-def test_a_key_without_listed_origins_gets_no_cors_answer():
+def test_a_key_without_listed_origins_refuses_other_pages_and_serves_patrons_own(settings):
+    settings.ALLOWED_HOSTS = ["*"]  # the development default decides nothing here
     key = WriteKey.objects.create(name="shop").key
-    response = Client().get(
-        "/api/engagement/onsite-messages?anonymous_id=a-1", headers={"Origin": SHOP, **_basic(key)}
-    )
-    assert response.status_code == 200
-    assert "Access-Control-Allow-Origin" not in response
+
+    def call(origin: str) -> Any:
+        return Client().get(
+            "/api/engagement/onsite-messages?anonymous_id=a-1",
+            headers={"Origin": origin, **_basic(key)},
+        )
+
+    foreign = call(SHOP)
+    own = call("http://testserver")
+
+    assert foreign.status_code == 403
+    assert foreign.json()["error"]["code"] == "origin_not_allowed"
+    assert "Access-Control-Allow-Origin" not in foreign
+    assert own.status_code == 200
+    assert "Access-Control-Allow-Origin" not in own  # same-origin: no CORS needed

@@ -404,7 +404,12 @@ def test_offline_prompt_reaches_the_socket_whose_hand_off_started_the_conversati
     conversation = Conversation.objects.get()
     prompts = [f for f in frames if f["type"] == "offline.prompt"]
     assert prompts == [
-        {"type": "offline.prompt", "conversation_id": conversation.pk, "message": offline_message}
+        {
+            "type": "offline.prompt",
+            "conversation_id": conversation.pk,
+            "message": offline_message,
+            "reason": "closed",
+        }
     ]
     assert ack["message"]["body"] == "Call me tomorrow"
     assert (conversation.state, conversation.channel, conversation.follow_up_email) == (

@@ -108,3 +108,69 @@ def test_the_console_refuses_foreign_origins_even_for_a_signed_in_agent(server, 
 
     assert statuses == [403, 403]
     assert accepted == "inbox.snapshot"
+
+
+# --- The development default: ALLOWED_HOSTS=* names no host, and opens nothing ---------------
+
+
+@pytest.fixture(scope="module")
+def dev_server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
+    with asgi_server(env=child_env(ALLOWED_HOSTS="*")) as url:
+        yield url
+
+
+@pytest.mark.parametrize("origin", [FOREIGN, "null", None])
+def test_with_allowed_hosts_star_a_key_without_origins_refuses_other_pages(
+    dev_server,
+    chat_settings,  # noqa: F811  -- the imported fixture
+    origin,
+):
+    own_only = WriteKey.objects.create(name="demo")
+    shoppers_before = Shopper.objects.count()
+
+    async def scenario() -> tuple[list[dict[str, Any]], int | None]:
+        client = ChatClient(dev_server, "/ws/chat/", origin=origin)
+        await hello(client, own_only, anonymous_id="anon-evil")
+        return await client.closed_with()
+
+    frames, code = asyncio.run(scenario())
+
+    assert code == 4003
+    assert [(f["type"], f["code"]) for f in frames] == [("error", "forbidden")]
+    assert Shopper.objects.count() == shoppers_before
+
+
+def test_with_allowed_hosts_star_patrons_own_page_chats_with_a_key_without_origins(
+    dev_server,
+    chat_settings,  # noqa: F811  -- the imported fixture
+):
+    own_only = WriteKey.objects.create(name="demo")
+
+    async def scenario() -> dict[str, Any]:
+        client = ChatClient(dev_server, "/ws/chat/")  # Origin: the server's own
+        await hello(client, own_only, anonymous_id="anon-own")
+        welcome = await client.expect("welcome")
+        await client.close()
+        return welcome
+
+    assert asyncio.run(scenario())["type"] == "welcome"
+
+
+def test_with_allowed_hosts_star_the_console_refuses_foreign_pages(
+    dev_server,
+    chat_settings,  # noqa: F811  -- the imported fixture
+):
+    cookie = session_cookie(make_agent("anna", online=False))
+
+    async def scenario() -> tuple[int, str]:
+        with pytest.raises(InvalidStatus) as refused:
+            await ChatClient(dev_server, "/ws/console/", cookie=cookie, origin=FOREIGN).connect()
+        own = await ChatClient(dev_server, "/ws/console/", cookie=cookie).connect()
+        snapshot = await own.expect("inbox.snapshot")
+        await own.close()
+        return refused.value.response.status_code, snapshot["type"]
+
+    status, accepted = asyncio.run(scenario())
+
+    assert status == 403
+    assert accepted == "inbox.snapshot"

@@ -42,6 +42,9 @@ SUMMARY_KEYS = {
     "updated_at",
     "page_url",
     "language",
+    "labels",
+    "snoozed",
+    "snoozed_until",
 }
 
 
@@ -98,7 +101,7 @@ def test_a_console_is_greeted_with_the_inbox_canned_responses_and_presence(serve
     snapshot, canned, presence = greeting
     assert (snapshot["view"], snapshot["counts"]) == (
         "unassigned",
-        {"unassigned": 1, "mine": 0, "all": 2},
+        {"unassigned": 1, "mine": 0, "all": 2, "snoozed": 0},
     )
     assert [c["id"] for c in snapshot["conversations"]] == [cid]
     assert set(snapshot["conversations"][0]) == SUMMARY_KEYS
@@ -167,7 +170,7 @@ def test_inbox_query_answers_a_snapshot_of_the_view_and_filters(server, key, ann
         "bad-view": [],
     }
     assert answers["mine"]["view"] == "mine"
-    assert answers["mine"]["counts"] == {"unassigned": 1, "mine": 1, "all": 2}
+    assert answers["mine"]["counts"] == {"unassigned": 1, "mine": 1, "all": 2, "snoozed": 0}
     assert (answers["bad-view"]["code"], answers["bad-view"]["type"]) == ("invalid", "error")
 
 

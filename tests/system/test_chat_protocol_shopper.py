@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from chat.models import BusinessHours, ChatSettings, Conversation, CsatRating, Message
+from chat.services.conversations import NO_AGENTS_MESSAGE
+from chat.services.language import translate
 from commerce.models import WriteKey
 from tests.chat.wsclient import ChatClient
 from tests.support.chat_protocol import (
@@ -46,8 +48,10 @@ SHOPPER_VIEW_KEYS = {
     "id",
     "state",
     "last_seq",
+    "channel",
     "agent",
     "queue_position",
+    "agents_online",
     "business_hours_open",
     "csat_requested",
 }
@@ -93,7 +97,8 @@ def test_hello_is_answered_by_welcome(server, key):
     assert welcome["shopper"] == {"name": "", "identified": False}
     assert (welcome["conversation"], welcome["messages"]) == (None, [])
     assert welcome["settings"] == {
-        "greeting": ChatSettings.objects.get().greeting,
+        # The hello's locale is Latvian: the (default) greeting is said in Latvian.
+        "greeting": translate(ChatSettings.objects.get().greeting, language="lv"),
         "business_hours_open": True,
         "languages": ["en", "lv", "tr"],
     }
@@ -291,10 +296,19 @@ def test_hand_off_queues_with_a_position_then_an_agent_is_assigned(server, key):
 
     cid = Conversation.objects.get().pk
     queued = seen["queued"]
-    assert [f["type"] for f in queued] == ["message.new", "conversation.state", "queue.position"]
+    # Nobody is online: the hand-off says so honestly (no promise of an agent) and asks for an
+    # email; the conversation still waits in the queue, so an agent coming online takes it.
+    assert [f["type"] for f in queued] == [
+        "message.new",
+        "offline.prompt",
+        "conversation.state",
+        "queue.position",
+    ]
     by_type = {f["type"]: f for f in queued}
-    assert by_type["message.new"]["message"]["body"] == "I'm passing you to a member of our team."
+    assert by_type["message.new"]["message"]["body"] == str(NO_AGENTS_MESSAGE)
+    assert by_type["offline.prompt"]["reason"] == "no_agents"
     assert by_type["conversation.state"]["conversation"]["state"] == "queued"
+    assert by_type["conversation.state"]["conversation"]["agents_online"] == 0
     assert by_type["conversation.state"]["conversation"]["queue_position"] == 1
     assert by_type["queue.position"] == {
         "type": "queue.position",
@@ -484,6 +498,7 @@ def test_outside_business_hours_a_hand_off_prompts_for_an_email(server, key, clo
         "type": "offline.prompt",
         "conversation_id": conversation.pk,
         "message": ChatSettings.objects.get().offline_message,
+        "reason": "closed",
     }
     assert (ack["client_id"], ack["message"]["body"]) == ("o1", "Call me")
     assert (conversation.channel, conversation.state, conversation.follow_up_email) == (

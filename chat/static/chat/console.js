@@ -29,6 +29,12 @@
     counts: Object.fromEntries(Array.from(document.querySelectorAll("[data-count]"), (n) => [n.dataset.count, n])),
     search: $("inbox-search"),
     stateFilter: $("inbox-state"),
+    labelFilter: $("inbox-label"),
+    labelList: $("label-list"),
+    labelForm: $("label-form"),
+    labelInput: $("label-input"),
+    snooze: $("snooze-select"),
+    unsnooze: $("unsnooze-button"),
     list: $("inbox-list"),
     listEmpty: $("inbox-empty"),
     threadEmpty: $("thread-empty"),
@@ -73,12 +79,18 @@
   }
 
   const ISO_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}/;
+  // Times today show the time only; other days the date, with the year unless it is this
+  // year's ("3 Mar, 14:05", "28 Nov 2023, 09:12"): an order or a visit years ago must not read
+  // as this year's.
   function formatTime(iso, withDate) {
     const date = new Date(iso);
     if (Number.isNaN(date.getTime())) return String(iso);
-    const sameDay = new Date().toDateString() === date.toDateString();
+    const now = new Date();
+    const sameDay = now.toDateString() === date.toDateString();
     if (withDate || !sameDay) {
-      return date.toLocaleString([], { day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" });
+      const options = { day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" };
+      if (date.getFullYear() !== now.getFullYear()) options.year = "numeric";
+      return date.toLocaleString([], options);
     }
     return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   }
@@ -127,9 +139,10 @@
     reconnectTimer: null,
     pingTimer: null,
     view: "unassigned",
+    viewSettled: false, // false until the server's first snapshot (or a click) chose the tab
     conversations: new Map(), // id -> summary (current list)
     order: [], // ids in list order
-    counts: { unassigned: 0, mine: 0, all: 0 },
+    counts: { unassigned: 0, mine: 0, all: 0, snoozed: 0 },
     selectedId: null,
     selected: null, // summary of the open conversation
     rendered: new Set(), // seqs rendered in the open conversation
@@ -181,7 +194,8 @@
       state.open = true;
       setConnection(gettext("Connected"), "online");
       if (dom.presence.value === "away") send({ type: "presence.set", status: "away" });
-      queryInbox();
+      // The first time, the server's own snapshot picks the tab where the agent's work is.
+      if (state.viewSettled) queryInbox();
       if (state.selectedId && !resuming) send({ type: "conversation.open", conversation_id: state.selectedId, last_seq: state.maxSeq, ref: nextRef() });
       resendPending();
       clearInterval(state.pingTimer);
@@ -244,6 +258,8 @@
     state.requery = null;
     const frame = { type: "inbox.query", view: state.view, limit: 100, ref: nextRef() };
     if (dom.stateFilter.value) frame.state = dom.stateFilter.value;
+    const label = dom.labelFilter.value.trim();
+    if (label) frame.label = label;
     const q = dom.search.value.trim();
     if (q) frame.q = q;
     send(frame);
@@ -254,6 +270,9 @@
   }
 
   function belongs(summary) {
+    if (Boolean(summary.snoozed) !== (state.view === "snoozed")) return false;
+    const label = dom.labelFilter.value.trim().toLowerCase();
+    if (label && !(summary.labels || []).includes(label)) return false;
     if (state.view === "unassigned" && summary.state !== "queued") return false;
     if (state.view === "mine" && !(summary.state === "assigned" && summary.assigned_agent && summary.assigned_agent.id === ME.id)) return false;
     if (dom.stateFilter.value && summary.state !== dom.stateFilter.value) return false;
@@ -266,8 +285,9 @@
     return true;
   }
 
-  function setView(view, focus) {
+  function setView(view, focus, fromServer) {
     state.view = view;
+    state.viewSettled = true;
     for (const tab of dom.tabs) {
       const selected = tab.dataset.view === view;
       tab.setAttribute("aria-selected", selected ? "true" : "false");
@@ -277,6 +297,7 @@
         if (focus) tab.focus();
       }
     }
+    if (fromServer) return;
     state.conversations.clear();
     state.order = [];
     renderList();
@@ -316,6 +337,8 @@
         h("span", { class: "inbox-item__tags" }, [
           h("span", { class: `pill pill--${summary.state}`, text: STATE_LABELS[summary.state] || summary.state }),
           summary.channel === "email" ? h("span", { class: "pill pill--email", text: gettext("Email") }) : null,
+          summary.snoozed ? h("span", { class: "pill pill--snoozed", text: summary.snoozed_until ? interpolate(gettext("Snoozed until %(time)s"), { time: formatTime(summary.snoozed_until) }) : gettext("Snoozed until reply") }) : null,
+          ...(summary.labels || []).map((label) => h("span", { class: "pill pill--label", "data-testid": "inbox-label-pill", text: label })),
           summary.assigned_agent ? h("span", { class: "inbox-item__agent", text: summary.assigned_agent.id === ME.id ? gettext("You") : summary.assigned_agent.name }) : null,
         ]),
       ],
@@ -373,6 +396,7 @@
     dom.contextEmpty.hidden = false;
     dom.threadEmpty.hidden = true;
     dom.thread.hidden = false;
+    document.body.dataset.pane = "thread"; // narrow screens show one pane (console.css)
     showTyping(null);
     renderHeader();
     renderList();
@@ -389,13 +413,44 @@
     if (summary.assigned_agent) bits.push(summary.assigned_agent.id === ME.id ? "assigned to you" : `assigned to ${summary.assigned_agent.name}`);
     if (shopper.email) bits.push(shopper.email);
     if (summary.channel === "email") bits.push("email follow-up");
-    dom.subtitle.textContent = bits.join(" · ");
     const mine = summary.state === "assigned" && summary.assigned_agent && summary.assigned_agent.id === ME.id;
     const resolved = summary.state === "resolved";
     dom.assign.hidden = Boolean(mine) || resolved;
     dom.resolve.hidden = resolved;
     dom.transfer.hidden = resolved;
+    dom.snooze.hidden = resolved || Boolean(summary.snoozed);
+    dom.unsnooze.hidden = !summary.snoozed;
+    if (summary.snoozed) bits.push(summary.snoozed_until ? interpolate(gettext("snoozed until %(time)s"), { time: formatTime(summary.snoozed_until, true) }) : gettext("snoozed until the shopper writes"));
+    dom.subtitle.textContent = bits.join(" · ");
+    renderLabels(summary.labels || []);
     renderTransferOptions();
+  }
+
+  function renderLabels(labels) {
+    dom.labelList.replaceChildren(
+      ...labels.map((label) =>
+        h("span", { class: "pill pill--label", "data-testid": "label-pill" }, [
+          label,
+          h("button", {
+            type: "button",
+            class: "pill__remove",
+            "aria-label": interpolate(gettext("Remove label %(label)s"), { label }),
+            text: "×",
+            onclick: () => send({ type: "conversation.label.remove", conversation_id: state.selectedId, label, ref: nextRef() }),
+          }),
+        ]),
+      ),
+    );
+  }
+
+  function snoozeUntil(choice) {
+    const now = new Date();
+    if (choice === "1h") return new Date(now.getTime() + 3600 * 1000).toISOString();
+    if (choice === "tomorrow") {
+      const tomorrow = new Date(now.getFullYear(), now.getMonth(), now.getDate() + 1, 9, 0, 0);
+      return tomorrow.toISOString();
+    }
+    return null; // until the shopper writes
   }
 
   function authorName(message) {
@@ -597,6 +652,7 @@
         state.counts = frame.counts;
         renderCounts();
       }
+      if (!state.viewSettled && !frame.ref && frame.view) setView(frame.view, false, true);
       if (frame.view !== state.view) return;
       state.conversations.clear();
       state.order = [];
@@ -856,6 +912,11 @@
     dom.input.focus();
     updateCanned(true);
   });
+  $("back-button").addEventListener("click", () => {
+    document.body.dataset.pane = "inbox";
+    const item = dom.list.querySelector(`[data-conversation-id="${state.selectedId}"]`);
+    if (item) item.focus();
+  });
   dom.modeReply.addEventListener("click", () => setMode("reply"));
   dom.modeNote.addEventListener("click", () => setMode(state.mode === "note" ? "reply" : "note"));
 
@@ -887,6 +948,27 @@
     send(frame);
   });
   dom.presence.addEventListener("change", () => send({ type: "presence.set", status: dom.presence.value }));
+  dom.labelForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const label = dom.labelInput.value.trim();
+    if (!label || !state.selectedId) return;
+    send({ type: "conversation.label.add", conversation_id: state.selectedId, label, ref: nextRef() });
+    dom.labelInput.value = "";
+  });
+  dom.snooze.addEventListener("change", () => {
+    const choice = dom.snooze.value;
+    dom.snooze.value = "";
+    if (!choice || !state.selectedId) return;
+    send({ type: "conversation.snooze", conversation_id: state.selectedId, until: snoozeUntil(choice), ref: nextRef() });
+  });
+  dom.unsnooze.addEventListener("click", () => {
+    if (state.selectedId) send({ type: "conversation.unsnooze", conversation_id: state.selectedId, ref: nextRef() });
+  });
+  let labelTimer = null;
+  dom.labelFilter.addEventListener("input", () => {
+    clearTimeout(labelTimer);
+    labelTimer = setTimeout(queryInbox, 250);
+  });
 
   // ---------------------------------------------------------------------------------------
   // Inbox controls and keyboard.
@@ -914,9 +996,9 @@
   }
 
   document.addEventListener("keydown", (event) => {
-    if (event.altKey && ["1", "2", "3"].includes(event.key)) {
+    if (event.altKey && ["1", "2", "3", "4"].includes(event.key)) {
       event.preventDefault();
-      setView(["unassigned", "mine", "all"][Number(event.key) - 1], true);
+      setView(["unassigned", "mine", "all", "snoozed"][Number(event.key) - 1], true);
       return;
     }
     const target = event.target;

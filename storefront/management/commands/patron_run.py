@@ -52,10 +52,10 @@ class Command(BaseCommand):
         password = self._ensure_admin()
         if not options["no_demo"]:
             call_command("patron_demo")
-        write_key = self._ensure_write_key()
-
         base = f"http://{options['host']}:{options['port']}"
-        env = {**os.environ, "PATRON_BASE_URL": os.environ.get("PATRON_BASE_URL", base)}
+        public = os.environ.get("PATRON_BASE_URL", base)
+        write_key = self._ensure_write_key(origins=[base, public])
+        env = {**os.environ, "PATRON_BASE_URL": public}
         if settings.EMBEDDED:
             # Children reuse the servers manage.py found or started (and so start none).
             env.setdefault("DATABASE_URL", embedded.database_url())
@@ -174,8 +174,15 @@ class Command(BaseCommand):
         password_file.chmod(0o600)
         return password
 
-    def _ensure_write_key(self) -> str:
+    def _ensure_write_key(self, *, origins: list[str]) -> str:
+        """The demo shop's browser key, allowed on the demo's own addresses (``origins``): a
+        browser key serves only the pages it lists, besides Patron's own (docs/identity.md)."""
         from commerce.models import WriteKey
 
         key, _ = WriteKey.objects.get_or_create(name="Demo shop")
+        listed = list(key.allowed_origins or [])
+        missing = [o.rstrip("/") for o in dict.fromkeys(origins) if o.rstrip("/") not in listed]
+        if missing:
+            key.allowed_origins = [*listed, *missing]
+            key.save(update_fields=["allowed_origins"])
         return key.key

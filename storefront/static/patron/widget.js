@@ -555,6 +555,8 @@
       renderGreeting();
       const messages = Array.isArray(frame.messages) ? frame.messages : [];
       messages.forEach((message) => renderMessage(message));
+      // Still queued after a reload: the banner comes back with the place in the queue.
+      if (conversation) renderQueue(conversation.queue_position, conversation.agents_online);
       // Unread: messages from others the shopper has not seen on any page yet.
       state.unread = messages.filter((m) => m.seq > state.seenSeq && m.author && m.author.kind !== "shopper").length;
       renderBadge();
@@ -612,6 +614,7 @@
         ui.csat.hidden = true;
       }
       if (before !== frame.conversation.state && frame.conversation.state !== "queued") ui.queue.hidden = true;
+      if (frame.conversation.state === "queued") renderQueue(frame.conversation.queue_position, frame.conversation.agents_online);
       renderState();
     },
     assignment(frame) {
@@ -620,15 +623,11 @@
       renderState();
     },
     "queue.position"(frame) {
-      const position = Number(frame.position);
-      if (!position) {
-        ui.queue.hidden = true;
-        return;
+      if (state.conversation) {
+        state.conversation.queue_position = Number(frame.position) || null;
+        state.conversation.agents_online = typeof frame.agents_online === "number" ? frame.agents_online : null;
       }
-      if (state.conversation) state.conversation.queue_position = position;
-      ui.queue.textContent =
-        position === 1 ? gettext("You're next in line. An agent will be with you shortly.") : interpolate(gettext("You're number %(position)s in line."), { position });
-      ui.queue.hidden = false;
+      renderQueue(Number(frame.position) || null, frame.agents_online);
       renderState();
     },
     "offline.prompt"(frame) {
@@ -806,7 +805,9 @@
     const current = conversation ? conversation.state : null;
     const agent = conversation && conversation.agent && conversation.agent.name;
     let status = gettext("Our assistant answers right away");
-    if (current === "queued") status = gettext("Waiting for the next available person");
+    if (current === "queued" && conversation.channel === "email") status = gettext("We'll reply by email");
+    else if (current === "queued" && conversation.agents_online === 0) status = gettext("No one is online right now");
+    else if (current === "queued") status = gettext("Waiting for the next available person");
     else if (current === "assigned") status = agent ? interpolate(gettext("You're chatting with %(agent)s"), { agent }) : gettext("You're chatting with our team");
     else if (current === "resolved") status = gettext("Conversation closed · write to reopen");
     else if (state.settings && state.settings.business_hours_open === false) status = gettext("We're offline. Leave a message.");
@@ -816,15 +817,42 @@
     ui.handoff.hidden = !(current === null || current === "bot") || !ui.offline.hidden;
     ui.transcriptToggle.hidden = !state.conversationId;
     if (current !== "queued") ui.queue.hidden = true;
-    // Queued outside business hours: nobody will answer live, so ask for an email. (The
-    // offline.prompt frame says so at the hand-off; after a page load only the state does.)
-    if (current === "queued" && conversation.business_hours_open === false) showOfflineForm(null);
+    if (current === "assigned") ui.offline.hidden = true; // somebody is here after all
+    // Queued outside business hours or with nobody online: nobody will answer live, so ask for
+    // an email. (The offline.prompt frame says so at the hand-off; after a page load only the
+    // state does.)
+    const nobody = conversation && (conversation.business_hours_open === false || conversation.agents_online === 0);
+    if (current === "queued" && conversation.channel !== "email" && nobody) showOfflineForm(null);
+  }
+
+  // The queue banner: the shopper's place, and an honest word when nobody is online. Showing
+  // it shrinks the message log, so the newest message is scrolled back into view.
+  function renderQueue(position, agentsOnline) {
+    const queued = state.conversation && state.conversation.state === "queued" && state.conversation.channel !== "email";
+    const nearBottom = ui.log.scrollHeight - ui.log.scrollTop - ui.log.clientHeight < 80;
+    if (!position || !queued) {
+      ui.queue.hidden = true;
+    } else if (agentsOnline === 0) {
+      ui.queue.textContent = gettext("No one from our team is online right now. Leave your email below and we'll reply by email.");
+      ui.queue.hidden = false;
+    } else {
+      ui.queue.textContent =
+        position === 1 ? gettext("You're next in line. An agent will be with you shortly.") : interpolate(gettext("You're number %(position)s in line."), { position });
+      ui.queue.hidden = false;
+    }
+    ui.queue.dataset.agentsOnline = agentsOnline === undefined || agentsOnline === null ? "" : String(agentsOnline);
+    if (nearBottom) scrollToEnd();
   }
 
   function showOfflineForm(message) {
     if (!ui.offline.hidden) return;
     if (state.conversationId && store.get(KEYS.offlineDone) === String(state.conversationId)) return;
-    ui.offlineText.textContent = message || gettext("We're offline right now. Leave your email and we'll reply by email.");
+    const nobodyOnline = state.conversation && state.conversation.business_hours_open !== false && state.conversation.agents_online === 0;
+    ui.offlineText.textContent =
+      message ||
+      (nobodyOnline
+        ? gettext("No one from our team is online right now. Leave your email and your question, and we'll reply by email.")
+        : gettext("We're offline right now. Leave your email and we'll reply by email."));
     ui.offline.hidden = false;
     ui.handoff.hidden = true;
     if (!state.open) openPanel();
