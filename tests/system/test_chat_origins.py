@@ -113,10 +113,7 @@ def test_the_console_refuses_foreign_origins_even_for_a_signed_in_agent(server, 
 # --- The development default: ALLOWED_HOSTS=* names no host, and opens nothing ---------------
 
 
-@pytest.fixture(scope="module")
-def dev_server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
-    with asgi_server(env=child_env(ALLOWED_HOSTS="*")) as url:
-        yield url
+dev_server = asgi_server_fixture(ALLOWED_HOSTS="*")
 
 
 @pytest.mark.parametrize("origin", [FOREIGN, "null", None])
