@@ -12,6 +12,11 @@ import pytest
 
 from tests.support.processes import asgi_server_fixture
 from tests.support.smtp import SMTPSink
+from tests.system.chat_fixtures import (  # noqa: F401  (fixtures the chat system tests use)
+    browser_key,
+    chat_settings,
+    consoles_disconnected,
+)
 
 
 @pytest.fixture

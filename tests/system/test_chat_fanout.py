@@ -13,6 +13,7 @@ from django.conf import settings
 
 from chat.models import Message
 from commerce.models import WriteKey
+from tests.chat.conftest import make_agent
 from tests.chat.wsclient import ChatClient
 from tests.support.chat_protocol import hand_off_assigned, session_cookie, shopper_socket
 from tests.support.processes import (
@@ -22,12 +23,12 @@ from tests.support.processes import (
     redis_server,
     stop,
 )
-from tests.system.chat_fixtures import CHAT_SYSTEM, chat_settings, consoles_disconnected, make_agent  # noqa: F401  (fixtures)
+from tests.system.chat_fixtures import CHAT_SYSTEM
 
 pytestmark = CHAT_SYSTEM
 
 
-def test_shopper_on_one_process_and_agent_on_another_talk_in_real_time(chat_settings):  # noqa: F811  -- the imported fixture
+def test_shopper_on_one_process_and_agent_on_another_talk_in_real_time(chat_settings):
     key = WriteKey.objects.create(name="shop")
     agent = make_agent("anna", online=False)
     cookie = session_cookie(agent)
@@ -170,7 +171,7 @@ class Peer:
 
 
 def test_redis_restarted_under_live_conversations_loses_and_doubles_nothing(
-    chat_settings,  # noqa: F811 -- the imported fixture
+    chat_settings,
     tmp_path,
 ):
     key = WriteKey.objects.create(name="shop")

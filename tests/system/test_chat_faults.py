@@ -17,16 +17,11 @@ from django.db import connection
 from chat import presence, selectors
 from chat.models import Conversation, Message
 from commerce.models import WriteKey
+from tests.chat.conftest import make_agent
 from tests.chat.wsclient import ChatClient
 from tests.support.chat_protocol import session_cookie, shopper_socket
 from tests.support.processes import asgi_process, child_env, free_port, redis_server, stop
-from tests.system.chat_fixtures import (  # noqa: F401  (fixtures)
-    CHAT_SYSTEM,
-    browser_key,
-    chat_settings,
-    consoles_disconnected,
-    make_agent,
-)
+from tests.system.chat_fixtures import CHAT_SYSTEM
 
 pytestmark = CHAT_SYSTEM
 
@@ -254,7 +249,7 @@ def test_a_reconnecting_console_gets_the_missed_messages_before_live_ones(server
 
 
 def test_a_handshake_while_redis_is_down_is_answered_unavailable_without_a_traceback(
-    chat_settings: Any,  # noqa: F811 -- the imported fixture
+    chat_settings: Any,
     tmp_path: Path,
 ) -> None:
     key = WriteKey.objects.create(name="shop")

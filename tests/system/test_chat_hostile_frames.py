@@ -15,12 +15,7 @@ from chat.consumers import CLOSE_PROTOCOL
 from chat.models import Conversation, Message
 from commerce.models import Shopper
 from tests.chat.wsclient import ChatClient
-from tests.system.chat_fixtures import (  # noqa: F401  (fixtures)
-    CHAT_SYSTEM,
-    browser_key,
-    chat_settings,
-    consoles_disconnected,
-)
+from tests.system.chat_fixtures import CHAT_SYSTEM
 
 pytestmark = CHAT_SYSTEM
 

@@ -22,12 +22,7 @@ from chat.models import Conversation, Message
 from commerce.models import Order, Shopper, ShopperAlias, WriteKey
 from tests.chat.wsclient import ChatClient
 from tests.support.identity import user_hash
-from tests.system.chat_fixtures import (  # noqa: F401  (fixtures)
-    CHAT_SYSTEM,
-    browser_key,
-    chat_settings,
-    consoles_disconnected,
-)
+from tests.system.chat_fixtures import CHAT_SYSTEM
 
 pytestmark = CHAT_SYSTEM
 
@@ -37,7 +32,7 @@ CLOSE_FORBIDDEN = 4003
 
 
 @pytest.fixture
-def ana(chat_settings: Any) -> Shopper:  # noqa: F811
+def ana(chat_settings: Any) -> Shopper:
     shopper = Shopper.objects.create(customer_id="c-ana", email="ana@example.com", first_name="Ana")
     ShopperAlias.objects.create(anonymous_id="anon-ana", shopper=shopper)
     Order.objects.create(number="ANA-1001", shopper=shopper, total=Decimal("42.00"))

@@ -15,16 +15,11 @@ from django.utils import timezone
 
 from chat import services, tasks
 from chat.models import Conversation
+from tests.chat.conftest import make_agent
 from tests.chat.wsclient import ChatClient
 from tests.support.chat_protocol import covers, session_cookie, shopper_socket
 from tests.support.permissions import permissions
-from tests.system.chat_fixtures import (  # noqa: F401  (fixtures)
-    CHAT_SYSTEM,
-    browser_key,
-    chat_settings,
-    consoles_disconnected,
-    make_agent,
-)
+from tests.system.chat_fixtures import CHAT_SYSTEM
 
 pytestmark = CHAT_SYSTEM
 

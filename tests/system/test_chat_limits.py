@@ -14,12 +14,7 @@ from chat.models import Conversation
 from commerce.models import WriteKey
 from tests.chat.wsclient import ChatClient
 from tests.support.processes import asgi_server_fixture
-from tests.system.chat_fixtures import (  # noqa: F401  (fixtures)
-    CHAT_SYSTEM,
-    browser_key,
-    chat_settings,
-    consoles_disconnected,
-)
+from tests.system.chat_fixtures import CHAT_SYSTEM
 
 pytestmark = CHAT_SYSTEM
 

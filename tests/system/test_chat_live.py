@@ -16,15 +16,10 @@ from chat import emails, presence, selectors
 from chat.models import BusinessHours, ChatSettings, Conversation, Message
 from commerce.models import WriteKey
 from engagement.models import Message as OutboxMessage
+from tests.chat.conftest import make_agent
 from tests.chat.wsclient import ChatClient
 from tests.support.chat_protocol import hand_off_assigned, session_cookie, shopper_socket
-from tests.system.chat_fixtures import (  # noqa: F401  (fixtures)
-    CHAT_SYSTEM,
-    browser_key,
-    chat_settings,
-    consoles_disconnected,
-    make_agent,
-)
+from tests.system.chat_fixtures import CHAT_SYSTEM
 
 pytestmark = CHAT_SYSTEM
 

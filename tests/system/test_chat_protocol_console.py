@@ -11,6 +11,7 @@ import pytest
 
 from chat.models import AgentStatus, CannedResponse, Conversation, Message
 from commerce.models import WriteKey
+from tests.chat.conftest import make_agent
 from tests.support.chat_protocol import (
     console_socket,
     covers,
@@ -19,13 +20,7 @@ from tests.support.chat_protocol import (
     shopper_socket,
 )
 from tests.support.processes import asgi_server_fixture
-from tests.system.chat_fixtures import (  # noqa: F401  (fixtures)
-    CHAT_SYSTEM,
-    browser_key,
-    chat_settings,
-    consoles_disconnected,
-    make_agent,
-)
+from tests.system.chat_fixtures import CHAT_SYSTEM
 
 pytestmark = CHAT_SYSTEM
 
@@ -52,7 +47,7 @@ server = asgi_server_fixture(PATRON_RATE_CHAT_CONVERSATIONS="1000/600")
 
 
 @pytest.fixture
-def anna(chat_settings: Any) -> Any:  # noqa: F811 -- the imported fixture
+def anna(chat_settings: Any) -> Any:
     return make_agent("anna", online=False)
 
 

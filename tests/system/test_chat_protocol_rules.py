@@ -21,6 +21,7 @@ from django.db.models import F
 from chat.consumers import CLOSE_HELLO, CLOSE_PROTOCOL, CLOSE_TOO_LARGE
 from chat.models import Conversation, Message
 from commerce.models import Shopper, WriteKey
+from tests.chat.conftest import make_agent
 from tests.chat.wsclient import ChatClient
 from tests.support.chat_protocol import (
     console_socket,
@@ -31,13 +32,7 @@ from tests.support.chat_protocol import (
 )
 from tests.support.checkpoints import Checkpoint
 from tests.support.processes import asgi_server_fixture
-from tests.system.chat_fixtures import (  # noqa: F401  (fixtures)
-    CHAT_SYSTEM,
-    browser_key,
-    chat_settings,
-    consoles_disconnected,
-    make_agent,
-)
+from tests.system.chat_fixtures import CHAT_SYSTEM
 
 pytestmark = CHAT_SYSTEM
 

@@ -15,6 +15,7 @@ from chat.models import BusinessHours, ChatSettings, Conversation, CsatRating, M
 from chat.services.conversations import NO_AGENTS_MESSAGE
 from chat.services.language import translate
 from commerce.models import WriteKey
+from tests.chat.conftest import make_agent
 from tests.chat.wsclient import ChatClient
 from tests.support.chat_protocol import (
     console_socket,
@@ -24,13 +25,7 @@ from tests.support.chat_protocol import (
     shopper_socket,
 )
 from tests.support.processes import asgi_server_fixture
-from tests.system.chat_fixtures import (  # noqa: F401  (fixtures)
-    CHAT_SYSTEM,
-    browser_key,
-    chat_settings,
-    consoles_disconnected,
-    make_agent,
-)
+from tests.system.chat_fixtures import CHAT_SYSTEM
 
 pytestmark = CHAT_SYSTEM
 

@@ -17,15 +17,9 @@ from chat.models import AgentStatus, Conversation, Message
 from chat.services.conversations import NO_AGENTS_MESSAGE
 from commerce.models import Shopper
 from engagement.models import Message as OutboxMessage
-from tests.chat.conftest import FIXTURE_CONNECTION
+from tests.chat.conftest import FIXTURE_CONNECTION, make_agent
 from tests.support.chat_protocol import shopper_socket
-from tests.system.chat_fixtures import (  # noqa: F401  (fixtures)
-    CHAT_SYSTEM,
-    browser_key,
-    chat_settings,
-    consoles_disconnected,
-    make_agent,
-)
+from tests.system.chat_fixtures import CHAT_SYSTEM
 
 pytestmark = CHAT_SYSTEM
 

@@ -25,7 +25,7 @@ from chat.models import AgentStatus
 from chat.selectors import AGENT_GROUP_PERMISSIONS
 from tests.chat.wsclient import ChatClient
 from tests.support.processes import asgi_server_fixture
-from tests.system.chat_fixtures import CHAT_SYSTEM, chat_settings, consoles_disconnected  # noqa: F401  (fixtures)
+from tests.system.chat_fixtures import CHAT_SYSTEM
 
 pytestmark = CHAT_SYSTEM
 

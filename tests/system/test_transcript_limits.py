@@ -10,9 +10,10 @@ from typing import Any
 from chat.models import Conversation
 from commerce.models import Shopper
 from engagement.models import Message as OutboxMessage
+from tests.chat.conftest import make_agent
 from tests.support.chat_protocol import console_socket, session_cookie
 from tests.support.processes import asgi_server_fixture
-from tests.system.chat_fixtures import CHAT_SYSTEM, chat_settings, consoles_disconnected, make_agent  # noqa: F401  (fixtures)
+from tests.system.chat_fixtures import CHAT_SYSTEM
 
 pytestmark = CHAT_SYSTEM
 
@@ -22,7 +23,7 @@ server = asgi_server_fixture(PATRON_RATE_TRANSCRIPTS_PER_AGENT="1/3600")
 
 def test_a_second_transcript_within_the_hour_is_refused_and_not_sent(
     server: str,
-    chat_settings: Any,  # noqa: F811 -- the imported fixture
+    chat_settings: Any,
 ) -> None:
     agent = make_agent("anna", online=False)
     shopper = Shopper.objects.create(email="ada@example.com")
