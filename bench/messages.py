@@ -13,6 +13,10 @@ database it creates and drops. An aiosmtpd server in its own process is the SMTP
    every message is recorded sent.
 
 Prints a few lines and, last, one JSON object: messages_per_s, smtplib_per_s, ratio, ...
+
+Environment: ``BENCH_MESSAGES`` (N, default 3000); ``BENCH_WORKER_LOG=1`` shows the worker's
+log at INFO (by default it is discarded, so a task failing in the worker only shows here as a
+timeout, with the messages' states in its text).
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 from core.servers import celery_worker_command  # noqa: E402 (needs the checkout on sys.path)
 
 N = int(os.environ.get("BENCH_MESSAGES", "3000"))
+# BENCH_WORKER_LOG=1 shows the worker's log (INFO) on this terminal instead of discarding it.
+WORKER_LOG = os.environ.get("BENCH_WORKER_LOG", "") not in ("", "0")
 WORKER_PROCESSES = 2
 
 
@@ -161,6 +167,7 @@ def main() -> None:
     call_command("migrate", verbosity=0)
 
     from django.conf import settings
+    from django.db.models import Count
 
     from commerce.models import Shopper
     from config.celery import app
@@ -260,18 +267,21 @@ def main() -> None:
         env = {
             **os.environ,
             "DATABASE_URL": url,
-            "LOG_LEVEL": "WARNING",
+            "LOG_LEVEL": "INFO" if WORKER_LOG else "WARNING",
         }
         app.control.purge()
         worker = subprocess.Popen(
             celery_worker_command(
-                concurrency=WORKER_PROCESSES, hostname=f"bench-{os.getpid()}@%h", quiet=True
+                concurrency=WORKER_PROCESSES,
+                hostname=f"bench-{os.getpid()}@%h",
+                quiet=True,
+                log_level="INFO" if WORKER_LOG else "WARNING",
             ),
             cwd=ROOT,
             env=env,
             start_new_session=True,
-            stderr=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stderr=None if WORKER_LOG else subprocess.DEVNULL,
+            stdout=None if WORKER_LOG else subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 60
         while not any(
@@ -286,7 +296,15 @@ def main() -> None:
         broadcast = Broadcast.objects.create(campaign=campaign)
         services.broadcast_send(broadcast_id=broadcast.pk)
         decided = time.perf_counter() - started
-        wait_count(counter, before + N, 300)
+        try:
+            wait_count(counter, before + N, 300)
+        except TimeoutError as error:
+            by_state = dict(
+                Message.objects.values_list("state").annotate(n=Count("pk")).order_by("state")
+            )
+            raise TimeoutError(
+                f"{error}; outbox message states {by_state} (BENCH_WORKER_LOG=1 shows the worker's log)"
+            ) from error
         while Message.objects.filter(state="sent").count() < N:
             time.sleep(0.01)
         elapsed = time.perf_counter() - started

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from commerce.models import WriteKey
 from engagement import services, tasks
-from engagement.models import Campaign, Message, Run
+from engagement.models import Broadcast, Campaign, Message, Run
 from tests.engagement.conftest import make_campaign, make_shopper, process, track
 from tests.support.processes import (
     asgi_server,
@@ -252,3 +252,19 @@ def test_control_group_shoppers_get_nothing_and_are_recorded(worker, sink):
     assert sorted(recipients) == sorted(treated)
     assert not held_out & set(recipients)
     assert Message.objects.filter(shopper__email__in=held_out).count() == 0
+
+
+def test_a_broadcast_offer_without_a_coupon_is_delivered_by_the_worker(worker, sink):
+    # bench/messages.py's case: a limited-offer broadcast whose trigger options name no
+    # coupon. The claim once zipped the approved runs with an empty coupon list (strict), so
+    # every batch raised in the worker and rolled back: all messages stayed scheduled.
+    campaign = make_campaign("limited_offer", steps=[{"subject": "Spring is here"}])
+    shoppers = [make_shopper() for _ in range(25)]
+
+    services.broadcast_send(broadcast_id=Broadcast.objects.create(campaign=campaign).pk)
+    sink.wait_for(len(shoppers))
+    _wait(lambda: Message.objects.filter(state="sent").count() == len(shoppers), what="sent")
+
+    recipients = sorted(r.rcpt_tos[0] for r in sink.messages())
+    assert recipients == sorted(s.email for s in shoppers)
+    assert set(Message.objects.values_list("state", flat=True)) == {"sent"}
