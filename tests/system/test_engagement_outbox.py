@@ -263,7 +263,7 @@ def test_a_broadcast_offer_without_a_coupon_is_delivered_by_the_worker(worker, s
 
     services.broadcast_send(broadcast_id=Broadcast.objects.create(campaign=campaign).pk)
     sink.wait_for(len(shoppers))
-    _wait(lambda: Message.objects.filter(state="sent").count() == len(shoppers), what="sent")
+    wait_until(lambda: Message.objects.filter(state="sent").count() == len(shoppers), what="sent")
 
     recipients = sorted(r.rcpt_tos[0] for r in sink.messages())
     assert recipients == sorted(s.email for s in shoppers)
