@@ -37,6 +37,13 @@ HANDOFF = [
 def chat_settings(db: Any) -> Iterator[ChatSettings]:
     """The merchant configuration the seed migration writes (recreated: transactional tests
     flush tables)."""
+    yield chat_settings_seed()
+    services.chat_settings_invalidate()
+
+
+def chat_settings_seed() -> ChatSettings:
+    """Write the chat configuration the tests assume (see ``chat_settings``); returns its row.
+    The caller invalidates the settings cache when done."""
     row, _ = ChatSettings.objects.update_or_create(
         pk=1,
         defaults={
@@ -86,8 +93,7 @@ def chat_settings(db: Any) -> Iterator[ChatSettings]:
     )
     services.chat_settings_invalidate()
     chat_email_campaigns_seed()
-    yield row
-    services.chat_settings_invalidate()
+    return row
 
 
 def chat_email_campaigns_seed() -> None:

@@ -27,6 +27,19 @@ def _embedded_env(state: Path) -> dict[str, str]:
     return env
 
 
+def _run_embedded(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python *args`` in the embedded mode on the scratch ``state`` folder; output captured
+    as text, at most 120 s."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=_embedded_env(state),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def _processes_mentioning(text: str) -> list[tuple[int, str]]:
     """Every live process whose command line names ``text`` (the scratch state folder)."""
     found = []
@@ -54,14 +67,7 @@ def test_importing_the_settings_starts_no_server(tmp_path: Path, code: str) -> N
     state = tmp_path / "state"
     children_before = _processes_mentioning(str(state))
 
-    result = subprocess.run(
-        [sys.executable, "-c", code + "; print('imported')"],
-        cwd=ROOT,
-        env=_embedded_env(state),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _run_embedded(state, "-c", code + "; print('imported')")
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "imported"
@@ -80,14 +86,7 @@ def test_settings_name_the_embedded_servers_without_starting_them(tmp_path: Path
         "print(settings.DATABASES['default']['HOST']); print(settings.DATABASES['default']['NAME']); "
         "print(settings.REDIS_URL); print(settings.CELERY_BROKER_URL); print(settings.EMBEDDED)"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=_embedded_env(state),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _run_embedded(state, "-c", code)
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
@@ -103,14 +102,7 @@ def test_settings_name_the_embedded_servers_without_starting_them(tmp_path: Path
 def test_manage_py_check_starts_no_server(tmp_path: Path) -> None:
     state = tmp_path / "state"
 
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=ROOT,
-        env=_embedded_env(state),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _run_embedded(state, "manage.py", "check")
 
     assert result.returncode == 0, result.stderr
     assert "System check identified no issues" in result.stdout

@@ -38,17 +38,7 @@ from core.i18n import PoEntry, mo_bytes, po_read
 ROOT = Path(settings.BASE_DIR)
 LOCALE = ROOT / "locale"
 TRANSLATED = ("tr", "lv")
-APPS = (
-    "core",
-    "commerce",
-    "engagement",
-    "loyalty",
-    "chat",
-    "recommendations",
-    "carts",
-    "storefront",
-    "config",
-)
+APPS = (*settings.PATRON_APPS, "config")  # every app Patron installs, and the project's own
 TEMPLATE_DIRS = [ROOT / "templates", *(ROOT / app / "templates" for app in APPS)]
 SCRIPTS = [ROOT / "storefront/static/patron/widget.js", ROOT / "chat/static/chat/console.js"]
 GETTEXT_FUNCTIONS = {

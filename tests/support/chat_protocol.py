@@ -101,3 +101,14 @@ async def console_socket(server: str, cookie: str) -> tuple[ChatClient, list[dic
     client = await ChatClient(server, "/ws/console/", cookie=cookie).connect()
     greeting = [await client.recv() for _ in range(3)]
     return client, greeting
+
+
+async def hand_off_assigned(shopper: ChatClient, console: ChatClient) -> int:
+    """Ask for a human on ``shopper`` and wait until the conversation is assigned: the shopper
+    gets the ``assigned`` state and ``console`` (the only online agent's) its ``assignment``.
+    Returns the conversation id; other frames stay in the clients' backlogs."""
+    await shopper.send({"type": "handoff.request"})
+    state = await shopper.expect("conversation.state", conversation__state="assigned")
+    conversation_id: int = state["conversation"]["id"]
+    await console.expect("assignment", conversation_id=conversation_id)
+    return conversation_id

@@ -14,10 +14,12 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from urllib.parse import quote
+
+import pytest
 
 from core.servers import celery_worker_command, uvicorn_command
 
@@ -167,6 +169,26 @@ def asgi_server(
         yield url
 
 
+def asgi_server_fixture(**env: str) -> Callable[..., Iterator[str]]:
+    """A module-scoped ``server`` fixture: one real uvicorn for the module, with the suite's
+    environment and ``env`` on top. A module assigns it to ``server`` to override the suite's
+    (tests/system/conftest.py)."""
+
+    @pytest.fixture(scope="module")
+    def server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
+        with asgi_server(env=child_env(**env)) as url:
+            yield url
+
+    return server
+
+
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a process started in a session of its own and every child in its group (a
+    worker's pool too), then reap it (waits up to 10 s)."""
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(10)
+
+
 def start_celery_worker(
     *,
     concurrency: int = 2,
@@ -196,8 +218,7 @@ def start_celery_worker(
         if any(hostname in next(iter(reply)) for reply in replies):
             return process
     if own_session:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
+        kill_group(process)
     else:
         stop(process, sig=signal.SIGKILL)
     raise TimeoutError("celery worker did not answer a ping within 60s")
@@ -210,3 +231,18 @@ def celery_worker(**kwargs: object) -> Iterator[subprocess.Popen[bytes]]:
         yield process
     finally:
         stop(process)
+
+
+def sending_worker_fixture(*, concurrency: int = 1, **env: str) -> Callable[..., Iterator[None]]:
+    """A ``worker`` fixture: a real Celery worker (``concurrency`` processes) that sends email
+    to the suite's SMTP sink with links to the suite's server, ``env`` on top. It uses the
+    system suite's ``server``, ``sink`` and ``real_celery`` fixtures (tests/system/conftest.py).
+    """
+
+    @pytest.fixture
+    def worker(server: str, sink: Any, real_celery: None) -> Iterator[None]:
+        worker_env = child_env(EMAIL_URL=sink.url, PATRON_BASE_URL=server, **env)
+        with celery_worker(concurrency=concurrency, env=worker_env):
+            yield
+
+    return worker

@@ -7,12 +7,16 @@ this one.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from tests.support.processes import asgi_server
+from tests.support.processes import asgi_server_fixture
 from tests.support.smtp import SMTPSink
+from tests.system.chat_fixtures import (  # noqa: F401  (fixtures the chat system tests use)
+    browser_key,
+    chat_settings,
+    consoles_disconnected,
+)
 
 
 @pytest.fixture
@@ -34,8 +38,5 @@ def sink() -> Iterator[SMTPSink]:
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
-    """One real ASGI server (uvicorn) per module, with the suite's settings."""
-    with asgi_server() as url:
-        yield url
+# One real ASGI server (uvicorn) per module, with the suite's settings.
+server = asgi_server_fixture()

@@ -9,17 +9,13 @@ import subprocess
 import time
 from typing import Any
 
-import pytest
 from django.conf import settings
 
 from chat.models import Message
 from commerce.models import WriteKey
-from tests.chat.conftest import (  # noqa: F401  (fixtures)
-    chat_settings,
-    consoles_disconnected,
-    make_agent,
-)
+from tests.chat.conftest import make_agent
 from tests.chat.wsclient import ChatClient
+from tests.support.chat_protocol import hand_off_assigned, session_cookie, shopper_socket
 from tests.support.processes import (
     asgi_server,
     child_env,
@@ -27,16 +23,12 @@ from tests.support.processes import (
     redis_server,
     stop,
 )
-from tests.system.test_chat_live import session_cookie, shopper_socket
+from tests.system.chat_fixtures import CHAT_SYSTEM
 
-pytestmark = [
-    pytest.mark.system,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.usefixtures("consoles_disconnected"),
-]
+pytestmark = CHAT_SYSTEM
 
 
-def test_shopper_on_one_process_and_agent_on_another_talk_in_real_time(chat_settings):  # noqa: F811  -- the imported fixture
+def test_shopper_on_one_process_and_agent_on_another_talk_in_real_time(chat_settings):
     key = WriteKey.objects.create(name="shop")
     agent = make_agent("anna", online=False)
     cookie = session_cookie(agent)
@@ -44,11 +36,7 @@ def test_shopper_on_one_process_and_agent_on_another_talk_in_real_time(chat_sett
     async def scenario(shop_url: str, console_url: str) -> list[float]:
         console = await ChatClient(console_url, "/ws/console/", cookie=cookie).connect()
         shopper, _ = await shopper_socket(shop_url, key, anonymous_id="anon-2p")
-        await shopper.send({"type": "handoff.request"})
-        cid = (await shopper.expect("conversation.state", conversation__state="assigned"))[
-            "conversation"
-        ]["id"]
-        await console.expect("assignment", conversation_id=cid)
+        cid = await hand_off_assigned(shopper, console)
         delays = []
         for index in range(20):
             started = time.perf_counter()
@@ -183,7 +171,7 @@ class Peer:
 
 
 def test_redis_restarted_under_live_conversations_loses_and_doubles_nothing(
-    chat_settings,  # noqa: F811 -- the imported fixture
+    chat_settings,
     tmp_path,
 ):
     key = WriteKey.objects.create(name="shop")

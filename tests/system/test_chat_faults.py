@@ -11,32 +11,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 from django.conf import settings as django_settings
 from django.db import connection
 
 from chat import presence, selectors
 from chat.models import Conversation, Message
 from commerce.models import WriteKey
-from tests.chat.conftest import (  # noqa: F401  (fixtures)
-    chat_settings,
-    consoles_disconnected,
-    make_agent,
-)
+from tests.chat.conftest import make_agent
 from tests.chat.wsclient import ChatClient
+from tests.support.chat_protocol import session_cookie, shopper_socket
 from tests.support.processes import asgi_process, child_env, free_port, redis_server, stop
-from tests.system.test_chat_live import session_cookie, shopper_socket
+from tests.system.chat_fixtures import CHAT_SYSTEM
 
-pytestmark = [
-    pytest.mark.system,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.usefixtures("consoles_disconnected"),
-]
-
-
-@pytest.fixture
-def key(chat_settings: Any) -> WriteKey:  # noqa: F811 -- the imported fixture
-    return WriteKey.objects.create(name="shop")
+pytestmark = CHAT_SYSTEM
 
 
 async def until_pong(client: ChatClient) -> list[dict[str, Any]]:
@@ -262,7 +249,7 @@ def test_a_reconnecting_console_gets_the_missed_messages_before_live_ones(server
 
 
 def test_a_handshake_while_redis_is_down_is_answered_unavailable_without_a_traceback(
-    chat_settings: Any,  # noqa: F811 -- the imported fixture
+    chat_settings: Any,
     tmp_path: Path,
 ) -> None:
     key = WriteKey.objects.create(name="shop")

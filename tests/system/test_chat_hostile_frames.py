@@ -13,23 +13,11 @@ import pytest
 
 from chat.consumers import CLOSE_PROTOCOL
 from chat.models import Conversation, Message
-from commerce.models import Shopper, WriteKey
-from tests.chat.conftest import (  # noqa: F401  (fixtures)
-    chat_settings,
-    consoles_disconnected,
-)
+from commerce.models import Shopper
 from tests.chat.wsclient import ChatClient
+from tests.system.chat_fixtures import CHAT_SYSTEM
 
-pytestmark = [
-    pytest.mark.system,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.usefixtures("consoles_disconnected"),
-]
-
-
-@pytest.fixture
-def key(chat_settings: Any) -> WriteKey:  # noqa: F811 -- the imported fixture
-    return WriteKey.objects.create(name="shop")
+pytestmark = CHAT_SYSTEM
 
 
 @pytest.mark.parametrize(

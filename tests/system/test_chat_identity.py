@@ -20,18 +20,11 @@ import pytest
 
 from chat.models import Conversation, Message
 from commerce.models import Order, Shopper, ShopperAlias, WriteKey
-from tests.chat.conftest import (  # noqa: F401  (fixtures)
-    chat_settings,
-    consoles_disconnected,
-)
 from tests.chat.wsclient import ChatClient
 from tests.support.identity import user_hash
+from tests.system.chat_fixtures import CHAT_SYSTEM
 
-pytestmark = [
-    pytest.mark.system,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.usefixtures("consoles_disconnected"),
-]
+pytestmark = CHAT_SYSTEM
 
 SECRET = "s3cret"  # the identity secret tests/chat/conftest.py gives the store
 ANA_HASH = user_hash("c-ana", SECRET)
@@ -39,12 +32,7 @@ CLOSE_FORBIDDEN = 4003
 
 
 @pytest.fixture
-def key(chat_settings: Any) -> WriteKey:  # noqa: F811 -- the imported fixture
-    return WriteKey.objects.create(name="shop pages")  # a browser key
-
-
-@pytest.fixture
-def ana(chat_settings: Any) -> Shopper:  # noqa: F811
+def ana(chat_settings: Any) -> Shopper:
     shopper = Shopper.objects.create(customer_id="c-ana", email="ana@example.com", first_name="Ana")
     ShopperAlias.objects.create(anonymous_id="anon-ana", shopper=shopper)
     Order.objects.create(number="ANA-1001", shopper=shopper, total=Decimal("42.00"))

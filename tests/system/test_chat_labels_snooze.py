@@ -9,34 +9,19 @@ import asyncio
 import datetime as dt
 from typing import Any
 
-import pytest
 from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
 from chat import services, tasks
 from chat.models import Conversation
-from commerce.models import WriteKey
-from tests.chat.conftest import (  # noqa: F401  (fixtures)
-    chat_settings,
-    consoles_disconnected,
-    make_agent,
-)
+from tests.chat.conftest import make_agent
 from tests.chat.wsclient import ChatClient
-from tests.support.chat_protocol import covers
+from tests.support.chat_protocol import covers, session_cookie, shopper_socket
 from tests.support.permissions import permissions
-from tests.system.test_chat_live import session_cookie, shopper_socket
+from tests.system.chat_fixtures import CHAT_SYSTEM
 
-pytestmark = [
-    pytest.mark.system,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.usefixtures("consoles_disconnected"),
-]
-
-
-@pytest.fixture
-def key(chat_settings: Any) -> WriteKey:  # noqa: F811 -- the imported fixture
-    return WriteKey.objects.create(name="shop")
+pytestmark = CHAT_SYSTEM
 
 
 async def console_for(server: str, cookie: str) -> ChatClient:

@@ -8,42 +8,23 @@ transcript emails per recipient. Limits are set low through the server's environ
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from chat.models import Conversation
 from commerce.models import WriteKey
-from tests.chat.conftest import (  # noqa: F401  (fixtures)
-    chat_settings,
-    consoles_disconnected,
-)
 from tests.chat.wsclient import ChatClient
-from tests.support.processes import asgi_server, child_env
+from tests.support.processes import asgi_server_fixture
+from tests.system.chat_fixtures import CHAT_SYSTEM
 
-pytestmark = [
-    pytest.mark.system,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.usefixtures("consoles_disconnected"),
-]
+pytestmark = CHAT_SYSTEM
 
 
-@pytest.fixture(scope="module")
-def server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
-    env = child_env(
-        PATRON_CHAT_FRAMES_PER_SECOND="4",
-        PATRON_CHAT_FRAMES_BURST="6",
-        PATRON_RATE_CHAT_CONVERSATIONS="2/600",
-        PATRON_RATE_EMAIL_PER_RECIPIENT="2/3600",
-    )
-    with asgi_server(env=env) as url:
-        yield url
-
-
-@pytest.fixture
-def key(chat_settings: Any) -> WriteKey:  # noqa: F811 -- the imported fixture
-    return WriteKey.objects.create(name="shop")
+server = asgi_server_fixture(
+    PATRON_CHAT_FRAMES_PER_SECOND="4",
+    PATRON_CHAT_FRAMES_BURST="6",
+    PATRON_RATE_CHAT_CONVERSATIONS="2/600",
+    PATRON_RATE_EMAIL_PER_RECIPIENT="2/3600",
+)
 
 
 async def _hello(server: str, key: WriteKey, anonymous_id: str) -> ChatClient:

@@ -10,52 +10,25 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.test import Client
 from websockets.exceptions import InvalidStatus
 
 from chat import emails, presence, selectors
 from chat.models import BusinessHours, ChatSettings, Conversation, Message
 from commerce.models import WriteKey
 from engagement.models import Message as OutboxMessage
-from tests.chat.conftest import (  # noqa: F401  (fixtures)
-    chat_settings,
-    consoles_disconnected,
-    make_agent,
-)
+from tests.chat.conftest import make_agent
 from tests.chat.wsclient import ChatClient
+from tests.support.chat_protocol import hand_off_assigned, session_cookie, shopper_socket
+from tests.system.chat_fixtures import CHAT_SYSTEM
 
-pytestmark = [
-    pytest.mark.system,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.usefixtures("consoles_disconnected"),
-]
-
-
-@pytest.fixture
-def chat(chat_settings: Any) -> WriteKey:  # noqa: F811 -- the imported fixture
-    return WriteKey.objects.create(name="shop")
-
-
-def session_cookie(user: Any) -> str:
-    client = Client()
-    client.force_login(user)
-    return f"sessionid={client.cookies['sessionid'].value}"
-
-
-async def shopper_socket(
-    server: str, key: WriteKey, **hello: Any
-) -> tuple[ChatClient, dict[str, Any]]:
-    client = await ChatClient(server, "/ws/chat/").connect()
-    await client.send({"type": "hello", "write_key": key.key, **hello})
-    welcome = await client.expect("welcome")
-    return client, welcome
+pytestmark = CHAT_SYSTEM
 
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-def test_bot_hand_off_agent_reply_and_the_bot_stays_silent(server, chat):
+def test_bot_hand_off_agent_reply_and_the_bot_stays_silent(server, key):
     agent = make_agent("anna", online=False)
     cookie = session_cookie(agent)
 
@@ -64,7 +37,7 @@ def test_bot_hand_off_agent_reply_and_the_bot_stays_silent(server, chat):
         await console.expect("inbox.snapshot")
         await console.expect("canned.list")
 
-        shopper, welcome = await shopper_socket(server, chat, anonymous_id="anon-1", locale="en")
+        shopper, welcome = await shopper_socket(server, key, anonymous_id="anon-1", locale="en")
         assert welcome["conversation"] is None
         assert welcome["token"]
 
@@ -162,7 +135,7 @@ def test_bot_hand_off_agent_reply_and_the_bot_stays_silent(server, chat):
     assert Conversation.objects.get(pk=cid).state == "assigned"
 
 
-def test_anonymous_and_non_agent_users_cannot_open_the_console(server, chat):
+def test_anonymous_and_non_agent_users_cannot_open_the_console(server, key):
     outsider = get_user_model().objects.create_user(username="staff", is_staff=True)
     cookie = session_cookie(outsider)
 
@@ -180,9 +153,9 @@ def test_anonymous_and_non_agent_users_cannot_open_the_console(server, chat):
     assert run(scenario()) == [403, 403]
 
 
-def test_a_shopper_cannot_join_another_shoppers_conversation(server, chat):
+def test_a_shopper_cannot_join_another_shoppers_conversation(server, key):
     async def scenario() -> None:
-        owner, _ = await shopper_socket(server, chat, anonymous_id="owner")
+        owner, _ = await shopper_socket(server, key, anonymous_id="owner")
         await owner.send({"type": "message.send", "client_id": "o1", "body": "returns?"})
         ack = await owner.expect("message.ack")
         cid = ack["message"]["conversation_id"]
@@ -191,7 +164,7 @@ def test_a_shopper_cannot_join_another_shoppers_conversation(server, chat):
         await intruder.send(
             {
                 "type": "hello",
-                "write_key": chat.key,
+                "write_key": key.key,
                 "anonymous_id": "intruder",
                 "conversation_id": cid,
             }
@@ -201,9 +174,7 @@ def test_a_shopper_cannot_join_another_shoppers_conversation(server, chat):
         assert [(f["type"], f["code"]) for f in frames] == [("error", "forbidden")]
 
         forger = await ChatClient(server, "/ws/chat/").connect()
-        await forger.send(
-            {"type": "hello", "write_key": chat.key, "token": "eyJzIjoxfQ:forged:sig"}
-        )
+        await forger.send({"type": "hello", "write_key": key.key, "token": "eyJzIjoxfQ:forged:sig"})
         frames, code = await forger.closed_with()
         assert code == 4003
 
@@ -239,15 +210,13 @@ def test_a_shopper_cannot_join_another_shoppers_conversation(server, chat):
     ],
 )
 def test_malformed_or_oversized_frames_get_an_error_and_a_clean_close(
-    server, chat, frames, code, error
+    server, key, frames, code, error
 ):
     async def scenario() -> tuple[list[dict[str, Any]], int | None]:
         client = await ChatClient(server, "/ws/chat/").connect()
         for frame in frames:
             if frame == "HELLO":
-                await client.send(
-                    {"type": "hello", "write_key": chat.key, "anonymous_id": "anon-x"}
-                )
+                await client.send({"type": "hello", "write_key": key.key, "anonymous_id": "anon-x"})
                 await client.expect("welcome")
             else:
                 await client.send(frame)
@@ -259,18 +228,15 @@ def test_malformed_or_oversized_frames_get_an_error_and_a_clean_close(
     assert Message.objects.count() == 0
 
 
-def test_reconnect_resumes_with_exactly_the_missed_messages(server, chat):
+def test_reconnect_resumes_with_exactly_the_missed_messages(server, key):
     agent = make_agent("anna", online=False)
     cookie = session_cookie(agent)
 
     async def scenario() -> None:
         console = await ChatClient(server, "/ws/console/", cookie=cookie).connect()
-        shopper, welcome = await shopper_socket(server, chat, anonymous_id="anon-r")
+        shopper, welcome = await shopper_socket(server, key, anonymous_id="anon-r")
         token = welcome["token"]
-        await shopper.send({"type": "handoff.request"})
-        state = await shopper.expect("conversation.state", conversation__state="assigned")
-        cid = state["conversation"]["id"]
-        await console.expect("assignment", conversation_id=cid)
+        cid = await hand_off_assigned(shopper, console)
         await shopper.send({"type": "message.send", "client_id": "s1", "body": "hello"})
         seen = (await shopper.expect("message.ack"))["message"]["seq"]
         await console.expect("message.new", message__seq=seen)
@@ -293,7 +259,7 @@ def test_reconnect_resumes_with_exactly_the_missed_messages(server, chat):
         # Reconnect with the token, the conversation and the last seq seen; re-send a frame
         # whose ack was lost.
         shopper, welcome = await shopper_socket(
-            server, chat, token=token, conversation_id=cid, last_seq=seen
+            server, key, token=token, conversation_id=cid, last_seq=seen
         )
         assert [m["seq"] for m in welcome["messages"]] == sent
         assert [m["body"] for m in welcome["messages"]] == ["answer 0", "answer 1", "answer 2"]
@@ -329,7 +295,7 @@ def test_reconnect_resumes_with_exactly_the_missed_messages(server, chat):
     assert Message.objects.filter(client_id="s1").count() == 1
 
 
-def test_page_views_update_the_agents_context_panel_live(server, chat):
+def test_page_views_update_the_agents_context_panel_live(server, key):
     agent = make_agent("anna", online=False)
     cookie = session_cookie(agent)
 
@@ -337,15 +303,11 @@ def test_page_views_update_the_agents_context_panel_live(server, chat):
         console = await ChatClient(server, "/ws/console/", cookie=cookie).connect()
         shopper, _ = await shopper_socket(
             server,
-            chat,
+            key,
             anonymous_id="anon-p",
             page={"url": "https://shop.example/", "title": "Home"},
         )
-        await shopper.send({"type": "handoff.request"})
-        cid = (await shopper.expect("conversation.state", conversation__state="assigned"))[
-            "conversation"
-        ]["id"]
-        await console.expect("assignment", conversation_id=cid)
+        cid = await hand_off_assigned(shopper, console)
 
         await shopper.send(
             {"type": "page.view", "url": "https://shop.example/cart", "title": "Cart <b>"}
@@ -388,7 +350,7 @@ def test_page_views_update_the_agents_context_panel_live(server, chat):
 
 
 @pytest.fixture
-def closed_now(chat: WriteKey) -> None:
+def closed_now(key: WriteKey) -> None:
     """Business hours on another weekday only: the shop is closed now."""
     closed_day = (dt.datetime.now(dt.UTC).weekday() + 3) % 7
     BusinessHours.objects.create(weekday=closed_day, opens=dt.time(9), closes=dt.time(17))
@@ -403,12 +365,12 @@ def closed_now(chat: WriteKey) -> None:
     ids=["talk-to-a-person", "first-message-asks-for-a-human"],
 )
 def test_offline_prompt_reaches_the_socket_whose_hand_off_started_the_conversation(
-    server, chat, closed_now, first_frame
+    server, key, closed_now, first_frame
 ):
     offline_message = ChatSettings.objects.get().offline_message
 
     async def scenario() -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        shopper, welcome = await shopper_socket(server, chat, anonymous_id="anon-night")
+        shopper, welcome = await shopper_socket(server, key, anonymous_id="anon-night")
         assert welcome["conversation"] is None
         assert welcome["settings"]["business_hours_open"] is False
 
@@ -452,9 +414,9 @@ def test_offline_prompt_reaches_the_socket_whose_hand_off_started_the_conversati
     )
 
 
-def test_offline_prompt_reaches_an_already_subscribed_socket_once(server, chat, closed_now):
+def test_offline_prompt_reaches_an_already_subscribed_socket_once(server, key, closed_now):
     async def scenario() -> list[dict[str, Any]]:
-        shopper, _ = await shopper_socket(server, chat, anonymous_id="anon-night-2")
+        shopper, _ = await shopper_socket(server, key, anonymous_id="anon-night-2")
         await shopper.send({"type": "message.send", "client_id": "s1", "body": "returns?"})
         await shopper.expect("message.new", message__author__kind="bot")
         await shopper.send({"type": "handoff.request"})
@@ -468,7 +430,7 @@ def test_offline_prompt_reaches_an_already_subscribed_socket_once(server, chat, 
     assert [f for f in frames if f["type"] == "offline.prompt"] == []
 
 
-def test_a_console_closed_while_it_is_being_greeted_goes_offline(server, chat):
+def test_a_console_closed_while_it_is_being_greeted_goes_offline(server, key):
     agent = make_agent("anna", online=False)
     cookie = session_cookie(agent)
 
@@ -487,14 +449,14 @@ def test_a_console_closed_while_it_is_being_greeted_goes_offline(server, chat):
     assert [a["status"] for a in selectors.agents_list() if a["id"] == agent.pk] == ["offline"]
 
 
-def test_a_console_reply_to_an_offline_message_is_emailed_with_the_reply(server, chat, closed_now):
+def test_a_console_reply_to_an_offline_message_is_emailed_with_the_reply(server, key, closed_now):
     """Replies in live chats take the batched path; a reply in an email follow-up must not (its
     email is stored in the reply's transaction): the console's frame still gets its ack."""
     agent = make_agent("anna", online=False)
     cookie = session_cookie(agent)
 
     async def scenario() -> tuple[int, list[int], list[str]]:
-        shopper, _ = await shopper_socket(server, chat, anonymous_id="anon-night-3")
+        shopper, _ = await shopper_socket(server, key, anonymous_id="anon-night-3")
         await shopper.send({"type": "handoff.request"})
         await shopper.expect("offline.prompt")
         await shopper.send(

@@ -11,7 +11,6 @@ ALLOWED_HOSTS, real ``websockets`` clients sending the Origin header a browser w
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,34 +18,24 @@ from websockets.exceptions import InvalidStatus
 
 from chat.models import Conversation, Message
 from commerce.models import Shopper, WriteKey
-from tests.chat.conftest import (  # noqa: F401  (fixtures)
-    chat_settings,
-    consoles_disconnected,
-    make_agent,
-)
+from tests.chat.conftest import make_agent
 from tests.chat.wsclient import ChatClient
-from tests.support.processes import asgi_server, child_env
-from tests.system.test_chat_live import session_cookie
+from tests.support.chat_protocol import session_cookie
+from tests.support.processes import asgi_server_fixture
+from tests.system.chat_fixtures import CHAT_SYSTEM
 
-pytestmark = [
-    pytest.mark.system,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.usefixtures("consoles_disconnected"),
-]
+pytestmark = CHAT_SYSTEM
 
 SHOP = "https://shop.example.com"
 FOREIGN = "https://evil.example.net"
 
 
-@pytest.fixture(scope="module")
-def server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
-    # Not the development default (ALLOWED_HOSTS=*, where every origin is "own").
-    with asgi_server(env=child_env(ALLOWED_HOSTS="127.0.0.1")) as url:
-        yield url
+# Not the development default (ALLOWED_HOSTS=*, where every origin is "own").
+server = asgi_server_fixture(ALLOWED_HOSTS="127.0.0.1")
 
 
 @pytest.fixture
-def key(chat_settings: Any) -> WriteKey:  # noqa: F811 -- the imported fixture
+def key(chat_settings: Any) -> WriteKey:
     return WriteKey.objects.create(name="shop", allowed_origins=[SHOP + "/"])
 
 
@@ -72,7 +61,7 @@ def test_a_page_on_an_origin_the_key_allows_chats(server, key):
     assert Message.objects.filter(author_kind="shopper").count() == 1
 
 
-def test_patrons_own_pages_chat_with_any_key(server, chat_settings):  # noqa: F811  -- the imported fixture
+def test_patrons_own_pages_chat_with_any_key(server, chat_settings):
     own_only = WriteKey.objects.create(name="demo")  # no allowed origins at all
 
     async def scenario() -> dict[str, Any]:
@@ -102,7 +91,7 @@ def test_any_other_origin_is_refused_on_hello_and_nothing_is_created(server, key
     assert Conversation.objects.count() == 0
 
 
-def test_the_console_refuses_foreign_origins_even_for_a_signed_in_agent(server, chat_settings):  # noqa: F811  -- the imported fixture
+def test_the_console_refuses_foreign_origins_even_for_a_signed_in_agent(server, chat_settings):
     cookie = session_cookie(make_agent("anna", online=False))
 
     async def scenario() -> tuple[list[int], str]:
@@ -125,16 +114,13 @@ def test_the_console_refuses_foreign_origins_even_for_a_signed_in_agent(server, 
 # --- The development default: ALLOWED_HOSTS=* names no host, and opens nothing ---------------
 
 
-@pytest.fixture(scope="module")
-def dev_server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
-    with asgi_server(env=child_env(ALLOWED_HOSTS="*")) as url:
-        yield url
+dev_server = asgi_server_fixture(ALLOWED_HOSTS="*")
 
 
 @pytest.mark.parametrize("origin", [FOREIGN, "null", None])
 def test_with_allowed_hosts_star_a_key_without_origins_refuses_other_pages(
     dev_server,
-    chat_settings,  # noqa: F811  -- the imported fixture
+    chat_settings,
     origin,
 ):
     own_only = WriteKey.objects.create(name="demo")
@@ -154,7 +140,7 @@ def test_with_allowed_hosts_star_a_key_without_origins_refuses_other_pages(
 
 def test_with_allowed_hosts_star_patrons_own_page_chats_with_a_key_without_origins(
     dev_server,
-    chat_settings,  # noqa: F811  -- the imported fixture
+    chat_settings,
 ):
     own_only = WriteKey.objects.create(name="demo")
 
@@ -170,7 +156,7 @@ def test_with_allowed_hosts_star_patrons_own_page_chats_with_a_key_without_origi
 
 def test_with_allowed_hosts_star_the_console_refuses_foreign_pages(
     dev_server,
-    chat_settings,  # noqa: F811  -- the imported fixture
+    chat_settings,
 ):
     cookie = session_cookie(make_agent("anna", online=False))
 

@@ -5,31 +5,24 @@ against one real uvicorn server."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from chat.models import AgentStatus, CannedResponse, Conversation, Message
 from commerce.models import WriteKey
-from tests.chat.conftest import (  # noqa: F401  (fixtures)
-    chat_settings,
-    consoles_disconnected,
-    make_agent,
-)
+from tests.chat.conftest import make_agent
 from tests.support.chat_protocol import (
     console_socket,
     covers,
+    hand_off_assigned,
     session_cookie,
     shopper_socket,
 )
-from tests.support.processes import asgi_server, child_env
+from tests.support.processes import asgi_server_fixture
+from tests.system.chat_fixtures import CHAT_SYSTEM
 
-pytestmark = [
-    pytest.mark.system,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.usefixtures("consoles_disconnected"),
-]
+pytestmark = CHAT_SYSTEM
 
 SUMMARY_KEYS = {
     "id",
@@ -50,19 +43,11 @@ SUMMARY_KEYS = {
 }
 
 
-@pytest.fixture(scope="module")
-def server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
-    with asgi_server(env=child_env(PATRON_RATE_CHAT_CONVERSATIONS="1000/600")) as url:
-        yield url
+server = asgi_server_fixture(PATRON_RATE_CHAT_CONVERSATIONS="1000/600")
 
 
 @pytest.fixture
-def key(chat_settings: Any) -> WriteKey:  # noqa: F811 -- the imported fixture
-    return WriteKey.objects.create(name="shop")
-
-
-@pytest.fixture
-def anna(chat_settings: Any) -> Any:  # noqa: F811 -- the imported fixture
+def anna(chat_settings: Any) -> Any:
     return make_agent("anna", online=False)
 
 
@@ -269,11 +254,7 @@ def test_agent_replies_reach_the_shopper_and_notes_reach_only_agents(server, key
         seen: dict[str, Any] = {}
         console, _ = await console_socket(server, cookie_a)
         shopper, _ = await shopper_socket(server, key, anonymous_id="a-1")
-        await shopper.send({"type": "handoff.request"})
-        cid = (await shopper.expect("conversation.state", conversation__state="assigned"))[
-            "conversation"
-        ]["id"]
-        await console.expect("assignment", conversation_id=cid)
+        cid = await hand_off_assigned(shopper, console)
         other, _ = await console_socket(server, cookie_b)
         await other.send({"type": "conversation.open", "conversation_id": cid, "ref": "o"})
         await other.expect("conversation.opened", ref="o")

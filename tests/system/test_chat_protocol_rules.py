@@ -21,26 +21,20 @@ from django.db.models import F
 from chat.consumers import CLOSE_HELLO, CLOSE_PROTOCOL, CLOSE_TOO_LARGE
 from chat.models import Conversation, Message
 from commerce.models import Shopper, WriteKey
-from tests.chat.conftest import (  # noqa: F401  (fixtures)
-    chat_settings,
-    consoles_disconnected,
-    make_agent,
-)
+from tests.chat.conftest import make_agent
 from tests.chat.wsclient import ChatClient
 from tests.support.chat_protocol import (
     console_socket,
     covers,
+    hand_off_assigned,
     session_cookie,
     shopper_socket,
 )
 from tests.support.checkpoints import Checkpoint
-from tests.support.processes import asgi_server, child_env
+from tests.support.processes import asgi_server_fixture
+from tests.system.chat_fixtures import CHAT_SYSTEM
 
-pytestmark = [
-    pytest.mark.system,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.usefixtures("consoles_disconnected"),
-]
+pytestmark = CHAT_SYSTEM
 
 HELLO_TIMEOUT_MS = 1000
 FRAMES_PER_SECOND = 2
@@ -48,22 +42,13 @@ FRAMES_BURST = 30  # per socket: no other test here sends that many frames on on
 SUBSCRIBED = Checkpoint("chat.subscribed")
 
 
-@pytest.fixture(scope="module")
-def server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
-    env = child_env(
-        PATRON_CHAT_HELLO_TIMEOUT_MS=str(HELLO_TIMEOUT_MS),
-        PATRON_CHAT_FRAMES_PER_SECOND=str(FRAMES_PER_SECOND),
-        PATRON_CHAT_FRAMES_BURST=str(FRAMES_BURST),
-        PATRON_RATE_CHAT_CONVERSATIONS="1000/600",
-        PATRON_TEST_CHECKPOINTS=SUBSCRIBED.name,
-    )
-    with asgi_server(env=env) as url:
-        yield url
-
-
-@pytest.fixture
-def key(chat_settings: Any) -> WriteKey:  # noqa: F811 -- the imported fixture
-    return WriteKey.objects.create(name="shop")
+server = asgi_server_fixture(
+    PATRON_CHAT_HELLO_TIMEOUT_MS=str(HELLO_TIMEOUT_MS),
+    PATRON_CHAT_FRAMES_PER_SECOND=str(FRAMES_PER_SECOND),
+    PATRON_CHAT_FRAMES_BURST=str(FRAMES_BURST),
+    PATRON_RATE_CHAT_CONVERSATIONS="1000/600",
+    PATRON_TEST_CHECKPOINTS=SUBSCRIBED.name,
+)
 
 
 @pytest.fixture
@@ -339,11 +324,7 @@ def _conversation_with_history(server: str, key: WriteKey, cookie: str) -> Any:
         client, welcome = await shopper_socket(server, key, anonymous_id="a-h")
         await client.send({"type": "message.send", "client_id": "s1", "body": "returns?"})
         await client.expect("message.new", message__author__kind="bot")
-        await client.send({"type": "handoff.request"})
-        cid = (await client.expect("conversation.state", conversation__state="assigned"))[
-            "conversation"
-        ]["id"]
-        await console.expect("assignment", conversation_id=cid)
+        cid = await hand_off_assigned(client, console)
         for n, internal in ((1, False), (2, True), (3, False)):
             await console.send(
                 {

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,25 +15,19 @@ from chat.models import BusinessHours, ChatSettings, Conversation, CsatRating, M
 from chat.services.conversations import NO_AGENTS_MESSAGE
 from chat.services.language import translate
 from commerce.models import WriteKey
-from tests.chat.conftest import (  # noqa: F401  (fixtures)
-    chat_settings,
-    consoles_disconnected,
-    make_agent,
-)
+from tests.chat.conftest import make_agent
 from tests.chat.wsclient import ChatClient
 from tests.support.chat_protocol import (
     console_socket,
     covers,
+    hand_off_assigned,
     session_cookie,
     shopper_socket,
 )
-from tests.support.processes import asgi_server, child_env
+from tests.support.processes import asgi_server_fixture
+from tests.system.chat_fixtures import CHAT_SYSTEM
 
-pytestmark = [
-    pytest.mark.system,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.usefixtures("consoles_disconnected"),
-]
+pytestmark = CHAT_SYSTEM
 
 MESSAGE_KEYS = {
     "id",
@@ -59,15 +52,7 @@ SHOPPER_VIEW_KEYS = {
 }
 
 
-@pytest.fixture(scope="module")
-def server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
-    with asgi_server(env=child_env(PATRON_RATE_CHAT_CONVERSATIONS="1000/600")) as url:
-        yield url
-
-
-@pytest.fixture
-def key(chat_settings: Any) -> WriteKey:  # noqa: F811 -- the imported fixture
-    return WriteKey.objects.create(name="shop")
+server = asgi_server_fixture(PATRON_RATE_CHAT_CONVERSATIONS="1000/600")
 
 
 def run(coro: Any) -> Any:
@@ -220,11 +205,7 @@ def test_typing_and_read_receipts_travel_between_shopper_and_agent(server, key):
         seen: dict[str, Any] = {}
         console, _ = await console_socket(server, cookie)
         shopper, _ = await shopper_socket(server, key, anonymous_id="a-1")
-        await shopper.send({"type": "handoff.request"})
-        cid = (await shopper.expect("conversation.state", conversation__state="assigned"))[
-            "conversation"
-        ]["id"]
-        await console.expect("assignment", conversation_id=cid)
+        cid = await hand_off_assigned(shopper, console)
         await shopper.settle()
         await console.settle()
 
@@ -358,11 +339,7 @@ def test_resolve_asks_for_a_rating_once(server, key):
         seen: dict[str, Any] = {}
         console, _ = await console_socket(server, cookie)
         shopper, _ = await shopper_socket(server, key, anonymous_id="a-1")
-        await shopper.send({"type": "handoff.request"})
-        cid = (await shopper.expect("conversation.state", conversation__state="assigned"))[
-            "conversation"
-        ]["id"]
-        await console.expect("assignment", conversation_id=cid)
+        cid = await hand_off_assigned(shopper, console)
         await console.send({"type": "conversation.resolve", "conversation_id": cid})
         seen["console_state"] = await console.expect("conversation.state")
         seen["request"] = await shopper.expect("csat.request")

@@ -15,26 +15,13 @@ import pytest
 from chat import emails, presence, selectors, services
 from chat.models import AgentStatus, Conversation, Message
 from chat.services.conversations import NO_AGENTS_MESSAGE
-from commerce.models import Shopper, WriteKey
+from commerce.models import Shopper
 from engagement.models import Message as OutboxMessage
-from tests.chat.conftest import (  # noqa: F401  (fixtures)
-    FIXTURE_CONNECTION,
-    chat_settings,
-    consoles_disconnected,
-    make_agent,
-)
-from tests.system.test_chat_live import shopper_socket
+from tests.chat.conftest import FIXTURE_CONNECTION, make_agent
+from tests.support.chat_protocol import shopper_socket
+from tests.system.chat_fixtures import CHAT_SYSTEM
 
-pytestmark = [
-    pytest.mark.system,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.usefixtures("consoles_disconnected"),
-]
-
-
-@pytest.fixture
-def key(chat_settings: Any) -> WriteKey:  # noqa: F811 -- the imported fixture
-    return WriteKey.objects.create(name="shop")
+pytestmark = CHAT_SYSTEM
 
 
 @pytest.fixture

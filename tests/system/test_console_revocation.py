@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,25 +23,18 @@ from websockets.exceptions import ConnectionClosed
 from chat import presence
 from chat.models import AgentStatus
 from chat.selectors import AGENT_GROUP_PERMISSIONS
-from tests.chat.conftest import chat_settings, consoles_disconnected  # noqa: F401  (fixtures)
 from tests.chat.wsclient import ChatClient
-from tests.support.processes import asgi_server, child_env
+from tests.support.processes import asgi_server_fixture
+from tests.system.chat_fixtures import CHAT_SYSTEM
 
-pytestmark = [
-    pytest.mark.system,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.usefixtures("consoles_disconnected", "chat_settings"),
-]
+pytestmark = CHAT_SYSTEM
 
 RECHECK_SECONDS = 1
 # The interval, plus a round that may just have started, plus slack for a loaded machine.
 CLOSE_BOUND_SECONDS = 2 * RECHECK_SECONDS + 3
 
 
-@pytest.fixture(scope="module")
-def server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
-    with asgi_server(env=child_env(PATRON_AGENT_RECHECK_SECONDS=str(RECHECK_SECONDS))) as url:
-        yield url
+server = asgi_server_fixture(PATRON_AGENT_RECHECK_SECONDS=str(RECHECK_SECONDS))
 
 
 def agents_group() -> Group:

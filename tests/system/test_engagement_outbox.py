@@ -7,11 +7,9 @@ Redis, mail over SMTP) and counts what the SMTP server accepted by Message-ID.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 
 import httpx
@@ -23,30 +21,18 @@ from commerce.models import WriteKey
 from engagement import services, tasks
 from engagement.models import Broadcast, Campaign, Message, Run
 from tests.engagement.conftest import make_campaign, make_shopper, process, track
-from tests.support.processes import asgi_server, child_env, free_port, start_celery_worker, stop
+from tests.support.processes import (
+    asgi_server,
+    child_env,
+    free_port,
+    kill_group,
+    start_celery_worker,
+    stop,
+)
 from tests.support.smtp import SMTPSink
+from tests.support.waiting import outbox_settled, wait_until
 
 pytestmark = [pytest.mark.system, pytest.mark.django_db(transaction=True)]
-
-
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(10)
-
-
-def _wait(condition: Callable[[], bool], *, timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out waiting for {what or condition}")
-
-
-def _settled() -> bool:
-    return not Message.objects.filter(
-        state__in=[Message.State.SCHEDULED, Message.State.SENDING], due_at__lte=timezone.now()
-    ).exists()
 
 
 @pytest.fixture
@@ -83,7 +69,7 @@ def test_a_trigger_fired_twice_sends_one_email(worker, sink):
         track(key, shopper, "", type="identify", user_id=user_id),
     )
     services.trigger_fire(trigger="welcome", shopper=shopper, occurrence_key="welcome")
-    _wait(lambda: Message.objects.filter(state="sent").exists(), what="the welcome email")
+    wait_until(lambda: Message.objects.filter(state="sent").exists(), what="the welcome email")
     time.sleep(1.0)  # time for a second email to arrive, were one ever sent
 
     received = sink.messages()
@@ -108,10 +94,10 @@ def test_a_worker_killed_mid_batch_leaves_every_message_delivered_exactly_once(w
             services.trigger_fire(trigger="welcome", shopper=shopper, occurrence_key="welcome")
         assert sink.stalled.wait(60), "the SMTP server never stalled"
         time.sleep(1.0)
-        _kill_group(first)
+        kill_group(first)
     finally:
         if first.poll() is None:
-            _kill_group(first)
+            kill_group(first)
 
     states = dict(Message.objects.values("state").annotate(n=Count("id")).values_list("state", "n"))
     handed_but_unconfirmed = Message.objects.filter(state="sending", handed_at__isnull=False)
@@ -125,7 +111,7 @@ def test_a_worker_killed_mid_batch_leaves_every_message_delivered_exactly_once(w
     second = start_celery_worker(env=worker_env, name="engagement", own_session=True)
     try:
         tasks.outbox_sweep.delay(lease_seconds=0)
-        _wait(
+        wait_until(
             lambda: Message.objects.filter(state="sent").count() == 40,
             timeout=60,
             what="all 40 messages sent",
@@ -168,11 +154,11 @@ def test_one_click_unsubscribe_stops_the_next_step(worker_env, worker, sink, web
 
     assert response.status_code == 200
     second = Message.objects.get(step__position=2)
-    _wait(lambda: second.due_at <= timezone.now(), what="the second step to be due")
+    wait_until(lambda: second.due_at <= timezone.now(), what="the second step to be due")
     # Already skipped at unsubscribe time; put it back so the worker must decide at send time.
     Message.objects.filter(pk=second.pk).update(state="scheduled")
     tasks.outbox_dispatch.delay()
-    _wait(_settled, what="the outbox to settle")
+    wait_until(outbox_settled, what="the outbox to settle")
     time.sleep(0.5)
     second.refresh_from_db()
     assert (second.state, second.reason) == ("skipped", "unsubscribed")
@@ -197,15 +183,19 @@ def test_quiet_hours_postpone_not_drop(worker_env, sink):
     try:
         tasks.outbox_dispatch.delay()
         message = Message.objects.get()
-        _wait(lambda: Message.objects.filter(pk=message.pk, postponed=1).exists(), what="postpone")
+        wait_until(
+            lambda: Message.objects.filter(pk=message.pk, postponed=1).exists(), what="postpone"
+        )
         message.refresh_from_db()
         assert message.state == "scheduled"
         assert message.due_at == release
         assert sink.messages() == []
 
-        _wait(lambda: timezone.now() >= release, what="the end of quiet hours")
+        wait_until(lambda: timezone.now() >= release, what="the end of quiet hours")
         tasks.outbox_dispatch.delay()
-        _wait(lambda: Message.objects.filter(pk=message.pk, state="sent").exists(), what="send")
+        wait_until(
+            lambda: Message.objects.filter(pk=message.pk, state="sent").exists(), what="send"
+        )
     finally:
         stop(worker)
 
@@ -273,7 +263,7 @@ def test_a_broadcast_offer_without_a_coupon_is_delivered_by_the_worker(worker, s
 
     services.broadcast_send(broadcast_id=Broadcast.objects.create(campaign=campaign).pk)
     sink.wait_for(len(shoppers))
-    _wait(lambda: Message.objects.filter(state="sent").count() == len(shoppers), what="sent")
+    wait_until(lambda: Message.objects.filter(state="sent").count() == len(shoppers), what="sent")
 
     recipients = sorted(r.rcpt_tos[0] for r in sink.messages())
     assert recipients == sorted(s.email for s in shoppers)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import time
-from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -20,8 +18,9 @@ from commerce.models import Event, Order, WriteKey
 from engagement import services, tasks
 from engagement.models import Message, Run, StepTest, StepVariant
 from tests.engagement.conftest import make_campaign
-from tests.support.processes import asgi_server, celery_worker, child_env
+from tests.support.processes import asgi_server_fixture, sending_worker_fixture
 from tests.support.smtp import SMTPSink
+from tests.support.waiting import outbox_settled, wait_until
 
 pytestmark = [pytest.mark.system, pytest.mark.django_db(transaction=True)]
 
@@ -31,33 +30,11 @@ BROWSER = (
 )
 
 
-def _wait(condition: Callable[[], bool], *, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"timed out waiting for {what}")
+# The suite's server, with clicks counted at once (no link-scanner quiet period).
+server = asgi_server_fixture(PATRON_LINK_SCANNER_SECONDS="0")
 
 
-@pytest.fixture(scope="module")
-def server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
-    """The suite's server, with clicks counted at once (no link-scanner quiet period)."""
-    with asgi_server(env=child_env(PATRON_LINK_SCANNER_SECONDS="0")) as url:
-        yield url
-
-
-@pytest.fixture
-def worker(server: str, sink: SMTPSink, real_celery: None) -> Iterator[None]:
-    env = child_env(EMAIL_URL=sink.url, PATRON_BASE_URL=server, PATRON_LINK_SCANNER_SECONDS="0")
-    with celery_worker(concurrency=1, env=env):
-        yield
-
-
-def _settled() -> bool:
-    return not Message.objects.filter(
-        state__in=[Message.State.SCHEDULED, Message.State.SENDING], due_at__lte=timezone.now()
-    ).exists()
+worker = sending_worker_fixture(concurrency=1, PATRON_LINK_SCANNER_SECONDS="0")
 
 
 class Store:
@@ -174,8 +151,8 @@ def test_a_two_branch_flow_with_a_filter_a_split_and_an_ab_step(server, worker, 
         order_id="W-1",
         products=[{"sku": "MUG", "price": 20, "quantity": 1}],
     )
-    _wait(lambda: Order.objects.filter(number="W-1").exists(), what="Cem's order")
-    _wait(
+    wait_until(lambda: Order.objects.filter(number="W-1").exists(), what="Cem's order")
+    wait_until(
         lambda: not Event.objects.filter(processed_at__isnull=True).exists(),
         what="the events to be processed",
     )
@@ -184,14 +161,14 @@ def test_a_two_branch_flow_with_a_filter_a_split_and_an_ab_step(server, worker, 
     Message.objects.filter(state=Message.State.SCHEDULED).update(due_at=timezone.now())
     tasks.outbox_deliver.delay()
     sink.wait_for(7)
-    _wait(_settled, what="the branch steps to be decided")
+    wait_until(outbox_settled, what="the branch steps to be decided")
 
     # The test's time passes; wave 2 gets the winner: the variant Ann clicked.
     StepTest.objects.filter(pk=test.pk).update(started_at=timezone.now() - dt.timedelta(hours=3))
     store.sign_up("c-5", "Eve")
     store.sign_up("c-6", "Fay")
     sink.wait_for(9)
-    _wait(_settled, what="wave 2")
+    wait_until(outbox_settled, what="wave 2")
 
     # Ann buys two mugs after her click: the order is credited to the step she clicked.
     store.track(
@@ -200,7 +177,7 @@ def test_a_two_branch_flow_with_a_filter_a_split_and_an_ab_step(server, worker, 
         order_id="W-2",
         products=[{"sku": "MUG", "price": 20, "quantity": 2}],
     )
-    _wait(lambda: Order.objects.filter(number="W-2").exists(), what="Ann's order")
+    wait_until(lambda: Order.objects.filter(number="W-2").exists(), what="Ann's order")
 
     winner = drawn["c-1"]
     assert _received(sink) == sorted(

@@ -5,8 +5,6 @@ server, and the merchant's changes through the staff API."""
 from __future__ import annotations
 
 import datetime as dt
-import time
-from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -20,26 +18,13 @@ from commerce.models import Coupon, Order, Product, Shopper, WriteKey
 from engagement import tasks
 from engagement.models import Message, ProductChange, ProductSnapshot, ProductView, Run
 from tests.engagement.conftest import make_campaign
-from tests.support.processes import celery_worker, child_env
-from tests.support.smtp import SMTPSink
+from tests.support.processes import sending_worker_fixture
+from tests.support.waiting import outbox_settled, wait_until
 
 pytestmark = [pytest.mark.system, pytest.mark.django_db(transaction=True)]
 
 
-def _wait(condition: Callable[[], bool], *, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
-@pytest.fixture
-def worker(server: str, sink: SMTPSink, real_celery: None) -> Iterator[None]:
-    env = child_env(EMAIL_URL=sink.url, PATRON_BASE_URL=server, PATRON_OUTBOX_BATCH_SIZE="10")
-    with celery_worker(concurrency=1, env=env):
-        yield
+worker = sending_worker_fixture(concurrency=1, PATRON_OUTBOX_BATCH_SIZE="10")
 
 
 class Store:
@@ -76,12 +61,6 @@ def _track(message_id: str, user_id: str, name: str, **properties: Any) -> dict[
     }
 
 
-def _settled() -> bool:
-    return not Message.objects.filter(
-        state__in=[Message.State.SCHEDULED, Message.State.SENDING], due_at__lte=timezone.now()
-    ).exists()
-
-
 def test_a_restock_reaches_the_guest_who_asked_and_a_viewer_once_and_follow_ups_stop(
     server, worker, sink
 ):
@@ -109,19 +88,19 @@ def test_a_restock_reaches_the_guest_who_asked_and_a_viewer_once_and_follow_ups_
         auth=(store.browser_key, ""),
     )
     assert guest.status_code == 201, guest.text
-    _wait(lambda: ProductView.objects.exists(), what="the view to be recorded")
+    wait_until(lambda: ProductView.objects.exists(), what="the view to be recorded")
     tasks.product_changes_detect.delay()
-    _wait(lambda: ProductSnapshot.objects.exists(), what="the first snapshot")
+    wait_until(lambda: ProductSnapshot.objects.exists(), what="the first snapshot")
 
     store.product("LAMP", stock=3)
     first = sink.wait_for(2)
     store.product("LAMP", stock=0)
-    _wait(lambda: ProductSnapshot.objects.get().stock == 0, what="the sell-out to be seen")
+    wait_until(lambda: ProductSnapshot.objects.get().stock == 0, what="the sell-out to be seen")
     store.product("LAMP", stock=5)
-    _wait(lambda: ProductChange.objects.count() == 2, what="the second restock")
+    wait_until(lambda: ProductChange.objects.count() == 2, what="the second restock")
     Message.objects.filter(state=Message.State.SCHEDULED).update(due_at=timezone.now())
     tasks.outbox_deliver.delay()
-    _wait(_settled, what="the follow-ups to be decided")
+    wait_until(outbox_settled, what="the follow-ups to be decided")
 
     assert sorted((r.rcpt_tos[0], str(r.message["Subject"])) for r in first) == [
         ("g@ex.com", "Lamp is back"),
@@ -146,7 +125,7 @@ def test_a_single_use_coupon_redeemed_at_checkout_counts_once_whatever_the_order
         {"type": "identify", "messageId": "i-1", "userId": "c-1", "traits": {"email": "1@ex.com"}},
         {"type": "identify", "messageId": "i-2", "userId": "c-2", "traits": {"email": "2@ex.com"}},
     )
-    _wait(lambda: Shopper.objects.filter(customer_id="c-2").exists(), what="the shoppers")
+    wait_until(lambda: Shopper.objects.filter(customer_id="c-2").exists(), what="the shoppers")
     (coupon,) = commerce_services.coupons_issue(
         kind=Coupon.Kind.PERCENT,
         value=Decimal("15"),
@@ -167,7 +146,7 @@ def test_a_single_use_coupon_redeemed_at_checkout_counts_once_whatever_the_order
         _track("o-1-retry", "c-1", "Order Completed", **order),  # the order, sent again
         _track("o-2", "c-2", "Order Completed", **{**order, "order_id": "B-1"}),
     )
-    _wait(lambda: Order.objects.count() == 2, what="both orders")
+    wait_until(lambda: Order.objects.count() == 2, what="both orders")
 
     assert redeemed.status_code == 201, redeemed.text
     assert (refused.status_code, refused.json()["error"]["code"]) == (409, "coupon_used_up")

@@ -15,8 +15,6 @@ While the workers live, their claims outlast the lease (the server holds them fo
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -29,9 +27,9 @@ from django.db.models import Count, Q
 from engagement import services
 from engagement.models import Message
 from tests.engagement.conftest import make_campaign, make_shopper
-from tests.support.processes import ROOT, child_env, start_celery_worker
+from tests.support.processes import ROOT, child_env, kill_group, start_celery_worker
 from tests.support.smtp import SMTPSink
-from tests.system.test_engagement_outbox import _kill_group, _wait
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.system, pytest.mark.django_db(transaction=True)]
 
@@ -58,8 +56,7 @@ def beat(env: dict[str, str], tmp_path) -> Iterator[subprocess.Popen[bytes]]:
     ]  # fmt: skip
     process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
     yield process
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(10)
+    kill_group(process)
 
 
 def _taken_back() -> int:
@@ -97,7 +94,7 @@ def test_sigkilled_workers_messages_are_delivered_again_within_a_minute_exactly_
     try:
         for shopper in shoppers:
             services.trigger_fire(trigger="welcome", shopper=shopper, occurrence_key="welcome")
-        _wait(stalled, timeout=120, what="the SMTP server to hold a reply")
+        wait_until(stalled, timeout=120, what="the SMTP server to hold a reply")
         # Held for longer than the lease, with the sweeper running: live workers keep theirs.
         time.sleep(LEASE_SECONDS * 2.5)
         held = Message.objects.filter(state="sending")
@@ -110,11 +107,11 @@ def test_sigkilled_workers_messages_are_delivered_again_within_a_minute_exactly_
         else:
             assert handed
         for worker in workers:
-            _kill_group(worker)
+            kill_group(worker)
     finally:
         for worker in workers:
             if worker.poll() is None:
-                _kill_group(worker)
+                kill_group(worker)
     killed_at = time.monotonic()
     sink.stall_rcpt = False
     sink.stall_when = None
@@ -124,7 +121,7 @@ def test_sigkilled_workers_messages_are_delivered_again_within_a_minute_exactly_
         start_celery_worker(env=env, name="engagement", own_session=True) for _ in range(2)
     ]
     try:
-        _wait(
+        wait_until(
             lambda: Message.objects.filter(state="sent").count() == MESSAGES,
             timeout=90,
             what=f"all {MESSAGES} messages sent",
@@ -133,7 +130,7 @@ def test_sigkilled_workers_messages_are_delivered_again_within_a_minute_exactly_
         time.sleep(2.0)  # time for a duplicate to arrive, were one ever sent
     finally:
         for worker in survivors:
-            _kill_group(worker)
+            kill_group(worker)
 
     assert recovered_in < 60, f"recovered after {recovered_in:.1f}s"
     counts = sink.count_by_message_id()

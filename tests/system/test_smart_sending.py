@@ -3,35 +3,19 @@ sends each shopper one of two marketing emails fired at once, and records why th
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-
 import pytest
 from django.utils import timezone
 
 from engagement import services
 from engagement.models import Message
 from tests.engagement.conftest import make_campaign, make_shopper
-from tests.support.processes import celery_worker, child_env
-from tests.support.smtp import SMTPSink
+from tests.support.processes import sending_worker_fixture
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.system, pytest.mark.django_db(transaction=True)]
 
 
-def _wait(condition: Callable[[], bool], *, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
-@pytest.fixture
-def worker(server: str, sink: SMTPSink, real_celery: None) -> Iterator[None]:
-    env = child_env(EMAIL_URL=sink.url, PATRON_BASE_URL=server, PATRON_OUTBOX_BATCH_SIZE="2")
-    with celery_worker(concurrency=2, env=env):
-        yield
+worker = sending_worker_fixture(concurrency=2, PATRON_OUTBOX_BATCH_SIZE="2")
 
 
 def test_a_real_worker_sends_each_shopper_one_of_two_campaigns(worker, sink):
@@ -46,7 +30,7 @@ def test_a_real_worker_sends_each_shopper_one_of_two_campaigns(worker, sink):
         services.trigger_fire(trigger="welcome", shopper=shopper, occurrence_key="welcome")
     # Small batches on two processes: the two smart-sending emails of a shopper may be
     # claimed by different workers at once; the per-shopper channel lock decides them in turn.
-    _wait(
+    wait_until(
         lambda: (
             not Message.objects.filter(
                 state__in=["scheduled", "sending"], due_at__lte=timezone.now()

@@ -5,38 +5,25 @@ one transcript an hour, a real console socket."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from chat.models import Conversation
 from commerce.models import Shopper
 from engagement.models import Message as OutboxMessage
-from tests.chat.conftest import (  # noqa: F401  (fixtures)
-    chat_settings,
-    consoles_disconnected,
-    make_agent,
-)
+from tests.chat.conftest import make_agent
 from tests.support.chat_protocol import console_socket, session_cookie
-from tests.support.processes import asgi_server, child_env
+from tests.support.processes import asgi_server_fixture
+from tests.system.chat_fixtures import CHAT_SYSTEM
 
-pytestmark = [
-    pytest.mark.system,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.usefixtures("consoles_disconnected"),
-]
+pytestmark = CHAT_SYSTEM
 
 
-@pytest.fixture(scope="module")
-def server(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
-    with asgi_server(env=child_env(PATRON_RATE_TRANSCRIPTS_PER_AGENT="1/3600")) as url:
-        yield url
+server = asgi_server_fixture(PATRON_RATE_TRANSCRIPTS_PER_AGENT="1/3600")
 
 
 def test_a_second_transcript_within_the_hour_is_refused_and_not_sent(
     server: str,
-    chat_settings: Any,  # noqa: F811 -- the imported fixture
+    chat_settings: Any,
 ) -> None:
     agent = make_agent("anna", online=False)
     shopper = Shopper.objects.create(email="ada@example.com")
