@@ -18,6 +18,8 @@ COPY recommendations ./recommendations
 COPY carts ./carts
 COPY storefront ./storefront
 COPY templates ./templates
+# Translations (LOCALE_PATHS): the compiled .mo files are committed, so no gettext is needed.
+COPY locale ./locale
 COPY manage.py ./
 RUN pip install . \
     && useradd --system --uid 10001 --home-dir /app patron \
