@@ -16,6 +16,7 @@ from chat import registry, services
 from chat.models import AgentStatus, CannedResponse, Conversation, Message
 from commerce.models import Shopper, WriteKey
 from tests.chat.conftest import agent_permission, make_agent
+from tests.support.chat_protocol import SUMMARY_KEYS
 from tests.support.permissions import grant
 
 pytestmark = pytest.mark.django_db
@@ -161,23 +162,7 @@ def test_conversation_list_pages_and_summaries(shopper):
         {"view": ["all"], "limit": ["2"], "q": ["S"]},
     )
     summary = second["results"][0]
-    assert set(summary) == {
-        "id",
-        "state",
-        "channel",
-        "shopper",
-        "assigned_agent",
-        "last_seq",
-        "last_message",
-        "queued_at",
-        "created_at",
-        "updated_at",
-        "page_url",
-        "language",
-        "labels",
-        "snoozed",
-        "snoozed_until",
-    }
+    assert set(summary) == SUMMARY_KEYS
     assert (summary["state"], summary["last_message"], summary["assigned_agent"]) == (
         "bot",
         None,

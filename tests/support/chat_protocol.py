@@ -112,3 +112,24 @@ async def hand_off_assigned(shopper: ChatClient, console: ChatClient) -> int:
     conversation_id: int = state["conversation"]["id"]
     await console.expect("assignment", conversation_id=conversation_id)
     return conversation_id
+
+
+# The keys of a conversation summary (inbox rows, inbox.update, conversation.opened): one
+# list for the HTTP API's tests and the socket suite's.
+SUMMARY_KEYS = {
+    "id",
+    "state",
+    "channel",
+    "shopper",
+    "assigned_agent",
+    "last_seq",
+    "last_message",
+    "queued_at",
+    "created_at",
+    "updated_at",
+    "page_url",
+    "language",
+    "labels",
+    "snoozed",
+    "snoozed_until",
+}

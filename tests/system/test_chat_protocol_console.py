@@ -13,6 +13,7 @@ from chat.models import AgentStatus, CannedResponse, Conversation, Message
 from commerce.models import WriteKey
 from tests.chat.conftest import make_agent
 from tests.support.chat_protocol import (
+    SUMMARY_KEYS,
     console_socket,
     covers,
     hand_off_assigned,
@@ -23,24 +24,6 @@ from tests.support.processes import asgi_server_fixture
 from tests.system.chat_fixtures import CHAT_SYSTEM
 
 pytestmark = CHAT_SYSTEM
-
-SUMMARY_KEYS = {
-    "id",
-    "state",
-    "channel",
-    "shopper",
-    "assigned_agent",
-    "last_seq",
-    "last_message",
-    "queued_at",
-    "created_at",
-    "updated_at",
-    "page_url",
-    "language",
-    "labels",
-    "snoozed",
-    "snoozed_until",
-}
 
 
 server = asgi_server_fixture(PATRON_RATE_CHAT_CONVERSATIONS="1000/600")
